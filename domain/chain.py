@@ -1,0 +1,147 @@
+"""Hash-linked events: every aggregate's history is a SHA-256 chain.
+
+Each event carries ``prev_hash`` (the hash of the aggregate's previous event, or
+``GENESIS_HASH`` for the first) and ``hash``, the SHA-256 of a canonical encoding
+of the event's *domain values*: its type name and every field (aggregate id,
+version, timestamp, ``prev_hash`` and the payload), as sorted-key JSON. Hashing
+values rather than stored bytes keeps the chain valid if storage is later
+compressed or encrypted.
+
+``originator_topic`` (the aggregate's class path, on created events) is left out
+on purpose: the event type name already names the aggregate class, and topics
+change when code moves between modules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from enum import Enum
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+GENESIS_HASH = "0" * 64
+_EXCLUDED_FIELDS = frozenset({"hash", "originator_topic"})
+
+
+def _encode_value(value: Any) -> Any:
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        assert value.tzinfo is not None, "event timestamps are timezone-aware"
+        return value.astimezone(timezone.utc).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    raise TypeError(f"cannot canonically encode {type(value).__name__}")
+
+
+def canonical_encoding(event_type: str, values: dict[str, Any]) -> bytes:
+    """The exact bytes that are hashed: sorted-key compact JSON, UTF-8."""
+    document = {"type": event_type, **{k: v for k, v in values.items() if k not in _EXCLUDED_FIELDS}}
+    return json.dumps(
+        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_encode_value
+    ).encode("utf-8")
+
+
+def compute_event_hash(event: Any) -> str:
+    """SHA-256 hex digest of an event's canonical encoding."""
+    return hashlib.sha256(canonical_encoding(type(event).__qualname__, vars(event))).hexdigest()
+
+
+class ChainedAggregate(Aggregate):
+    """Base of every ledger aggregate: each event it triggers is hash-linked."""
+
+    class Event(Aggregate.Event):
+        prev_hash: str
+        hash: str
+
+        def mutate(self, aggregate: Any) -> Any:
+            aggregate = super().mutate(aggregate)
+            aggregate._chain_hash = self.hash
+            return aggregate
+
+    class Created(Event, Aggregate.Created):
+        pass
+
+    @classmethod
+    def _create(cls, event_class: Any, *, id: UUID | None = None, **kwargs: Any) -> Any:  # noqa: A002
+        assert id is not None, "ledger aggregates are created with an explicit id"
+        aggregate = super()._create(event_class, id=id, prev_hash=GENESIS_HASH, hash="", **kwargs)
+        aggregate._seal_last_event()
+        return aggregate
+
+    def trigger_event(self, event_class: Any, **kwargs: Any) -> None:
+        super().trigger_event(event_class, prev_hash=self._chain_hash, hash="", **kwargs)
+        self._seal_last_event()
+
+    def _seal_last_event(self) -> None:
+        # The event is frozen and not yet visible to anyone: its hash can only be
+        # computed once every other field exists, so it is set here, exactly once.
+        event = self.pending_events[-1]
+        assert event.hash == ""
+        object.__setattr__(event, "hash", compute_event_hash(event))
+        self._chain_hash = event.hash
+
+    @property
+    def chain_hash(self) -> str:
+        """Hash of the aggregate's latest event: the head of its chain."""
+        return self._chain_hash
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    """The first broken link of one aggregate's chain."""
+
+    originator_id: UUID
+    originator_version: int
+    kind: str  # "changed" | "relinked" | "missing" | "reordered"
+    expected_hash: str
+    found_hash: str
+
+    def describe(self) -> str:
+        return (
+            f"aggregate {self.originator_id} version {self.originator_version}: {self.kind} "
+            f"(expected {self.expected_hash[:16]}…, found {self.found_hash[:16]}…)"
+        )
+
+
+def verify_chain(events: Iterable[Any]) -> ChainBreak | None:
+    """Check one aggregate's events, in stored order; return the first broken link.
+
+    A version gap is ``missing``, a version out of order is ``reordered``, a
+    ``prev_hash`` that does not point at the previous event is ``relinked``, and an
+    event whose recomputed hash differs from its stored hash is ``changed``.
+    """
+    expected_prev, expected_version = GENESIS_HASH, 1
+    for event in events:
+        version = event.originator_version
+        if version != expected_version:
+            kind = "missing" if version > expected_version else "reordered"
+            return ChainBreak(event.originator_id, version, kind, expected_prev, event.prev_hash)
+        recomputed = compute_event_hash(event)
+        if recomputed != event.hash:
+            return ChainBreak(event.originator_id, version, "changed", recomputed, event.hash)
+        if event.prev_hash != expected_prev:
+            return ChainBreak(event.originator_id, version, "relinked", expected_prev, event.prev_hash)
+        expected_prev, expected_version = event.hash, version + 1
+    return None
+
+
+def global_link_hash(  # noqa: PLR0913
+    prev_hash: str, sequence: int, position: int, originator_id: UUID, originator_version: int, event_hash: str
+) -> str:
+    """One link of the global chain, which orders every event of the ledger.
+
+    It binds each event's own hash to its place in the notification log, so a
+    deleted, inserted or reordered event breaks the global chain even where every
+    per-aggregate chain still verifies.
+    """
+    text = f"{prev_hash}|{sequence}|{position}|{originator_id}|{originator_version}|{event_hash}"
+    return hashlib.sha256(text.encode("ascii")).hexdigest()

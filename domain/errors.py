@@ -1,0 +1,162 @@
+"""Business rejections of the ledger.
+
+Every rule the ledger enforces has one named error here. Each carries a stable,
+machine-readable ``code`` that clients, logs and the HTTP problem documents rely
+on, so a code is never renamed once released. Programmer errors are assertions,
+not ``LedgerError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class LedgerError(Exception):
+    """Base of every business rejection; ``code`` is stable and public."""
+
+    code: ClassVar[str] = "ledger_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+# --- money --------------------------------------------------------------------
+
+
+class InvalidAmount(LedgerError):
+    code = "invalid_amount"
+
+
+class AmountPrecisionExceeded(InvalidAmount):
+    code = "amount_precision_exceeded"
+
+
+class AmountOutOfRange(InvalidAmount):
+    code = "amount_out_of_range"
+
+
+class UnknownCurrency(LedgerError):
+    code = "unknown_currency"
+
+
+class InvalidMetadata(LedgerError):
+    code = "invalid_metadata"
+
+
+# --- tenants ------------------------------------------------------------------
+
+
+class InvalidTenant(LedgerError):
+    code = "invalid_tenant"
+
+
+class TenantNotFound(LedgerError):
+    code = "tenant_not_found"
+
+
+class TenantAlreadyExists(LedgerError):
+    code = "tenant_already_exists"
+
+
+class TenantSuspended(LedgerError):
+    code = "tenant_suspended"
+
+
+class TenantNotSuspended(LedgerError):
+    code = "tenant_not_suspended"
+
+
+# --- accounts -----------------------------------------------------------------
+
+
+class InvalidAccount(LedgerError):
+    code = "invalid_account"
+
+
+class AccountNotFound(LedgerError):
+    code = "account_not_found"
+
+
+class AccountAlreadyExists(LedgerError):
+    code = "account_already_exists"
+
+
+class AccountFrozen(LedgerError):
+    code = "account_frozen"
+
+
+class AccountNotFrozen(LedgerError):
+    code = "account_not_frozen"
+
+
+class AccountClosed(LedgerError):
+    code = "account_closed"
+
+
+class AccountBalanceNotZero(LedgerError):
+    code = "account_balance_not_zero"
+
+
+class InsufficientFunds(LedgerError):
+    code = "insufficient_funds"
+
+
+class CurrencyMismatch(LedgerError):
+    code = "currency_mismatch"
+
+
+# --- transactions -------------------------------------------------------------
+
+
+class InvalidTransaction(LedgerError):
+    code = "invalid_transaction"
+
+
+class TransactionUnbalanced(InvalidTransaction):
+    code = "transaction_unbalanced"
+
+
+class TooFewPostings(InvalidTransaction):
+    code = "too_few_postings"
+
+
+class TooManyPostings(InvalidTransaction):
+    code = "too_many_postings"
+
+
+class ZeroAmount(InvalidTransaction):
+    code = "zero_amount"
+
+
+class DuplicatePostingAccount(InvalidTransaction):
+    code = "duplicate_posting_account"
+
+
+class TransactionNotFound(LedgerError):
+    code = "transaction_not_found"
+
+
+class DuplicateExternalId(LedgerError):
+    """The ``external_id`` was used before for a transaction with other content."""
+
+    code = "duplicate_external_id"
+
+
+class TransactionAlreadyReversed(LedgerError):
+    code = "transaction_already_reversed"
+
+
+class ReversalNotReversible(LedgerError):
+    code = "reversal_not_reversible"
+
+
+# --- concurrency --------------------------------------------------------------
+
+
+class ConcurrencyConflict(LedgerError):
+    """Optimistic concurrency kept failing after the bounded number of retries,
+    or the caller's expected version was stale."""
+
+    code = "concurrency_conflict"
