@@ -1,0 +1,312 @@
+"""The ledger's use cases.
+
+Each use case loads the aggregates it needs, lets them decide (they raise a named
+``LedgerError`` when a rule is broken), and saves every changed aggregate in one
+``save()``: one atomic write with optimistic concurrency on every aggregate.
+A version conflict means another writer got there first; the whole decision is
+then retried against fresh state, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, Transcoder, Transcoding
+
+from domain.account import Account
+from domain.chain import ChainBreak, verify_chain
+from domain.errors import (
+    AccountAlreadyExists,
+    AccountNotFound,
+    ConcurrencyConflict,
+    CurrencyMismatch,
+    DuplicateExternalId,
+    InvalidTransaction,
+    TenantAlreadyExists,
+    TenantNotFound,
+    TransactionNotFound,
+)
+from domain.ids import tenant_id_for, transaction_id_for
+from domain.money import parse_amount_minor
+from domain.tenant import Tenant
+from domain.transaction import Posting, Transaction, check_external_id, check_posting_count
+
+T = TypeVar("T")
+
+SAVE_ATTEMPTS_MAX = 20
+CHAIN_EVENTS_PAGE = 1000
+
+
+class DateAsISO(Transcoding):
+    """Stores ``datetime.date`` values (effective dates) as ISO strings."""
+
+    type = date
+    name = "date_iso"
+
+    def encode(self, obj: date) -> str:
+        return obj.isoformat()
+
+    def decode(self, data: str) -> date:
+        return date.fromisoformat(data)
+
+
+@dataclass(frozen=True)
+class PostingInstruction:
+    """A requested posting: a signed decimal amount in the account's currency.
+
+    ``currency`` is optional; when given it must match the account's.
+    """
+
+    account_id: UUID
+    amount: str
+    currency: str | None = None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """The outcome of a write: the aggregate and the log position that holds it.
+
+    ``replayed`` is true when an identical request had already been recorded and
+    nothing new was written; ``position`` is then ``None``.
+    """
+
+    aggregate: Any
+    position: int | None
+    replayed: bool = False
+
+
+class Ledger(Application):
+    """The write side of Invario over an eventsourcing event store."""
+
+    name = "invario"
+    snapshotting_intervals = {Account: 200}  # noqa: RUF012
+    # Hot accounts would otherwise be replayed on every command. Cached aggregates
+    # are fast-forwarded from the store on each use (so other processes' writes are
+    # seen) and deep-copied (so a rejected decision never touches the cache).
+    env = {"AGGREGATE_CACHE_MAXSIZE": "10000", "AGGREGATE_CACHE_FASTFORWARD": "y"}  # noqa: RUF012
+
+    def register_transcodings(self, transcoder: Transcoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(DateAsISO())
+
+    # --- plumbing ---------------------------------------------------------------
+
+    def _save(self, *aggregates: Any) -> int | None:
+        recordings = self.save(*aggregates)
+        positions = [r.notification.id for r in recordings if r.notification.id is not None]
+        return max(positions) if positions else None
+
+    def _retrying(self, decide_and_save: Callable[[], T]) -> T:
+        for attempt in range(1, SAVE_ATTEMPTS_MAX + 1):
+            try:
+                return decide_and_save()
+            except IntegrityError:
+                # Another writer saved one of our aggregates first: decide again
+                # on fresh state, after a short randomised pause to spread retries.
+                time.sleep(random.uniform(0, 0.002 * attempt))  # noqa: S311
+        raise ConcurrencyConflict(f"gave up after {SAVE_ATTEMPTS_MAX} conflicting attempts; retry the request")
+
+    def _get(self, aggregate_id: UUID, kind: type[T]) -> T | None:
+        try:
+            aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        return aggregate if isinstance(aggregate, kind) else None
+
+    # --- tenants ----------------------------------------------------------------
+
+    def create_tenant(self, name: str) -> Recorded:
+        tenant = Tenant.create(name)
+        if self._get(tenant.id, Tenant) is not None:
+            raise TenantAlreadyExists(f"tenant {name} already exists", tenant=name)
+        try:
+            return Recorded(tenant, self._save(tenant))
+        except IntegrityError:
+            raise TenantAlreadyExists(f"tenant {name} already exists", tenant=name) from None
+
+    def get_tenant(self, tenant_id: UUID) -> Tenant:
+        tenant = self._get(tenant_id, Tenant)
+        if tenant is None:
+            raise TenantNotFound(f"tenant {tenant_id} not found")
+        return tenant
+
+    def get_tenant_by_name(self, name: str) -> Tenant:
+        tenant = self._get(tenant_id_for(name), Tenant)
+        if tenant is None:
+            raise TenantNotFound(f"tenant {name} not found", tenant=name)
+        return tenant
+
+    def suspend_tenant(self, tenant_id: UUID, reason: str = "") -> Recorded:
+        def decide() -> Recorded:
+            tenant = self.get_tenant(tenant_id)
+            tenant.suspend(reason)
+            return Recorded(tenant, self._save(tenant))
+
+        return self._retrying(decide)
+
+    def resume_tenant(self, tenant_id: UUID) -> Recorded:
+        def decide() -> Recorded:
+            tenant = self.get_tenant(tenant_id)
+            tenant.resume()
+            return Recorded(tenant, self._save(tenant))
+
+        return self._retrying(decide)
+
+    def _writable_tenant(self, tenant_id: UUID) -> Tenant:
+        tenant = self.get_tenant(tenant_id)
+        tenant.check_writable()
+        return tenant
+
+    # --- accounts ---------------------------------------------------------------
+
+    def open_account(  # noqa: PLR0913
+        self,
+        tenant_id: UUID,
+        code: str,
+        name: str,
+        currency: str,
+        type: str,  # noqa: A002
+        balance_floor_minor: int | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> Recorded:
+        self._writable_tenant(tenant_id)
+        account = Account.open(tenant_id, code, name, currency, type, balance_floor_minor, metadata)
+        if self._get(account.id, Account) is not None:
+            raise AccountAlreadyExists(f"account code {code} is already in use", code=code)
+        try:
+            return Recorded(account, self._save(account))
+        except IntegrityError:
+            raise AccountAlreadyExists(f"account code {code} is already in use", code=code) from None
+
+    def get_account(self, tenant_id: UUID, account_id: UUID) -> Account:
+        """The account's write-side state; another tenant's account is 'not found'."""
+        account = self._get(account_id, Account)
+        if account is None or account.tenant_id != tenant_id:
+            raise AccountNotFound(f"account {account_id} not found", account_id=str(account_id))
+        return account
+
+    def freeze_account(self, tenant_id: UUID, account_id: UUID) -> Recorded:
+        return self._change_account(tenant_id, account_id, Account.freeze)
+
+    def unfreeze_account(self, tenant_id: UUID, account_id: UUID) -> Recorded:
+        return self._change_account(tenant_id, account_id, Account.unfreeze)
+
+    def close_account(self, tenant_id: UUID, account_id: UUID) -> Recorded:
+        return self._change_account(tenant_id, account_id, Account.close)
+
+    def _change_account(self, tenant_id: UUID, account_id: UUID, change: Callable[[Account], None]) -> Recorded:
+        def decide() -> Recorded:
+            self._writable_tenant(tenant_id)
+            account = self.get_account(tenant_id, account_id)
+            change(account)
+            return Recorded(account, self._save(account))
+
+        return self._retrying(decide)
+
+    # --- transactions -----------------------------------------------------------
+
+    def post_transaction(  # noqa: PLR0913
+        self,
+        tenant_id: UUID,
+        external_id: str,
+        effective_date: date,
+        postings: Sequence[PostingInstruction],
+        description: str = "",
+        metadata: dict[str, str] | None = None,
+    ) -> Recorded:
+        """Record a balanced journal entry, or return the one already recorded
+        under the same ``external_id`` with the same content."""
+        check_external_id(external_id)
+        check_posting_count(len(postings))
+        if not isinstance(effective_date, date) or isinstance(effective_date, datetime):
+            raise InvalidTransaction("effective_date must be a calendar date", field="effective_date")
+
+        def decide() -> Recorded:
+            self._writable_tenant(tenant_id)
+            accounts = self._load_posting_accounts(tenant_id, postings)
+            resolved = tuple(_resolve(instruction, accounts) for instruction in postings)
+            existing = self._get(transaction_id_for(tenant_id, external_id), Transaction)
+            if existing is not None:
+                if existing.same_content(effective_date, resolved, description, metadata):
+                    return Recorded(existing, None, replayed=True)
+                raise DuplicateExternalId(
+                    f"external_id {external_id} was already used for a different transaction",
+                    external_id=external_id,
+                    transaction_id=str(existing.id),
+                )
+            transaction = Transaction.post(tenant_id, external_id, effective_date, resolved, description, metadata)
+            _apply_postings(transaction, accounts)
+            return Recorded(transaction, self._save(transaction, *accounts.values()))
+
+        return self._retrying(decide)
+
+    def _load_posting_accounts(self, tenant_id: UUID, postings: Iterable[PostingInstruction]) -> dict[UUID, Account]:
+        accounts: dict[UUID, Account] = {}
+        for instruction in postings:
+            if instruction.account_id not in accounts:
+                accounts[instruction.account_id] = self.get_account(tenant_id, instruction.account_id)
+        return accounts
+
+    def reverse_transaction(
+        self, tenant_id: UUID, transaction_id: UUID, effective_date: date | None = None, description: str = ""
+    ) -> Recorded:
+        def decide() -> Recorded:
+            self._writable_tenant(tenant_id)
+            original = self.get_transaction(tenant_id, transaction_id)
+            when = effective_date or datetime.now(timezone.utc).date()
+            reversal = original.reverse(when, description)
+            accounts = self._load_posting_accounts(
+                tenant_id, (PostingInstruction(p.account_id, "0") for p in reversal.postings)
+            )
+            _apply_postings(reversal, accounts)
+            return Recorded(reversal, self._save(reversal, original, *accounts.values()))
+
+        return self._retrying(decide)
+
+    def get_transaction(self, tenant_id: UUID, transaction_id: UUID) -> Transaction:
+        transaction = self._get(transaction_id, Transaction)
+        if transaction is None or transaction.tenant_id != tenant_id:
+            raise TransactionNotFound(f"transaction {transaction_id} not found", transaction_id=str(transaction_id))
+        return transaction
+
+    # --- integrity --------------------------------------------------------------
+
+    def verify_aggregate_chain(self, aggregate_id: UUID) -> ChainBreak | None:
+        """Recompute one aggregate's hash chain from its stored events."""
+        return verify_chain(self._stored_events(aggregate_id))
+
+    def _stored_events(self, aggregate_id: UUID) -> Iterable[Any]:
+        # Paged so that a long-lived account never has to fit in memory at once.
+        after = 0
+        while True:
+            page = list(self.events.get(aggregate_id, gt=after or None, limit=CHAIN_EVENTS_PAGE))
+            yield from page
+            if len(page) < CHAIN_EVENTS_PAGE:
+                return
+            after = page[-1].originator_version
+
+
+def _resolve(instruction: PostingInstruction, accounts: dict[UUID, Account]) -> Posting:
+    account = accounts[instruction.account_id]
+    if instruction.currency is not None and instruction.currency != account.currency:
+        raise CurrencyMismatch(
+            f"account {account.code} holds {account.currency}, not {instruction.currency}",
+            account_id=str(account.id),
+        )
+    return Posting(account.id, parse_amount_minor(instruction.amount, account.currency), account.currency)
+
+
+def _apply_postings(transaction: Transaction, accounts: dict[UUID, Account]) -> None:
+    # Check every account before recording on any: a rejection must leave all
+    # aggregates untouched, including cached ones a group-commit writer reuses.
+    for posting in transaction.postings:
+        accounts[posting.account_id].check_posting(posting.amount_minor, posting.currency)
+    for posting in transaction.postings:
+        accounts[posting.account_id].record_posting(transaction.id, posting.amount_minor, posting.currency)
