@@ -1,0 +1,133 @@
+"""The one place where settings become running parts.
+
+``open_runtime()`` maps ``Settings`` onto the eventsourcing environment, opens the
+event store and a SQLAlchemy engine on the same database, and turns every way
+this can fail into a one-line ``ConfigError`` or ``DatabaseUnavailable``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import psycopg
+from sqlalchemy import Engine, create_engine, event
+
+from application.ledger import Ledger
+from infrastructure.database import DatabaseURL
+from infrastructure.errors import ConfigError, DatabaseUnavailable
+from infrastructure.settings import Settings, get_settings
+
+SQLITE_BUSY_TIMEOUT_SECONDS = 30
+
+
+def eventsourcing_env(settings: Settings, database: DatabaseURL) -> dict[str, str]:
+    """The eventsourcing library's settings for this database."""
+    env = {
+        "CREATE_TABLE": "y",
+        "AGGREGATE_CACHE_MAXSIZE": str(settings.aggregate_cache_size),
+        "AGGREGATE_CACHE_FASTFORWARD": "y",
+    }
+    if settings.aggregate_cache_size == 0:
+        del env["AGGREGATE_CACHE_MAXSIZE"]
+    if database.is_postgres:
+        env.update(
+            PERSISTENCE_MODULE="eventsourcing.postgres",
+            POSTGRES_DBNAME=database.dbname,
+            POSTGRES_HOST=database.host,
+            POSTGRES_PORT=str(database.port),
+            POSTGRES_USER=database.user,
+            POSTGRES_PASSWORD=database.password,
+            POSTGRES_CONNECT_TIMEOUT=str(settings.db_connect_timeout_seconds),
+            POSTGRES_POOL_SIZE=str(settings.db_pool_size),
+            POSTGRES_MAX_OVERFLOW=str(settings.db_pool_size),
+            POSTGRES_LOCK_TIMEOUT=str(settings.db_lock_timeout_seconds),
+            POSTGRES_PRE_PING="y",
+        )
+    else:
+        assert database.path is not None
+        env.update(
+            PERSISTENCE_MODULE="eventsourcing.sqlite",
+            SQLITE_DBNAME=str(database.path),
+            SQLITE_LOCK_TIMEOUT=str(SQLITE_BUSY_TIMEOUT_SECONDS),
+        )
+    return env
+
+
+@dataclass
+class Runtime:
+    """The opened parts of one process: the write side and the read-side engine."""
+
+    settings: Settings
+    database: DatabaseURL
+    ledger: Ledger
+    engine: Engine
+    _closed: bool = field(default=False, repr=False)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.ledger.close()
+        self.engine.dispose()
+
+
+def open_runtime(settings: Settings | None = None) -> Runtime:
+    settings = settings or get_settings()
+    database = DatabaseURL.parse(settings.database_url)
+    if database.is_postgres:
+        _check_postgres_reachable(database, settings.db_connect_timeout_seconds)
+    else:
+        _prepare_sqlite_file(database)
+    ledger = _open_ledger(settings, database)
+    return Runtime(settings, database, ledger, _create_engine(database, settings))
+
+
+def _check_postgres_reachable(database: DatabaseURL, timeout_seconds: int) -> None:
+    try:
+        psycopg.connect(
+            host=database.host,
+            port=database.port,
+            user=database.user,
+            password=database.password or None,
+            dbname=database.dbname,
+            connect_timeout=timeout_seconds,
+        ).close()
+    except psycopg.Error as exc:
+        reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+        raise DatabaseUnavailable(f"cannot use {database.describe()}: {reason}") from None
+
+
+def _prepare_sqlite_file(database: DatabaseURL) -> None:
+    assert database.path is not None
+    try:
+        database.path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the directory for {database.describe()}: {exc.strerror}") from None
+
+
+def _open_ledger(settings: Settings, database: DatabaseURL) -> Ledger:
+    try:
+        return Ledger(env=eventsourcing_env(settings, database))
+    except Exception as exc:  # the store's own errors differ per backend
+        raise DatabaseUnavailable(f"cannot open the event store in {database.describe()}: {exc}") from None
+
+
+def _create_engine(database: DatabaseURL, settings: Settings) -> Engine:
+    if database.is_postgres:
+        return create_engine(
+            database.sqlalchemy_url(),
+            pool_size=settings.db_pool_size,
+            pool_pre_ping=True,
+            connect_args={"connect_timeout": settings.db_connect_timeout_seconds},
+        )
+    engine = create_engine(database.sqlalchemy_url(), connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        # WAL lets followers read while the API writes; the event store sets it too.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine

@@ -1,0 +1,100 @@
+"""The ``invario`` operator command line."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+
+from infrastructure.errors import ConfigError, DatabaseUnavailable
+
+app = typer.Typer(
+    name="invario",
+    help="Invario: an event-sourced, tamper-evident double-entry ledger.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_CONFIG = 2
+EXIT_DATABASE = 3
+
+
+@contextmanager
+def operator_errors() -> Iterator[None]:
+    """Turn expected failures into one clear line and an exit code, never a traceback."""
+    try:
+        yield
+    except ConfigError as exc:
+        typer.secho(f"invario: configuration error: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(EXIT_CONFIG) from None
+    except DatabaseUnavailable as exc:
+        typer.secho(f"invario: database unavailable: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(EXIT_DATABASE) from None
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"invario {version('invario')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit")
+    ] = False,
+) -> None:
+    """Invario: an event-sourced, tamper-evident double-entry ledger.
+
+    Settings come from INVARIO_* environment variables (INVARIO_DATABASE_URL selects
+    the store: sqlite:///PATH or postgresql://USER@HOST:PORT/DBNAME).
+    """
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [default: INVARIO_HOST or 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [default: INVARIO_PORT or 8000]")] = None,
+    followers: Annotated[
+        bool, typer.Option(help="Run the log followers (global chain) in this process")
+    ] = True,
+) -> None:
+    """Serve the HTTP API on the configured store (SQLite under ./var/ by default)."""
+    import uvicorn
+
+    from infrastructure.bootstrap import open_runtime
+    from infrastructure.settings import get_settings
+    from interfaces.http.app import create_app
+    from projections.runner import FollowerThread
+    from projections.wiring import build_followers
+    from projections.schema import ensure_schema
+
+    with operator_errors():
+        settings = get_settings()
+        runtime = open_runtime(settings)
+        ensure_schema(runtime.engine)
+    thread = FollowerThread(build_followers(runtime), settings.follower_poll_seconds) if followers else None
+    if thread:
+        thread.start()
+    typer.echo(f"invario: serving {runtime.database.describe()} on http://{host or settings.host}:{port or settings.port}",
+               err=True)
+    try:
+        uvicorn.run(create_app(runtime), host=host or settings.host, port=port or settings.port, log_level="info")
+    finally:
+        if thread:
+            thread.stop()
+        runtime.close()
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
