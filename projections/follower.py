@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from sqlalchemy import BigInteger, Column, Connection, DateTime, Engine, MetaData, String, Table, Text, select, update
+from sqlalchemy import BigInteger, Column, Connection, DateTime, Engine, String, Table, Text, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from application.ledger import Ledger
-
-metadata = MetaData()
+from infrastructure.schema import metadata
 
 projection_tracking = Table(
     "projection_tracking",

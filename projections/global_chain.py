@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from sqlalchemy import BigInteger, Column, Connection, DateTime, Integer, String, Table, insert, select
 
 from domain.chain import GENESIS_HASH, global_link_hash
-from projections.follower import LoggedEvent, metadata
+from infrastructure.schema import metadata
+from projections.follower import LoggedEvent
 
 ledger_chain = Table(
     "ledger_chain",

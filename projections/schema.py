@@ -1,13 +1,12 @@
-"""Tables the project owns beside the event store."""
+"""Bring the project's tables to the current schema before followers use them."""
 
 from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from projections import global_chain  # noqa: F401  (registers its table on the metadata)
-from projections.follower import metadata
+from infrastructure.migrate import upgrade_to_head
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Create missing tables; existing ones are left as they are."""
-    metadata.create_all(engine)
+    """Apply pending migrations (idempotent)."""
+    upgrade_to_head(engine)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from infrastructure.errors import ConfigError, DatabaseUnavailable
+
+if TYPE_CHECKING:
+    from infrastructure.bootstrap import Runtime
 
 app = typer.Typer(
     name="invario",
@@ -73,12 +76,11 @@ def serve(
     from interfaces.http.app import create_app
     from projections.runner import FollowerThread
     from projections.wiring import build_followers
-    from projections.schema import ensure_schema
 
     with operator_errors():
         settings = get_settings()
         runtime = open_runtime(settings)
-        ensure_schema(runtime.engine)
+        _prepare_schema(runtime)
     thread = FollowerThread(build_followers(runtime), settings.follower_poll_seconds) if followers else None
     if thread:
         thread.start()
@@ -90,6 +92,38 @@ def serve(
         if thread:
             thread.stop()
         runtime.close()
+
+
+def _prepare_schema(runtime: Runtime) -> None:
+    """The embedded store migrates itself; on PostgreSQL that is an explicit operator step."""
+    from infrastructure.migrate import current_revision, head_revision, is_current, upgrade_to_head
+
+    if not runtime.database.is_postgres:
+        upgrade_to_head(runtime.engine)
+    elif not is_current(runtime.engine):
+        runtime.close()
+        raise ConfigError(
+            f"the schema is at revision {current_revision(runtime.engine)}, not {head_revision()}: "
+            "run 'invario migrate' first"
+        )
+
+
+@app.command()
+def migrate() -> None:
+    """Apply pending schema migrations (alembic upgrade head) to INVARIO_DATABASE_URL."""
+    from infrastructure.bootstrap import open_runtime
+    from infrastructure.migrate import upgrade_to_head
+
+    with operator_errors():
+        runtime = open_runtime()
+        try:
+            before, after = upgrade_to_head(runtime.engine)
+        finally:
+            runtime.close()
+    if before == after:
+        typer.echo(f"schema already at revision {after}")
+    else:
+        typer.echo(f"schema migrated from revision {before or 'empty'} to {after}")
 
 
 def main() -> None:  # pragma: no cover - console entry point
