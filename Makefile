@@ -1,0 +1,79 @@
+# Invario build entry points (GNU make).
+#
+#   make run     install into .venv (once per pyproject.toml change) and serve
+#   make test    install with the test extra, check import contracts, run pytest
+#                (extra pytest arguments: make test PYTEST_ARGS='-k ledger -x')
+#   make bench   run tests/bench if it exists
+#   make clean   remove .venv, var/ and caches
+#
+# The venv is built with the first of $(PYTHON_CANDIDATES) that is Python >= 3.11,
+# or with $(PYTHON) if you set it: make test PYTHON=/opt/python3.12/bin/python3
+
+SHELL := /bin/sh
+.DEFAULT_GOAL := test
+
+VENV := .venv
+VENV_PY := $(VENV)/bin/python
+PIP := $(VENV_PY) -m pip -q --disable-pip-version-check
+PYTHON ?=
+PYTHON_CANDIDATES := python3 python3.13 python3.12 python3.11
+PYTEST_ARGS ?=
+
+# Stamps record what is installed; they are older than pyproject.toml after it
+# changes, which triggers a reinstall. Removing .venv removes them too.
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
+
+PY_OK := import sys; sys.exit(sys.version_info < (3, 11))
+
+.PHONY: run test bench clean
+
+run: $(RUN_STAMP)
+	mkdir -p var
+	exec $(VENV)/bin/invario serve
+
+test: $(TEST_STAMP)
+	$(VENV)/bin/lint-imports --config pyproject.toml
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+bench:
+	@if [ -f tests/bench/__main__.py ]; then \
+		$(MAKE) -s --no-print-directory $(TEST_STAMP) && exec $(VENV_PY) -m tests.bench; \
+	else \
+		echo "No benchmarks yet: they arrive with the throughput issue (tests/bench/__main__.py)."; \
+	fi
+
+clean:
+	rm -rf $(VENV) var build dist *.egg-info .pytest_cache .hypothesis .import_linter_cache .coverage htmlcov
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+$(RUN_STAMP): pyproject.toml | $(VENV_PY)
+	@$(VENV_PY) -c '$(PY_OK)' || { echo "error: $(VENV) uses $$($(VENV_PY) --version 2>&1); Python >= 3.11 is required. Run 'make clean'." >&2; exit 1; }
+	$(PIP) install -e .
+	@touch $@
+
+$(TEST_STAMP): pyproject.toml | $(VENV_PY)
+	@$(VENV_PY) -c '$(PY_OK)' || { echo "error: $(VENV) uses $$($(VENV_PY) --version 2>&1); Python >= 3.11 is required. Run 'make clean'." >&2; exit 1; }
+	$(PIP) install -e '.[test]'
+	@touch $@
+
+$(VENV_PY):
+	@py='$(PYTHON)'; \
+	if [ -n "$$py" ]; then \
+		if ! "$$py" -c '$(PY_OK)' >/dev/null 2>&1; then \
+			echo "error: PYTHON=$$py is not Python >= 3.11 ($$("$$py" --version 2>&1 | head -n 1))." >&2; \
+			exit 1; \
+		fi; \
+	else \
+		for candidate in $(PYTHON_CANDIDATES); do \
+			if "$$candidate" -c '$(PY_OK)' >/dev/null 2>&1; then py=$$candidate; break; fi; \
+		done; \
+		if [ -z "$$py" ]; then \
+			echo "error: Python >= 3.11 is required to create $(VENV); none of [$(PYTHON_CANDIDATES)] on PATH is." >&2; \
+			echo "       python3 is: $$(python3 --version 2>&1 | head -n 1)" >&2; \
+			echo "       Install Python 3.11+ or point at one: make PYTHON=/path/to/python3.11" >&2; \
+			exit 1; \
+		fi; \
+	fi; \
+	echo "Creating $(VENV) with $$py ($$("$$py" --version 2>&1))"; \
+	"$$py" -m venv $(VENV) || { rm -rf $(VENV); exit 1; }
