@@ -23,15 +23,21 @@ def _config() -> Config:
     return config
 
 
+def _label(revisions: tuple[str, ...]) -> str | None:
+    # Independent features may add revisions on separate branches; a merge
+    # revision joins them later. Several heads print as "a+b".
+    return "+".join(sorted(revisions)) or None
+
+
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(_config()).get_current_head()
-    assert head is not None
-    return head
+    label = _label(tuple(ScriptDirectory.from_config(_config()).get_heads()))
+    assert label is not None
+    return label
 
 
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        return _label(tuple(MigrationContext.configure(connection).get_current_heads()))
 
 
 def is_current(engine: Engine) -> bool:
@@ -44,5 +50,5 @@ def upgrade_to_head(engine: Engine) -> tuple[str | None, str]:
     config = _config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, "heads")
     return before, head_revision()
