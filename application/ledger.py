@@ -10,8 +10,10 @@ then retried against fresh state, a bounded number of times.
 from __future__ import annotations
 
 import random
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any, TypeVar
@@ -40,7 +42,10 @@ from domain.transaction import Posting, Transaction, check_external_id, check_po
 
 T = TypeVar("T")
 
-SAVE_ATTEMPTS_MAX = 20
+SAVE_ATTEMPTS_MAX = 30
+BACKOFF_BASE_SECONDS = 0.001
+BACKOFF_CEILING_SECONDS = 0.05
+WRITE_LOCK_STRIPES = 1024
 CHAIN_EVENTS_PAGE = 1000
 
 
@@ -82,6 +87,28 @@ class Recorded:
     replayed: bool = False
 
 
+class StripedLocks:
+    """Per-aggregate mutual exclusion within one process, in bounded memory.
+
+    Keys hash onto a fixed set of locks, always taken in ascending order, so two
+    commands over overlapping accounts can never deadlock.
+    """
+
+    def __init__(self, stripes: int = WRITE_LOCK_STRIPES) -> None:
+        self._locks = [threading.Lock() for _ in range(stripes)]
+
+    @contextmanager
+    def holding(self, keys: Iterable[UUID]) -> Iterator[None]:
+        indices = sorted({hash(key) % len(self._locks) for key in keys})
+        for index in indices:
+            self._locks[index].acquire()
+        try:
+            yield
+        finally:
+            for index in reversed(indices):
+                self._locks[index].release()
+
+
 class Ledger(Application):
     """The write side of Invario over an eventsourcing event store."""
 
@@ -91,6 +118,10 @@ class Ledger(Application):
     # are fast-forwarded from the store on each use (so other processes' writes are
     # seen) and deep-copied (so a rejected decision never touches the cache).
     env = {"AGGREGATE_CACHE_MAXSIZE": "10000", "AGGREGATE_CACHE_FASTFORWARD": "y"}  # noqa: RUF012
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._write_locks = StripedLocks()
 
     def register_transcodings(self, transcoder: Transcoder) -> None:
         super().register_transcodings(transcoder)
@@ -103,14 +134,20 @@ class Ledger(Application):
         positions = [r.notification.id for r in recordings if r.notification.id is not None]
         return max(positions) if positions else None
 
-    def _retrying(self, decide_and_save: Callable[[], T]) -> T:
-        for attempt in range(1, SAVE_ATTEMPTS_MAX + 1):
-            try:
-                return decide_and_save()
-            except IntegrityError:
-                # Another writer saved one of our aggregates first: decide again
-                # on fresh state, after a short randomised pause to spread retries.
-                time.sleep(random.uniform(0, 0.002 * attempt))  # noqa: S311
+    def _retrying(self, decide_and_save: Callable[[], T], lock_keys: Iterable[UUID] = ()) -> T:
+        """Run a decision until it saves, re-deciding on fresh state after a conflict.
+
+        Writers of the same aggregates in this process queue on striped locks, so
+        they never conflict with each other; conflicts with other processes back
+        off exponentially with full jitter, which keeps a hot account moving.
+        """
+        with self._write_locks.holding(lock_keys):
+            for attempt in range(SAVE_ATTEMPTS_MAX):
+                try:
+                    return decide_and_save()
+                except IntegrityError:
+                    ceiling = min(BACKOFF_CEILING_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
+                    time.sleep(random.uniform(0, ceiling))  # noqa: S311
         raise ConcurrencyConflict(f"gave up after {SAVE_ATTEMPTS_MAX} conflicting attempts; retry the request")
 
     def _get(self, aggregate_id: UUID, kind: type[T]) -> T | None:
@@ -208,7 +245,7 @@ class Ledger(Application):
             change(account)
             return Recorded(account, self._save(account))
 
-        return self._retrying(decide)
+        return self._retrying(decide, lock_keys=[account_id])
 
     # --- transactions -----------------------------------------------------------
 
@@ -245,7 +282,7 @@ class Ledger(Application):
             _apply_postings(transaction, accounts)
             return Recorded(transaction, self._save(transaction, *accounts.values()))
 
-        return self._retrying(decide)
+        return self._retrying(decide, lock_keys=[p.account_id for p in postings])
 
     def _load_posting_accounts(self, tenant_id: UUID, postings: Iterable[PostingInstruction]) -> dict[UUID, Account]:
         accounts: dict[UUID, Account] = {}
@@ -268,7 +305,10 @@ class Ledger(Application):
             _apply_postings(reversal, accounts)
             return Recorded(reversal, self._save(reversal, original, *accounts.values()))
 
-        return self._retrying(decide)
+        # The accounts to serialise on are the original's; reading it first is cheap
+        # (cached) and the decision re-reads it under the locks anyway.
+        touched = [p.account_id for p in self.get_transaction(tenant_id, transaction_id).postings]
+        return self._retrying(decide, lock_keys=[transaction_id, *touched])
 
     def get_transaction(self, tenant_id: UUID, transaction_id: UUID) -> Transaction:
         transaction = self._get(transaction_id, Transaction)
