@@ -34,6 +34,7 @@ from domain.errors import (
     TenantAlreadyExists,
     TenantNotFound,
     TransactionNotFound,
+    VersionMismatch,
 )
 from domain.ids import tenant_id_for, transaction_id_for
 from domain.money import parse_amount_minor
@@ -180,17 +181,19 @@ class Ledger(Application):
             raise TenantNotFound(f"tenant {name} not found", tenant=name)
         return tenant
 
-    def suspend_tenant(self, tenant_id: UUID, reason: str = "") -> Recorded:
+    def suspend_tenant(self, tenant_id: UUID, reason: str = "", expected_version: int | None = None) -> Recorded:
         def decide() -> Recorded:
             tenant = self.get_tenant(tenant_id)
+            _check_version(tenant, expected_version)
             tenant.suspend(reason)
             return Recorded(tenant, self._save(tenant))
 
         return self._retrying(decide)
 
-    def resume_tenant(self, tenant_id: UUID) -> Recorded:
+    def resume_tenant(self, tenant_id: UUID, expected_version: int | None = None) -> Recorded:
         def decide() -> Recorded:
             tenant = self.get_tenant(tenant_id)
+            _check_version(tenant, expected_version)
             tenant.resume()
             return Recorded(tenant, self._save(tenant))
 
@@ -229,19 +232,25 @@ class Ledger(Application):
             raise AccountNotFound(f"account {account_id} not found", account_id=str(account_id))
         return account
 
-    def freeze_account(self, tenant_id: UUID, account_id: UUID) -> Recorded:
-        return self._change_account(tenant_id, account_id, Account.freeze)
+    # ``expected_version`` (optional) is the version the caller based its change
+    # on; a different current version is ``VersionMismatch`` (HTTP If-Match).
 
-    def unfreeze_account(self, tenant_id: UUID, account_id: UUID) -> Recorded:
-        return self._change_account(tenant_id, account_id, Account.unfreeze)
+    def freeze_account(self, tenant_id: UUID, account_id: UUID, expected_version: int | None = None) -> Recorded:
+        return self._change_account(tenant_id, account_id, Account.freeze, expected_version)
 
-    def close_account(self, tenant_id: UUID, account_id: UUID) -> Recorded:
-        return self._change_account(tenant_id, account_id, Account.close)
+    def unfreeze_account(self, tenant_id: UUID, account_id: UUID, expected_version: int | None = None) -> Recorded:
+        return self._change_account(tenant_id, account_id, Account.unfreeze, expected_version)
 
-    def _change_account(self, tenant_id: UUID, account_id: UUID, change: Callable[[Account], None]) -> Recorded:
+    def close_account(self, tenant_id: UUID, account_id: UUID, expected_version: int | None = None) -> Recorded:
+        return self._change_account(tenant_id, account_id, Account.close, expected_version)
+
+    def _change_account(
+        self, tenant_id: UUID, account_id: UUID, change: Callable[[Account], None], expected_version: int | None
+    ) -> Recorded:
         def decide() -> Recorded:
             self._writable_tenant(tenant_id)
             account = self.get_account(tenant_id, account_id)
+            _check_version(account, expected_version)
             change(account)
             return Recorded(account, self._save(account))
 
@@ -262,8 +271,7 @@ class Ledger(Application):
         under the same ``external_id`` with the same content."""
         check_external_id(external_id)
         check_posting_count(len(postings))
-        if not isinstance(effective_date, date) or isinstance(effective_date, datetime):
-            raise InvalidTransaction("effective_date must be a calendar date", field="effective_date")
+        _check_effective_date(effective_date)
 
         def decide() -> Recorded:
             self._writable_tenant(tenant_id)
@@ -291,12 +299,21 @@ class Ledger(Application):
                 accounts[instruction.account_id] = self.get_account(tenant_id, instruction.account_id)
         return accounts
 
-    def reverse_transaction(
-        self, tenant_id: UUID, transaction_id: UUID, effective_date: date | None = None, description: str = ""
+    def reverse_transaction(  # noqa: PLR0913
+        self,
+        tenant_id: UUID,
+        transaction_id: UUID,
+        effective_date: date | None = None,
+        description: str = "",
+        expected_version: int | None = None,
     ) -> Recorded:
+        if effective_date is not None:
+            _check_effective_date(effective_date)
+
         def decide() -> Recorded:
             self._writable_tenant(tenant_id)
             original = self.get_transaction(tenant_id, transaction_id)
+            _check_version(original, expected_version)
             when = effective_date or datetime.now(timezone.utc).date()
             reversal = original.reverse(when, description)
             accounts = self._load_posting_accounts(
@@ -306,8 +323,9 @@ class Ledger(Application):
             return Recorded(reversal, self._save(reversal, original, *accounts.values()))
 
         # The accounts to serialise on are the original's; reading it first is cheap
-        # (cached) and the decision re-reads it under the locks anyway.
-        touched = [p.account_id for p in self.get_transaction(tenant_id, transaction_id).postings]
+        # (cached) and the decision re-reads it, and checks everything, under the locks.
+        original = self._get(transaction_id, Transaction)
+        touched = [p.account_id for p in original.postings] if original is not None else []
         return self._retrying(decide, lock_keys=[transaction_id, *touched])
 
     def get_transaction(self, tenant_id: UUID, transaction_id: UUID) -> Transaction:
@@ -331,6 +349,20 @@ class Ledger(Application):
             if len(page) < CHAIN_EVENTS_PAGE:
                 return
             after = page[-1].originator_version
+
+
+def _check_version(aggregate: Any, expected_version: int | None) -> None:
+    if expected_version is not None and aggregate.version != expected_version:
+        raise VersionMismatch(
+            f"the resource is at version {aggregate.version}, not {expected_version}; re-read it and retry",
+            expected_version=expected_version,
+            current_version=aggregate.version,
+        )
+
+
+def _check_effective_date(effective_date: object) -> None:
+    if not isinstance(effective_date, date) or isinstance(effective_date, datetime):
+        raise InvalidTransaction("effective_date must be a calendar date (YYYY-MM-DD)", field="effective_date")
 
 
 def _resolve(instruction: PostingInstruction, accounts: dict[UUID, Account]) -> Posting:

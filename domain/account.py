@@ -29,9 +29,9 @@ from domain.errors import (
 )
 from domain.ids import account_id_for
 from domain.metadata import check_metadata
-from domain.money import check_amount_range, currency_exponent, format_amount
+from domain.money import check_amount_range, check_balance_range, currency_exponent, format_amount
 
-_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")
+_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}")
 NAME_LENGTH_MAX = 200
 
 
@@ -65,9 +65,9 @@ class Account(ChainedAggregate):
         balance_floor_minor: int | None = None,
         metadata: dict[str, str] | None = None,
     ) -> Account:
-        if not isinstance(code, str) or not _CODE.match(code):
+        if not isinstance(code, str) or not _CODE.fullmatch(code):
             raise InvalidAccount("account code must be 1-64 characters of letters, digits and ._:/-", field="code")
-        if not isinstance(name, str) or not 0 < len(name.strip()) <= NAME_LENGTH_MAX:
+        if not isinstance(name, str) or not name.strip() or len(name) > NAME_LENGTH_MAX:
             raise InvalidAccount(f"account name must be 1-{NAME_LENGTH_MAX} characters", field="name")
         currency_exponent(currency)
         try:
@@ -140,6 +140,7 @@ class Account(ChainedAggregate):
                 account_currency=self.currency,
                 currency=currency,
             )
+        check_balance_range(self.balance_minor + amount_minor)
         self._check_floor(self._normal(amount_minor))
 
     def _check_floor(self, normal_change_minor: int) -> None:

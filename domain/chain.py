@@ -2,8 +2,9 @@
 
 Each event carries ``prev_hash`` (the hash of the aggregate's previous event, or
 ``GENESIS_HASH`` for the first) and ``hash``, the SHA-256 of a canonical encoding
-of the event's *domain values*: its type name and every field (aggregate id,
-version, timestamp, ``prev_hash`` and the payload), as sorted-key JSON. Hashing
+of the event's *domain values*: ``{"event_type": ..., "fields": {...}}`` with every
+field (aggregate id, version, timestamp, ``prev_hash`` and the payload), as
+sorted-key compact JSON. Hashing
 values rather than stored bytes keeps the chain valid if storage is later
 compressed or encrypted.
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from enum import Enum
@@ -43,8 +44,13 @@ def _encode_value(value: Any) -> Any:
 
 
 def canonical_encoding(event_type: str, values: dict[str, Any]) -> bytes:
-    """The exact bytes that are hashed: sorted-key compact JSON, UTF-8."""
-    document = {"type": event_type, **{k: v for k, v in values.items() if k not in _EXCLUDED_FIELDS}}
+    """The exact bytes that are hashed: sorted-key compact JSON, UTF-8.
+
+    The type name and the fields are separate members, so no field (an account
+    has one called ``type``) can ever stand in for the event's type.
+    """
+    fields = {k: v for k, v in values.items() if k not in _EXCLUDED_FIELDS}
+    document = {"event_type": event_type, "fields": fields}
     return json.dumps(
         document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_encode_value
     ).encode("utf-8")
@@ -120,10 +126,11 @@ def verify_chain(events: Iterable[Any]) -> ChainBreak | None:
     event whose recomputed hash differs from its stored hash is ``changed``.
     """
     expected_prev, expected_version = GENESIS_HASH, 1
-    for event in events:
+    remaining = iter(events)
+    for event in remaining:
         version = event.originator_version
         if version != expected_version:
-            kind = "missing" if version > expected_version else "reordered"
+            kind = "reordered" if _turns_up_later(expected_version, version, remaining) else "missing"
             return ChainBreak(event.originator_id, version, kind, expected_prev, event.prev_hash)
         recomputed = compute_event_hash(event)
         if recomputed != event.hash:
@@ -132,6 +139,14 @@ def verify_chain(events: Iterable[Any]) -> ChainBreak | None:
             return ChainBreak(event.originator_id, version, "relinked", expected_prev, event.prev_hash)
         expected_prev, expected_version = event.hash, version + 1
     return None
+
+
+def _turns_up_later(expected_version: int, found_version: int, remaining: Iterator[Any]) -> bool:
+    """Whether the version we expected appears out of place: earlier (already passed)
+    or further on in the stream. Consumes the rest of the stream, one event at a time."""
+    if found_version < expected_version:
+        return True
+    return any(event.originator_version == expected_version for event in remaining)
 
 
 def global_link_hash(  # noqa: PLR0913

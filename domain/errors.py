@@ -160,3 +160,9 @@ class ConcurrencyConflict(LedgerError):
     or the caller's expected version was stale."""
 
     code = "concurrency_conflict"
+
+
+class VersionMismatch(ConcurrencyConflict):
+    """The caller changed a resource based on a version that is no longer current."""
+
+    code = "version_mismatch"

@@ -36,7 +36,7 @@ CURRENCY_EXPONENTS: dict[str, int] = {
 
 # Amounts must fit a signed 64-bit integer with room for sums of many postings.
 AMOUNT_MINOR_MAX = 10**17
-_DECIMAL = re.compile(r"^([+-]?)(\d{1,30})(?:\.(\d{1,30}))?$")
+_DECIMAL = re.compile(r"([+-]?)([0-9]{1,30})(?:\.([0-9]{1,30}))?")
 
 
 def currency_exponent(currency: str) -> int:
@@ -50,7 +50,7 @@ def currency_exponent(currency: str) -> int:
 def parse_amount_minor(text: str, currency: str) -> int:
     """Parse a signed decimal string into minor units of ``currency``, exactly."""
     exponent = currency_exponent(currency)
-    match = _DECIMAL.match(text) if isinstance(text, str) else None
+    match = _DECIMAL.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise InvalidAmount(
             f"amount {text!r} is not a decimal string such as '12.34' or '-5'", amount=str(text)
@@ -74,6 +74,18 @@ def check_amount_range(amount_minor: int) -> None:
         raise AmountOutOfRange(
             f"amount exceeds the supported magnitude of {AMOUNT_MINOR_MAX} minor units",
             limit_minor=AMOUNT_MINOR_MAX,
+        )
+
+
+# Balances accumulate many postings; they must still fit a signed 64-bit column.
+BALANCE_MINOR_MAX = 10**18
+
+
+def check_balance_range(balance_minor: int) -> None:
+    if abs(balance_minor) > BALANCE_MINOR_MAX:
+        raise AmountOutOfRange(
+            f"the balance would exceed the supported magnitude of {BALANCE_MINOR_MAX} minor units",
+            limit_minor=BALANCE_MINOR_MAX,
         )
 
 

@@ -12,7 +12,7 @@ from domain.chain import ChainedAggregate
 from domain.errors import InvalidTenant, TenantNotSuspended, TenantSuspended
 from domain.ids import tenant_id_for
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{1,62}$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{1,62}")
 REASON_LENGTH_MAX = 500
 
 
@@ -24,7 +24,7 @@ class TenantStatus(StrEnum):
 class Tenant(ChainedAggregate):
     @classmethod
     def create(cls, name: str) -> Tenant:
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise InvalidTenant(
                 "tenant name must be 2-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit",
                 name=str(name)[:80],
@@ -48,8 +48,8 @@ class Tenant(ChainedAggregate):
     def suspend(self, reason: str = "") -> None:
         if self.is_suspended:
             raise TenantSuspended(f"tenant {self.name} is already suspended", tenant=self.name)
-        if len(reason) > REASON_LENGTH_MAX:
-            raise InvalidTenant(f"reason is longer than {REASON_LENGTH_MAX} characters")
+        if not isinstance(reason, str) or len(reason) > REASON_LENGTH_MAX:
+            raise InvalidTenant(f"reason must be a string of at most {REASON_LENGTH_MAX} characters")
         self._suspend(reason)
 
     @event("Suspended")

@@ -34,7 +34,7 @@ from domain.money import check_amount_range, format_amount
 POSTINGS_MIN = 2
 POSTINGS_MAX = 100
 DESCRIPTION_LENGTH_MAX = 500
-_EXTERNAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
+_EXTERNAL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +54,7 @@ class Posting:
 
 
 def check_external_id(external_id: Any) -> str:
-    if not isinstance(external_id, str) or not _EXTERNAL_ID.match(external_id):
+    if not isinstance(external_id, str) or not _EXTERNAL_ID.fullmatch(external_id):
         raise InvalidTransaction(
             "external_id must be 1-128 characters of letters, digits and ._:/@+-, starting with a letter or digit",
             field="external_id",
