@@ -6,13 +6,31 @@ transaction. The position moves by compare-and-set, taken first in the
 transaction, so two followers of one projection can never both apply a batch:
 the loser rolls back and writes nothing. Processing is therefore exactly-once
 and safe to restart at any moment.
+
+Three more guarantees are layered on that:
+
+- **Whole transactions.** A batch never ends inside a ledger transaction (a
+  ``Transaction.Posted`` event and the ``PostingRecorded`` events of its
+  accounts), so no read model ever shows half a transaction: balances of a
+  tenant sum to zero at every tracking position.
+- **One transaction for several projections.** A ``FollowerGroup`` reads a
+  batch once and applies it to every projection at the same position in one
+  database transaction, so read models that move together are always at one
+  common position. A projection that is behind (newly added, or being
+  rebuilt) catches up on its own, never passing the others, and then joins them.
+- **Restores are noticed.** Each tracking row keeps the identity (hash) of the
+  last event it applied. If the log no longer holds that event at that
+  position, the events were restored from an older backup or rewritten, and the
+  follower stops with ``LogDiverged`` instead of silently skipping events.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 from sqlalchemy import BigInteger, Column, Connection, DateTime, Engine, String, Table, Text, select, update
@@ -20,7 +38,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from application.ledger import Ledger
+from domain.account import Account
+from domain.transaction import POSTINGS_MAX, Transaction
 from infrastructure.schema import metadata
+
+log = logging.getLogger(__name__)
 
 projection_tracking = Table(
     "projection_tracking",
@@ -29,7 +51,20 @@ projection_tracking = Table(
     Column("position", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("last_error", Text, nullable=True),
+    # Identity of the event at ``position``: its hash, so a restored or rewritten
+    # log is noticed (revision 0002).
+    Column("event_hash", String(64), nullable=True),
+    # Set while 'invario projections rebuild' replays this projection (0002).
+    Column("rebuild_started_at", DateTime(timezone=True), nullable=True),
 )
+
+BATCH_SIZE_MAX = 10_000
+# The most events one ledger transaction writes: its own Posted event, one
+# Reversed event on the transaction it reverses, one PostingRecorded per account.
+SAVE_EVENTS_MAX = POSTINGS_MAX + 2
+# A rebuild in another process that moved its projection this recently owns it;
+# a worker leaves it alone until it has been idle for this long.
+REBUILD_LEASE = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -47,39 +82,118 @@ class Projection(Protocol):
         """Write this batch's rows; called inside the follower's transaction."""
 
 
-class Follower:
-    """Moves one projection along the notification log."""
+class LogDiverged(Exception):
+    """The log no longer holds the event a projection last applied: rebuild it."""
 
-    def __init__(self, ledger: Ledger, engine: Engine, projection: Projection, batch_size: int = 500) -> None:
-        assert 0 < batch_size <= 10_000
+
+@dataclass(frozen=True)
+class TrackingState:
+    """One projection's tracking row (a missing row reads as position 0)."""
+
+    name: str
+    position: int
+    event_hash: str | None = None
+    updated_at: datetime | None = None
+    last_error: str | None = None
+    rebuild_started_at: datetime | None = None
+
+    def rebuilt_elsewhere(self, now: datetime) -> bool:
+        """Whether a rebuild in another process is actively moving this projection."""
+        if self.rebuild_started_at is None or self.updated_at is None:
+            return False
+        return now - _aware(self.updated_at) < REBUILD_LEASE
+
+
+def event_identity(event: Any) -> str:
+    """What a tracking row remembers of the event at its position."""
+    found = getattr(event, "hash", None)
+    return found if isinstance(found, str) and found else f"{event.originator_id}/{event.originator_version}"
+
+
+class TransactionBoundaries:
+    """Tells, event by event, whether the events so far end between ledger transactions.
+
+    A ``Transaction.Posted`` event is followed, in the same atomic write, by one
+    ``PostingRecorded`` event per posting (and by a ``Transaction.Reversed``
+    event when it is a reversal). Events the ledger does not know are whole on
+    their own, so they never hold a batch back.
+    """
+
+    def __init__(self) -> None:
+        self.owed = 0
+
+    def after(self, event: Any) -> bool:
+        if isinstance(event, Transaction.Posted):
+            self.owed += len(event.postings) + (1 if event.reverses is not None else 0)
+        elif isinstance(event, Account.PostingRecorded | Transaction.Reversed):
+            self.owed = max(self.owed - 1, 0)
+        return self.owed == 0
+
+
+class EveryEvent:
+    """Boundaries between any two events: batches of exactly the batch size."""
+
+    def after(self, event: Any) -> bool:  # noqa: ARG002 - every event is a boundary
+        return True
+
+
+class FollowerGroup:
+    """Moves several projections along the log, together whenever they are level."""
+
+    def __init__(  # noqa: PLR0913
+        self,
+        ledger: Ledger,
+        engine: Engine,
+        projections: Sequence[Projection],
+        batch_size: int = 500,
+        *,
+        name: str | None = None,
+        defer_to_rebuilds: bool = False,
+        boundaries: Callable[[], TransactionBoundaries | EveryEvent] = TransactionBoundaries,
+        read_ahead: bool = False,
+    ) -> None:
+        assert 0 < batch_size <= BATCH_SIZE_MAX
+        assert projections and len({p.name for p in projections}) == len(projections)
         self.ledger = ledger
         self.engine = engine
-        self.projection = projection
+        self.projections = {p.name: p for p in projections}
         self.batch_size = batch_size
+        self.group_name = name or "+".join(sorted(self.projections))
+        self.defer_to_rebuilds = defer_to_rebuilds
+        self.boundaries = boundaries
+        # Bulk replays read and decode the next batch while the current one is
+        # written, so Python and the database work at the same time.
+        self.read_ahead = read_ahead
+        self._ahead: _ReadAhead | None = None
 
     @property
     def name(self) -> str:
-        return self.projection.name
+        return self.group_name
 
-    def position(self) -> int:
+    def states(self) -> dict[str, TrackingState]:
         with self.engine.connect() as connection:
-            return _read_position(connection, self.name)
+            return read_tracking(connection, self.projections)
+
+    def positions(self) -> dict[str, int]:
+        return {name: state.position for name, state in self.states().items()}
 
     def process_batch(self) -> int:
-        """Apply at most one batch; return how many events it covered (0: caught up)."""
-        start = self.position()
-        notifications = self.ledger.recorder.select_notifications(start=start + 1, limit=self.batch_size)
-        if not notifications:
-            return 0
-        batch = [LoggedEvent(n.id, self.ledger.mapper.to_domain_event(n)) for n in notifications]
-        with self.engine.begin() as connection:
-            if not _advance_position(connection, self.name, start, batch[-1].position):
-                connection.rollback()
-                return 0  # another follower applied it first
-            self.projection.handle(connection, batch)
-        return len(batch)
+        """Apply at most one batch per cohort; return how many events were applied (0: caught up).
 
-    def catch_up(self, batches_max: int = 1_000_000) -> int:
+        The cohort furthest behind moves first, never past the next cohort's
+        position; then the leading cohort (now possibly joined by it) moves on.
+        """
+        applied = 0
+        states = self._active_states()
+        positions = sorted({state.position for state in states.values()})
+        if len(positions) > 1:
+            applied += self._advance(states, positions[0], stop=positions[1])
+            states = self._active_states()
+        if states:
+            applied += self._advance(states, max(state.position for state in states.values()), stop=None)
+        return applied
+
+    def catch_up(self, batches_max: int = 1_000_000, on_batch: Callable[[int], None] | None = None) -> int:
         """Process batches until the log is exhausted (or the bound is hit)."""
         total = 0
         for _ in range(batches_max):
@@ -87,16 +201,191 @@ class Follower:
             if count == 0:
                 break
             total += count
+            if on_batch is not None:
+                on_batch(count)
         return total
 
-    def record_error(self, message: str) -> None:
+    def record_error(self, message: str, names: Iterable[str] | None = None) -> None:
         with self.engine.begin() as connection:
-            _ensure_tracking_row(connection, self.name)
+            for name in sorted(names if names is not None else self.projections):
+                ensure_tracking_row(connection, name)
+                connection.execute(
+                    update(projection_tracking)
+                    .where(projection_tracking.c.name == name)
+                    .values(last_error=message[:2000])
+                )
+
+    # --- internals --------------------------------------------------------------
+
+    def _active_states(self) -> dict[str, TrackingState]:
+        states = self.states()
+        if self.defer_to_rebuilds:
+            now = datetime.now(timezone.utc)
+            states = {name: s for name, s in states.items() if not s.rebuilt_elsewhere(now)}
+        return states
+
+    def _advance(self, states: dict[str, TrackingState], start: int, stop: int | None) -> int:
+        cohort = [states[name] for name in sorted(states) if states[name].position == start]
+        ahead, self._ahead = self._ahead, None
+        fetched = ahead.result() if ahead is not None and ahead.key == (start, stop) else self._fetch(start, stop)
+        cohort = self._drop_diverged(cohort, start, fetched.identity_at_start)
+        if not cohort:
+            return 0
+        batch = fetched.batch
+        if not batch:
+            if stop is None:
+                self._finish_rebuilds(cohort)
+            return 0
+        reached_head = stop is None and fetched.reached_end
+        if self.read_ahead and not fetched.reached_end:
+            self._ahead = _ReadAhead((batch[-1].position, stop), self._fetch)
+        # A worker that moves a projection takes over its abandoned rebuild; a
+        # rebuild's own replay ends it when it reaches the head of the log.
+        ends_rebuild = reached_head or self.defer_to_rebuilds
+        with self.engine.begin() as connection:
+            for state in cohort:
+                if not _advance_position(connection, state.name, start, batch[-1], ends_rebuild=ends_rebuild):
+                    connection.rollback()
+                    return 0  # another follower applied it first
+            for state in cohort:
+                self.projections[state.name].handle(connection, batch)
+        return len(batch)
+
+    def _fetch(self, start: int, stop: int | None) -> _Fetched:
+        """Read the log after ``start`` (up to ``stop``) and decode the next whole batch."""
+        limit = self.batch_size + SAVE_EVENTS_MAX + 1
+        notifications = list(self.ledger.recorder.select_notifications(start=max(start, 1), limit=limit, stop=stop))
+        fetched_all = len(notifications) < limit
+        identity = None
+        if start > 0:
+            if not notifications or notifications[0].id != start:
+                return _Fetched((start, stop), None, [], reached_end=False)
+            identity = event_identity(self.ledger.mapper.to_domain_event(notifications[0]))
+            notifications = notifications[1:]  # the event at ``start`` is already applied
+        batch = self._decode_whole_transactions(notifications, fetched_all)
+        return _Fetched((start, stop), identity, batch, reached_end=fetched_all and len(batch) == len(notifications))
+
+    def _decode_whole_transactions(self, notifications: Sequence[Any], fetched_all: bool) -> list[LoggedEvent]:
+        """At least ``batch_size`` events (when there are that many), ending between ledger transactions.
+
+        Events are decoded one by one and only as far as needed. Up to the head
+        of the log every write is whole, so everything fetched may be applied;
+        before it, a batch that found no boundary at all is applied as it is.
+        """
+        boundaries = self.boundaries()
+        events: list[LoggedEvent] = []
+        whole = 0
+        for notification in notifications:
+            events.append(LoggedEvent(notification.id, self.ledger.mapper.to_domain_event(notification)))
+            if boundaries.after(events[-1].event):
+                whole = len(events)
+                if whole >= self.batch_size:
+                    return events
+        return events if fetched_all or whole == 0 else events[:whole]
+
+    def _drop_diverged(
+        self, cohort: list[TrackingState], start: int, identity: str | None
+    ) -> list[TrackingState]:
+        """Members whose last applied event is no longer in the log are set aside with an error."""
+        if start == 0:
+            return cohort
+        diverged = [s for s in cohort if identity is None or (s.event_hash is not None and s.event_hash != identity)]
+        # Reported once; the follower keeps looking (a rebuild resets the position).
+        newly = [s.name for s in diverged if not (s.last_error or "").startswith("LogDiverged")]
+        if newly:
+            reason = (
+                f"the event log no longer holds the event applied at position {start}"
+                if identity is None
+                else f"the event at position {start} is not the one this projection applied"
+            )
+            message = (f"LogDiverged: {reason}: the events were restored from an older backup or rewritten; "
+                       "run 'invario projections rebuild'")
+            log.error("%s (%s)", message, ", ".join(newly))
+            self.record_error(message, newly)
+        return [s for s in cohort if s not in diverged]
+
+    def _finish_rebuilds(self, cohort: list[TrackingState]) -> None:
+        finished = [s.name for s in cohort if s.rebuild_started_at is not None]
+        if not finished:
+            return
+        with self.engine.begin() as connection:
             connection.execute(
                 update(projection_tracking)
-                .where(projection_tracking.c.name == self.name)
-                .values(last_error=message[:2000])
+                .where(projection_tracking.c.name.in_(finished))
+                .values(rebuild_started_at=None)
             )
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    """One read of the log after a position: the event found at it, and the next whole batch."""
+
+    key: tuple[int, int | None]  # (start, stop)
+    identity_at_start: str | None  # None: start is 0, or the log no longer holds an event there
+    batch: list[LoggedEvent]
+    reached_end: bool  # the batch holds everything up to the head of the log (or ``stop``)
+
+
+class _ReadAhead:
+    """A ``_Fetched`` being prepared in a thread of its own."""
+
+    def __init__(self, key: tuple[int, int | None], fetch: Callable[[int, int | None], _Fetched]) -> None:
+        self.key = key
+        self._fetched: _Fetched | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fetch,), name="invario-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self, fetch: Callable[[int, int | None], _Fetched]) -> None:
+        try:
+            self._fetched = fetch(*self.key)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller of result()
+            self._error = exc
+
+    def result(self) -> _Fetched:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._fetched is not None
+        return self._fetched
+
+
+class Follower(FollowerGroup):
+    """Moves one projection along the notification log, in batches of exactly ``batch_size`` events.
+
+    A projection that needs whole ledger transactions (the read models) runs in
+    a ``FollowerGroup`` instead.
+    """
+
+    def __init__(self, ledger: Ledger, engine: Engine, projection: Projection, batch_size: int = 500) -> None:
+        super().__init__(ledger, engine, [projection], batch_size, name=projection.name, boundaries=EveryEvent)
+        self.projection = projection
+
+    def position(self) -> int:
+        with self.engine.connect() as connection:
+            return _read_position(connection, self.name)
+
+
+def read_tracking(connection: Connection, names: Iterable[str]) -> dict[str, TrackingState]:
+    """The tracking state of each named projection (position 0 when it has never run)."""
+    wanted = sorted(set(names))
+    rows = connection.execute(
+        select(
+            projection_tracking.c.name,
+            projection_tracking.c.position,
+            projection_tracking.c.event_hash,
+            projection_tracking.c.updated_at,
+            projection_tracking.c.last_error,
+            projection_tracking.c.rebuild_started_at,
+        ).where(projection_tracking.c.name.in_(wanted))
+    ).all()
+    found = {row.name: TrackingState(row.name, int(row.position), *row[2:]) for row in rows}
+    return {name: found.get(name, TrackingState(name, 0)) for name in wanted}
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every stored moment is UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
 def _read_position(connection: Connection, name: str) -> int:
@@ -106,17 +395,27 @@ def _read_position(connection: Connection, name: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _ensure_tracking_row(connection: Connection, name: str) -> None:
+def ensure_tracking_row(connection: Connection, name: str) -> None:
     values = {"name": name, "position": 0, "updated_at": datetime.now(timezone.utc)}
     insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
     connection.execute(insert(projection_tracking).values(values).on_conflict_do_nothing())
 
 
-def _advance_position(connection: Connection, name: str, expected: int, new: int) -> bool:
-    _ensure_tracking_row(connection, name)
+def _advance_position(
+    connection: Connection, name: str, expected: int, last: LoggedEvent, *, ends_rebuild: bool = False
+) -> bool:
+    ensure_tracking_row(connection, name)
+    values: dict[str, Any] = {
+        "position": last.position,
+        "event_hash": event_identity(last.event),
+        "updated_at": datetime.now(timezone.utc),
+        "last_error": None,
+    }
+    if ends_rebuild:
+        values["rebuild_started_at"] = None
     result = connection.execute(
         update(projection_tracking)
         .where(projection_tracking.c.name == name, projection_tracking.c.position == expected)
-        .values(position=new, updated_at=datetime.now(timezone.utc), last_error=None)
+        .values(**values)
     )
     return result.rowcount == 1

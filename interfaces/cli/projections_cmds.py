@@ -1,0 +1,445 @@
+"""Operator commands of the read side: ``invario worker``, ``invario reconcile`` and
+``invario projections status|rebuild|recompute-month``.
+
+Registered on the main app by ``interfaces/cli/main.py``. Every expected failure
+is one line on stderr and an exit code, never a traceback:
+
+- 0 fine; 1 ``reconcile`` found divergences (or ``worker --once`` had a failing follower);
+- 2 bad input or configuration; 3 database unavailable;
+- 4 the read models cannot be compared or read right now (a rebuild is running, tables are missing);
+- 130 interrupted (a rebuild resumes when run again).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any
+from uuid import UUID
+
+import typer
+
+if TYPE_CHECKING:
+    from infrastructure.bootstrap import Runtime
+    from projections.reconcile import Reconciliation
+    from projections.status import ProjectionStatus
+
+EXIT_DIVERGED = 1
+EXIT_FOLLOWER_FAILED = 1
+EXIT_USAGE = 2
+EXIT_DATABASE = 3
+EXIT_APART = 4
+EXIT_INTERRUPTED = 130
+
+projections_app = typer.Typer(
+    name="projections",
+    help="Inspect and rebuild the projections (read models and the global chain).",
+    no_args_is_help=True,
+)
+
+
+# --- plumbing -----------------------------------------------------------------------------
+
+
+_OUR_LOGGERS = ("invario", "projections", "infrastructure", "interfaces")
+
+
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time (test runners swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def _log_to_stderr(level: int) -> None:
+    """Log lines on stderr, unless the process already has logging set up (a test runner, a host)."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = _CurrentStderr()
+    handler.setLevel(level)
+    # Our own INFO lines; other libraries' (alembic's migration chatter) only from WARNING up.
+    handler.addFilter(lambda record: record.levelno >= logging.WARNING or record.name.startswith(_OUR_LOGGERS))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(min(root.level, level))
+
+
+@contextmanager
+def _runtime() -> Iterator[Runtime]:
+    """An opened runtime with its schema ready, closed afterwards; failures are one line."""
+    from infrastructure.bootstrap import open_runtime
+    from interfaces.cli.main import _prepare_schema, operator_errors
+
+    with operator_errors():
+        runtime = open_runtime()
+        _prepare_schema(runtime)
+    try:
+        with operator_errors(), _database_errors(runtime):
+            yield runtime
+    finally:
+        runtime.close()
+
+
+@contextmanager
+def _database_errors(runtime: Runtime) -> Iterator[None]:
+    """A failing database statement (lost tables, a lost connection) is one line, never a traceback."""
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import DBAPIError
+
+    from projections.registry import READ_MODELS, tables_of
+
+    try:
+        yield
+    except DBAPIError as exc:
+        try:
+            with runtime.engine.connect() as connection:
+                existing = set(inspect(connection).get_table_names())
+        except DBAPIError:
+            existing = None  # the database itself is gone
+        wanted = {t.name for name in READ_MODELS for t in tables_of(name)}
+        if existing is not None and not wanted <= existing:
+            raise _fail(f"read model tables are missing ({', '.join(sorted(wanted - existing))}): "
+                        "run 'invario projections rebuild --all'", EXIT_APART) from None
+        detail = " ".join(str(exc.orig or exc).split())[:300] or type(exc).__name__
+        raise _fail(f"database error: {detail}", EXIT_DATABASE) from None
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.secho(f"invario: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+def _tenant_option(runtime: Runtime, tenant: str | None) -> UUID | None:
+    """A tenant given by name or id, which must exist."""
+    from domain.errors import TenantNotFound
+
+    if tenant is None:
+        return None
+    try:
+        tenant_id = UUID(tenant)
+    except ValueError:
+        try:
+            return runtime.ledger.get_tenant_by_name(tenant).id
+        except TenantNotFound:
+            raise _fail(f"--tenant: no tenant named {tenant!r}", EXIT_USAGE) from None
+    try:
+        return runtime.ledger.get_tenant(tenant_id).id
+    except TenantNotFound:
+        raise _fail(f"--tenant: no tenant with id {tenant}", EXIT_USAGE) from None
+
+
+def _month_option(month: str | None) -> str | None:
+    from projections.encoding import parse_month
+
+    if month is None:
+        return None
+    try:
+        return parse_month(month)
+    except ValueError as exc:
+        raise _fail(f"--month: {exc}", EXIT_USAGE) from None
+
+
+# --- invario worker ---------------------------------------------------------------------------
+
+
+def worker(
+    once: Annotated[bool, typer.Option("--once", help="Catch every projection up with the log, then exit")] = False,
+) -> None:
+    """Run every projection follower until stopped (SIGINT/SIGTERM).
+
+    On PostgreSQL it wakes on the event store's LISTEN/NOTIFY channel; on SQLite
+    it polls every INVARIO_FOLLOWER_POLL_SECONDS.
+    """
+    from projections.runner import FollowerLoop, waiter_for
+    from projections.wiring import build_followers
+
+    _log_to_stderr(logging.INFO)
+    stop = threading.Event()
+    with _runtime() as runtime:
+        waiter, idle_seconds = waiter_for(runtime, stop)
+        loop = FollowerLoop(build_followers(runtime), stop, waiter, idle_seconds)
+        how = f"LISTEN {waiter.channel}" if hasattr(waiter, "channel") else f"polling every {idle_seconds:g} s"
+        typer.echo(f"invario worker: following {runtime.database.describe()} ({how})", err=True)
+        previous = _stop_on_signals(stop) if not once else {}
+        try:
+            loop.run(until_idle=once)
+        finally:
+            waiter.close()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+    if loop.failing:
+        raise _fail(f"followers failed: {', '.join(loop.failing)} (see 'invario projections status')", EXIT_FOLLOWER_FAILED)
+    typer.echo("invario worker: stopped", err=True)
+
+
+def _stop_on_signals(stop: threading.Event) -> dict[int, Any]:
+    def request_stop(signum: int, _frame: Any) -> None:
+        logging.getLogger("invario.worker").info("stopping after the current batch (%s)", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, request_stop)
+    return previous
+
+
+# --- invario projections status -------------------------------------------------------------
+
+
+@projections_app.command("status")
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+) -> None:
+    """Each projection's position, lag behind the log, state and last error."""
+    from projections.status import projection_statuses
+
+    with _runtime() as runtime:
+        head, statuses = projection_statuses(runtime)
+    if as_json:
+        typer.echo(json.dumps({"head": head, "projections": [_status_json(s) for s in statuses]}, indent=2))
+        return
+    _print_status_table(head, statuses)
+
+
+def _status_json(status: ProjectionStatus) -> dict[str, Any]:
+    def moment(value: Any) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    return {
+        "name": status.name, "position": status.position, "lag": status.lag, "state": status.state,
+        "updated_at": moment(status.updated_at), "last_error": status.last_error,
+        "rebuild_started_at": moment(status.rebuild_started_at),
+    }
+
+
+def _print_status_table(head: int, statuses: list[ProjectionStatus]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"projections (log head: position {head})")
+    for column in ("projection", "position", "lag", "state", "updated", "last error"):
+        table.add_column(column, justify="right" if column in ("position", "lag") else "left")
+    for s in statuses:
+        updated = s.updated_at.strftime("%Y-%m-%d %H:%M:%S") if s.updated_at else "-"
+        table.add_row(s.name, str(s.position), str(s.lag), s.state, updated, (s.last_error or "")[:120])
+    Console(width=max(120, Console().width)).print(table)
+
+
+# --- invario projections rebuild --------------------------------------------------------------
+
+
+@projections_app.command("rebuild")
+def rebuild(
+    name: Annotated[str | None, typer.Argument(help="The projection to rebuild (see 'status')")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Rebuild every read model")] = False,
+    from_scratch: Annotated[
+        bool, typer.Option("--from-scratch", help="Truncate again even if an earlier rebuild was interrupted")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Events per transaction")] = 5_000,
+) -> None:
+    """Truncate a projection (or every read model) and replay the whole log into it.
+
+    Safe while the API keeps writing; resumable: if interrupted, run the same
+    command again. The global chain is rebuilt only when named: it is tamper
+    evidence, and a rebuild re-derives it from the events as they are now.
+    """
+    from projections.registry import ALL_PROJECTIONS, GLOBAL_CHAIN, READ_MODELS
+
+    if all_ == (name is not None):
+        raise _fail("name one projection or pass --all: " + ", ".join(ALL_PROJECTIONS), EXIT_USAGE)
+    if name is not None and name not in ALL_PROJECTIONS:
+        raise _fail(f"no projection named {name!r}; there are: {', '.join(ALL_PROJECTIONS)}", EXIT_USAGE)
+    names = READ_MODELS if all_ else (name,)
+    if GLOBAL_CHAIN in names:
+        typer.secho("invario: warning: rebuilding the global chain re-derives the tamper evidence from the "
+                    "events as they are now; run 'invario verify' first if you have it", err=True,
+                    fg=typer.colors.YELLOW)
+    with _runtime() as runtime:
+        _run_rebuild(runtime, names, from_scratch=from_scratch, batch_size=batch_size)
+
+
+def _run_rebuild(runtime: Runtime, names: tuple[str, ...], *, from_scratch: bool, batch_size: int) -> None:
+    from projections.rebuild import start_rebuild
+
+    start = start_rebuild(runtime, names, from_scratch=from_scratch)
+    if start.resumed:
+        typer.echo(f"resuming the interrupted rebuild of {', '.join(start.resumed)}", err=True)
+    typer.echo(f"rebuilding {', '.join(start.names)} from position {start.position} "
+               f"(log head: {start.head})", err=True)
+    began = time.monotonic()
+    try:
+        applied, position = _replay_with_progress(runtime, start, batch_size)
+    except KeyboardInterrupt:
+        raise _fail("rebuild interrupted; run the same command again to resume", EXIT_INTERRUPTED) from None
+    elapsed = max(time.monotonic() - began, 1e-9)
+    typer.echo(f"rebuilt {', '.join(start.names)}: {applied} events in {elapsed:.1f} s "
+               f"({applied / elapsed:,.0f} events/s), now at position {position}")
+
+
+def _replay_with_progress(runtime: Runtime, start: Any, batch_size: int) -> tuple[int, int]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from projections.follower import read_tracking
+    from projections.rebuild import log_head, replay
+
+    columns = (
+        TextColumn("[bold]replaying"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} events/s"), TextColumn("ETA"), TimeRemainingColumn(), TimeElapsedColumn(),
+    )
+    began = time.monotonic()
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+        task = progress.add_task("replay", total=max(start.head - start.position, 0), rate="-")
+        done = 0
+
+        def on_batch(count: int) -> None:
+            nonlocal done
+            done += count
+            rate = done / max(time.monotonic() - began, 1e-9)
+            total = max(log_head(runtime) - start.position, done)
+            progress.update(task, completed=done, total=total, rate=f"{rate:,.0f}")
+
+        applied = replay(runtime, start.names, batch_size=batch_size, on_batch=on_batch)
+        progress.update(task, completed=progress.tasks[0].total)
+    with runtime.engine.connect() as connection:
+        position = min(state.position for state in read_tracking(connection, start.names).values())
+    return applied, position
+
+
+# --- invario projections recompute-month -------------------------------------------------------
+
+
+@projections_app.command("recompute-month")
+def recompute_month_command(
+    month: Annotated[str, typer.Argument(help="The month, YYYY-MM")],
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant (name or id)")] = None,
+) -> None:
+    """Recompute one month's snapshots from the statement entries; fix only what is wrong."""
+    from projections.consistency import PositionsApart
+    from projections.monthly import recompute_month
+
+    checked_month = _month_option(month)
+    assert checked_month is not None
+    with _runtime() as runtime:
+        tenant_id = _tenant_option(runtime, tenant)
+        try:
+            position, corrections = recompute_month(runtime.engine, checked_month, tenant_id)
+        except PositionsApart as exc:
+            raise _fail(str(exc), EXIT_APART) from None
+    for correction in corrections:
+        typer.echo(f"corrected {correction.month} of account {correction.account_id}")
+    typer.echo(f"month {checked_month} recomputed at position {position}: {len(corrections)} row(s) corrected")
+
+
+# --- invario reconcile ---------------------------------------------------------------------------
+
+
+def reconcile(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant (name or id)")] = None,
+    month: Annotated[str | None, typer.Option(help="Check the monthly snapshots of this month only (YYYY-MM)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the divergences as JSON")] = False,
+    catch_up: Annotated[
+        bool, typer.Option(help="First bring the read models up to the head of the log")
+    ] = True,
+) -> None:
+    """Compare the read models with each other and with the write side, at one common position.
+
+    Checks: (a) monthly snapshots against the statement entries; (b) balances
+    against the account aggregates; (c) each tenant's balances sum to zero per
+    currency. Exit code 1 when anything diverges.
+    """
+    from projections.consistency import PositionsApart
+    from projections.reconcile import reconcile as run_reconcile
+    from projections.wiring import build_read_models_group
+
+    checked_month = _month_option(month)
+    _log_to_stderr(logging.WARNING)
+    with _runtime() as runtime:
+        tenant_id = _tenant_option(runtime, tenant)
+        if catch_up:
+            build_read_models_group(runtime, runtime.settings.follower_batch_size, defer_to_rebuilds=True).catch_up()
+        try:
+            report = _reconcile_with_progress(run_reconcile, runtime, tenant_id, checked_month)
+        except PositionsApart as exc:
+            raise _fail(str(exc), EXIT_APART) from None
+    if as_json:
+        typer.echo(json.dumps(_report_json(report), indent=2))
+    else:
+        _print_report(report)
+    if report.divergences:
+        raise typer.Exit(EXIT_DIVERGED)
+
+
+def _reconcile_with_progress(run: Any, runtime: Runtime, tenant_id: UUID | None, month: str | None) -> Reconciliation:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("[bold]reconciling accounts"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("reconcile", total=None)
+
+        def on_progress(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        return run(runtime.ledger, runtime.engine, tenant_id=tenant_id, month=month, on_progress=on_progress)
+
+
+def _difference(amount_minor: int, currency: str) -> str:
+    from domain.errors import UnknownCurrency
+    from domain.money import format_amount
+
+    try:
+        return f"{format_amount(amount_minor, currency)} {currency}"
+    except UnknownCurrency:
+        return f"{amount_minor} minor units {currency}"
+
+
+def _report_json(report: Reconciliation) -> dict[str, Any]:
+    return {
+        "position": report.position,
+        "accounts_checked": report.accounts_checked,
+        "months_checked": report.months_checked,
+        "divergences": [
+            {
+                "check": d.check, "tenant_id": str(d.tenant_id),
+                "account_id": str(d.account_id) if d.account_id else None, "account_code": d.account_code,
+                "month": d.month, "currency": d.currency, "difference_minor": d.difference_minor,
+                "difference": _difference(d.difference_minor, d.currency).split(" ")[0], "detail": d.detail,
+            }
+            for d in report.divergences
+        ],
+    }
+
+
+def _print_report(report: Reconciliation) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    summary = (f"reconciled at position {report.position}: {report.accounts_checked} accounts, "
+               f"{report.months_checked} account-months, {len(report.divergences)} divergence(s)")
+    if not report.divergences:
+        typer.echo(summary)
+        return
+    table = Table(title="divergences (read model minus expected)")
+    for column in ("check", "month", "tenant", "account", "difference", "detail"):
+        table.add_column(column, justify="right" if column == "difference" else "left",
+                         no_wrap=column in ("tenant", "account", "difference"))
+    for d in report.divergences:
+        account = f"{d.account_code or '?'} {d.account_id}" if d.account_id else "-"
+        table.add_row(d.check, d.month or "-", str(d.tenant_id), account,
+                      _difference(d.difference_minor, d.currency), d.detail)
+    Console(width=max(200, Console().width)).print(table)
+    typer.echo(summary)

@@ -1,0 +1,60 @@
+"""Every projection the project keeps, by name, with the tables it owns.
+
+The read models move together in one ``FollowerGroup`` (one database
+transaction per batch), so queries and reconciliation always find them at one
+common position. The global chain is tamper evidence, not a read model: it
+follows the log on its own and is rebuilt only when named explicitly.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Table
+
+from projections.accounts import AccountsProjection
+from projections.follower import Projection, projection_tracking
+from projections.global_chain import GlobalChainProjection, ledger_chain
+from projections.monthly import MonthlySnapshotsProjection
+from projections.statements import StatementsProjection
+from projections.tenant_directory import TenantDirectoryProjection, tenant_directory
+from projections.transactions import TransactionsProjection
+
+GLOBAL_CHAIN = GlobalChainProjection.name
+ACCOUNTS = AccountsProjection.name
+STATEMENTS = StatementsProjection.name
+TRANSACTIONS = TransactionsProjection.name
+MONTHLY_SNAPSHOTS = MonthlySnapshotsProjection.name
+TENANT_DIRECTORY = TenantDirectoryProjection.name  # the HTTP API's tenant queries (issue 3)
+
+READ_MODELS: tuple[str, ...] = (ACCOUNTS, STATEMENTS, TRANSACTIONS, MONTHLY_SNAPSHOTS, TENANT_DIRECTORY)
+ALL_PROJECTIONS: tuple[str, ...] = (GLOBAL_CHAIN, *READ_MODELS)
+READ_MODELS_GROUP = "read_models"
+
+_TABLES: dict[str, tuple[Table, ...]] = {
+    GLOBAL_CHAIN: (ledger_chain,),
+    ACCOUNTS: AccountsProjection.tables,
+    STATEMENTS: StatementsProjection.tables,
+    TRANSACTIONS: TransactionsProjection.tables,
+    MONTHLY_SNAPSHOTS: MonthlySnapshotsProjection.tables,
+    TENANT_DIRECTORY: (tenant_directory,),
+}
+TRACKING_TABLE = projection_tracking
+
+
+def make_projection(name: str) -> Projection:
+    factories = {
+        GLOBAL_CHAIN: GlobalChainProjection,
+        ACCOUNTS: AccountsProjection,
+        STATEMENTS: StatementsProjection,
+        TRANSACTIONS: TransactionsProjection,
+        MONTHLY_SNAPSHOTS: MonthlySnapshotsProjection,
+        TENANT_DIRECTORY: TenantDirectoryProjection,
+    }
+    return factories[name]()
+
+
+def read_model_projections() -> list[Projection]:
+    return [make_projection(name) for name in READ_MODELS]
+
+
+def tables_of(name: str) -> tuple[Table, ...]:
+    return _TABLES[name]

@@ -1,0 +1,62 @@
+"""Migration 0002 creates exactly the declared read-model tables; PostgreSQL wakes followers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import date
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from infrastructure.log_notifications import PostgresNotifyWaiter
+from infrastructure.migrate import current_revision
+from infrastructure.schema import metadata
+from projections.registry import ALL_PROJECTIONS, TRACKING_TABLE, tables_of
+from projections.runner import waiter_for
+from tests.integration.conftest import OpenRuntime
+from tests.integration.projections_support import open_book, open_ready, post
+
+OURS = {TRACKING_TABLE.name} | {t.name for name in ALL_PROJECTIONS for t in tables_of(name)}
+
+
+def _touches_our_tables(difference: object) -> bool:
+    text = repr(difference)
+    return any(f"'{name}'" in text or f"Table('{name}'" in text for name in OURS)
+
+
+def test_the_migrated_schema_matches_the_declared_tables(database_url: str, open_rt: OpenRuntime) -> None:
+    runtime = open_ready(open_rt, database_url)
+    assert "0002" in (current_revision(runtime.engine) or "")
+    with runtime.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        differences = [d for d in compare_metadata(context, metadata) if _touches_our_tables(d)]
+    assert differences == []
+
+
+@pytest.mark.postgres
+def test_a_commit_on_postgres_wakes_a_listening_worker(pg_database_url: str, open_rt: OpenRuntime) -> None:
+    runtime = open_ready(open_rt, pg_database_url)
+    book = open_book(runtime.ledger)
+    waiter, idle_seconds = waiter_for(runtime, threading.Event())
+    assert isinstance(waiter, PostgresNotifyWaiter) and waiter.channel == "invario_events" and idle_seconds >= 1
+    try:
+        assert waiter.wait(0.05) is False  # opens the LISTEN connection; nothing new yet
+        writer = threading.Timer(0.2, post, (book, runtime.ledger, "t1", date(2024, 1, 2), {"cash": 1, "bank": -1}))
+        writer.start()
+        began = time.monotonic()
+        assert waiter.wait(10) is True
+        assert time.monotonic() - began < 5
+        writer.join()
+    finally:
+        waiter.close()
+
+
+def test_sqlite_polls(sqlite_database_url: str, open_rt: OpenRuntime) -> None:
+    runtime = open_ready(open_rt, sqlite_database_url, follower_poll_seconds=0.2)
+    stop = threading.Event()
+    waiter, idle_seconds = waiter_for(runtime, stop)
+    assert idle_seconds == 0.2
+    stop.set()
+    assert waiter.wait(5) is False  # a stop request ends the wait at once
