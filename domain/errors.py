@@ -166,3 +166,30 @@ class VersionMismatch(ConcurrencyConflict):
     """The caller changed a resource based on a version that is no longer current."""
 
     code = "version_mismatch"
+
+
+# --- API access -----------------------------------------------------------------
+
+
+class InvalidApiKey(LedgerError):
+    """No active key matches what the client presented (unknown or malformed)."""
+
+    code = "invalid_api_key"
+
+
+class ApiKeyRevoked(LedgerError):
+    code = "api_key_revoked"
+
+
+class ScopeNotGranted(LedgerError):
+    """The key is valid but lacks the scope (``read`` or ``write``) the request needs."""
+
+    code = "insufficient_scope"
+
+
+class InvalidScopes(LedgerError):
+    code = "invalid_scopes"
+
+
+class TooManyApiKeys(LedgerError):
+    code = "too_many_api_keys"

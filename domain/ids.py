@@ -28,3 +28,12 @@ def transaction_id_for(tenant_id: UUID, external_id: str) -> UUID:
 
 def reversal_id_for(transaction_id: UUID) -> UUID:
     return uuid5(INVARIO_NAMESPACE, f"reversal/{transaction_id}")
+
+
+def api_key_id_for(key_digest: str) -> UUID:
+    """An API key is found by the HMAC of its secret: the lookup is a repository get."""
+    return uuid5(INVARIO_NAMESPACE, f"api_key/{key_digest}")
+
+
+def key_ring_id_for(tenant_id: UUID) -> UUID:
+    return uuid5(INVARIO_NAMESPACE, f"key_ring/{tenant_id}")

@@ -7,17 +7,26 @@ this can fail into a one-line ``ConfigError`` or ``DatabaseUnavailable``.
 
 from __future__ import annotations
 
+import os
+import secrets
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psycopg
 from sqlalchemy import Engine, create_engine, event
 
+from application.access import AccessService
 from application.ledger import Ledger
+from infrastructure.correlation import install_log_record_factory
 from infrastructure.database import DatabaseURL
 from infrastructure.errors import ConfigError, DatabaseUnavailable
-from infrastructure.settings import Settings, get_settings
+from infrastructure.idempotency import IdempotencyStore
+from infrastructure.rate_limit import DatabaseTokenBucket, InProcessTokenBucket, RateLimiter, Unlimited
+from infrastructure.settings import SECRET_LENGTH_MIN, Settings, get_settings
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
+PEPPER_FILE_NAME = "auth-pepper"
 
 
 def eventsourcing_env(settings: Settings, database: DatabaseURL) -> dict[str, str]:
@@ -131,3 +140,93 @@ def _create_engine(database: DatabaseURL, settings: Settings) -> Engine:
         cursor.close()
 
     return engine
+
+
+# --- the HTTP API's parts -----------------------------------------------------------
+
+
+@dataclass
+class ApiServices:
+    """What the HTTP API needs beside the runtime. Secrets are kept out of reprs."""
+
+    access: AccessService
+    idempotency: IdempotencyStore
+    rate_limiter: RateLimiter
+    admin_token: str | None = field(default=None, repr=False)
+
+
+def build_api_services(runtime: Runtime) -> ApiServices:
+    """Wire the API's services; a missing or short pepper is a one-line ``ConfigError``."""
+    settings = runtime.settings
+    install_log_record_factory()
+    admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    return ApiServices(
+        access=open_access(runtime),
+        idempotency=IdempotencyStore(
+            runtime.engine, settings.idempotency_ttl_hours, settings.idempotency_lease_seconds
+        ),
+        rate_limiter=_rate_limiter(runtime),
+        admin_token=admin_token,
+    )
+
+
+def open_access(runtime: Runtime) -> AccessService:
+    return AccessService(runtime.ledger, resolve_auth_pepper(runtime.settings, runtime.database))
+
+
+def _rate_limiter(runtime: Runtime) -> RateLimiter:
+    settings = runtime.settings
+    if settings.rate_limit_per_second == 0:
+        return Unlimited()
+    if runtime.database.is_postgres:
+        return DatabaseTokenBucket(runtime.engine, settings.rate_limit_per_second, settings.rate_limit_burst)
+    return InProcessTokenBucket(settings.rate_limit_per_second, settings.rate_limit_burst)
+
+
+def resolve_auth_pepper(settings: Settings, database: DatabaseURL) -> str:
+    """The pepper API keys are HMAC'd under.
+
+    ``INVARIO_AUTH_PEPPER`` when set (validated to >= 32 characters by the settings).
+    On PostgreSQL it is required. With the embedded SQLite store only, a random
+    pepper is generated once into ``auth-pepper`` beside the database file (mode
+    0600), so ``make run`` works out of the box; this is announced on stderr.
+    """
+    if settings.auth_pepper is not None:
+        return settings.auth_pepper.get_secret_value()
+    if database.is_postgres:
+        raise ConfigError(
+            f"INVARIO_AUTH_PEPPER is not set: the API needs a secret of at least {SECRET_LENGTH_MIN} characters "
+            "to protect API keys (generate one: python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
+        )
+    assert database.path is not None
+    return _sqlite_pepper_file(database.path.parent / PEPPER_FILE_NAME)
+
+
+def _sqlite_pepper_file(path: os.PathLike[str]) -> str:
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_pepper_file(path)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the auth pepper file {os.fspath(path)}: {exc.strerror}") from None
+    with os.fdopen(descriptor, "w") as file:
+        file.write(secrets.token_urlsafe(48) + "\n")
+    print(
+        f"invario: generated a random auth pepper in {os.fspath(path)} (mode 0600) for the embedded store; "
+        "API keys depend on it: keep it with the database, or set INVARIO_AUTH_PEPPER",
+        file=sys.stderr,
+    )
+    return _read_pepper_file(path)
+
+
+def _read_pepper_file(path: os.PathLike[str]) -> str:
+    try:
+        pepper = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the auth pepper file {os.fspath(path)}: {exc.strerror}") from None
+    if len(pepper) < SECRET_LENGTH_MIN:
+        raise ConfigError(
+            f"the auth pepper file {os.fspath(path)} holds fewer than {SECRET_LENGTH_MIN} characters; "
+            "fix it or set INVARIO_AUTH_PEPPER"
+        )
+    return pepper

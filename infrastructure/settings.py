@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./var/invario.db"
+SECRET_LENGTH_MIN = 32
 
 
 class Settings(BaseSettings):
@@ -25,6 +26,42 @@ class Settings(BaseSettings):
     aggregate_cache_size: int = Field(10_000, ge=0, le=1_000_000, description="Aggregates kept hot in memory")
     follower_batch_size: int = Field(500, ge=1, le=10_000, description="Events a follower handles per commit")
     follower_poll_seconds: float = Field(0.5, gt=0, le=60, description="How often followers poll the log")
+
+    # --- HTTP API access (secrets are SecretStr: hidden from repr, logs and errors) ---
+    auth_pepper: SecretStr | None = Field(
+        None,
+        description="Secret (>= 32 characters) under which API keys are HMAC'd; required by the API. "
+        "With SQLite only, a random one is generated once beside the database file if unset.",
+    )
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token (>= 32 characters) of the /admin routes; unset disables them"
+    )
+    rate_limit_per_second: float = Field(
+        50.0, ge=0, le=100_000, description="Requests per second each tenant may sustain (0 disables the limit)"
+    )
+    rate_limit_burst: int = Field(100, ge=1, le=1_000_000, description="Requests a tenant may make at once")
+    http_body_max_bytes: int = Field(
+        262_144, ge=1024, le=16_777_216, description="Largest request body accepted (larger: 413)"
+    )
+    idempotency_ttl_hours: int = Field(
+        24, ge=24, le=24 * 90, description="How long an Idempotency-Key and its response are kept"
+    )
+    idempotency_lease_seconds: int = Field(
+        60, ge=5, le=3600, description="After this long an unfinished request's Idempotency-Key may be taken over"
+    )
+    read_wait_seconds: float = Field(
+        5.0, ge=0, le=60, description="Longest a query waits for read models to reach ?min_position"
+    )
+
+    @field_validator("auth_pepper", "admin_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < SECRET_LENGTH_MIN:
+            raise ValueError(
+                f"must be at least {SECRET_LENGTH_MIN} characters "
+                "(generate one: python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        return value
 
 
 @lru_cache(maxsize=1)

@@ -72,6 +72,7 @@ def serve(
     import uvicorn
 
     from infrastructure.bootstrap import open_runtime
+    from infrastructure.correlation import configure_logging
     from infrastructure.settings import get_settings
     from interfaces.http.app import create_app
     from projections.runner import FollowerThread
@@ -81,13 +82,20 @@ def serve(
         settings = get_settings()
         runtime = open_runtime(settings)
         _prepare_schema(runtime)
+        try:
+            api = create_app(runtime)  # refuses to start without an auth pepper (one line, exit 2)
+        except ConfigError:
+            runtime.close()
+            raise
+    configure_logging()
     thread = FollowerThread(build_followers(runtime), settings.follower_poll_seconds) if followers else None
     if thread:
         thread.start()
     typer.echo(f"invario: serving {runtime.database.describe()} on http://{host or settings.host}:{port or settings.port}",
                err=True)
     try:
-        uvicorn.run(create_app(runtime), host=host or settings.host, port=port or settings.port, log_level="info")
+        # The API logs its own access lines, with the request id; uvicorn's would lack it.
+        uvicorn.run(api, host=host or settings.host, port=port or settings.port, log_level="info", access_log=False)
     finally:
         if thread:
             thread.stop()
@@ -124,6 +132,19 @@ def migrate() -> None:
         typer.echo(f"schema already at revision {after}")
     else:
         typer.echo(f"schema migrated from revision {before or 'empty'} to {after}")
+
+
+from interfaces.cli import tenant_cmds  # noqa: E402 - registers its commands on ``app``
+
+tenant_cmds.register(app)
+
+from interfaces.cli import projections_cmds  # noqa: E402 - the read side's operator commands
+
+app.add_typer(projections_cmds.projections_app)
+app.command()(projections_cmds.worker)
+app.command()(projections_cmds.reconcile)
+
+
 
 
 def main() -> None:  # pragma: no cover - console entry point

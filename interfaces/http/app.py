@@ -1,4 +1,11 @@
-"""The HTTP application: thin, it parses, calls the application and maps errors."""
+"""The HTTP application: thin, it parses, authenticates, calls the application and maps errors.
+
+``create_app(runtime)`` wires the API's services through the bootstrap (which
+refuses to go on without an auth pepper), the read models the queries use, the
+middleware (correlation id, body limit), the exception handlers (problem
+documents) and the routes: ``/v1`` for tenants' API keys, ``/admin`` for
+operators, and ``/health``.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +13,34 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from infrastructure.bootstrap import Runtime
+from infrastructure.bootstrap import ApiServices, Runtime, build_api_services
+from interfaces.http import routes_accounts, routes_admin, routes_transactions
+from interfaces.http.docs import API_DESCRIPTION
+from interfaces.http.handlers import install_exception_handlers
+from interfaces.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from interfaces.http.openapi import install_openapi
+from interfaces.http.queries import build_read_models
+
+TAGS = [
+    {"name": "accounts", "description": "Accounts, balances and statements of the key's tenant"},
+    {"name": "transactions", "description": "Balanced journal entries and their reversals"},
+    {"name": "admin", "description": "Operators: tenants (INVARIO_ADMIN_TOKEN)"},
+    {"name": "operations", "description": "Health"},
+]
 
 
-def create_app(runtime: Runtime) -> FastAPI:
-    app = FastAPI(
-        title="Invario",
-        version="0.1.0",
-        description="Event-sourced, tamper-evident double-entry ledger.",
-    )
+def create_app(runtime: Runtime, services: ApiServices | None = None) -> FastAPI:
+    services = services or build_api_services(runtime)
+    app = FastAPI(title="Invario", version="0.1.0", description=API_DESCRIPTION, openapi_tags=TAGS)
     app.state.runtime = runtime
+    app.state.services = services
+    app.state.read_models, app.state.tenant_directory = build_read_models(runtime.engine)
+    install_exception_handlers(app)
+    for module in (routes_accounts, routes_transactions, routes_admin):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.http_body_max_bytes)
+    app.add_middleware(RequestContextMiddleware)  # added last: outermost
+    install_openapi(app)
 
     @app.get("/health", tags=["operations"], summary="Liveness and database reachability")
     def health() -> JSONResponse:

@@ -1,0 +1,175 @@
+"""API access: issuing, listing, revoking and authenticating tenants' API keys.
+
+A key is ``inv_live_`` followed by 40 random base62 characters from ``secrets``
+(about 238 bits). It is shown once, when issued; only HMAC-SHA256 of it under the
+operator's pepper is recorded (see ``domain.api_key`` for why keys are
+event-sourced). The pepper lives only in this object and is never logged,
+returned or put in an exception.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import random
+import re
+import secrets
+import string
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError
+
+from application.ledger import Ledger
+from domain.api_key import KEY_PREFIX, ApiKey, check_scopes
+from domain.errors import ConcurrencyConflict, InvalidApiKey, TenantNotFound
+from domain.ids import api_key_id_for, key_ring_id_for
+from domain.key_ring import KeyRing
+from domain.tenant import Tenant
+
+T = TypeVar("T")
+
+SECRET_LENGTH = 40
+DISPLAY_PREFIX_LENGTH = len(KEY_PREFIX) + 6
+PEPPER_LENGTH_MIN = 32
+_ALPHABET = string.ascii_letters + string.digits
+_KEY_FORMAT = re.compile(rf"^{KEY_PREFIX}[A-Za-z0-9]{{32,64}}$")
+SAVE_ATTEMPTS_MAX = 5
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts for: one tenant, through one key with some scopes."""
+
+    tenant_id: UUID
+    key_id: UUID
+    scopes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A new key: ``secret`` is shown to the operator once and is kept nowhere."""
+
+    secret: str = field(repr=False)  # never in a repr, so never in a log line by accident
+    key: ApiKey = field(repr=False)
+    position: int | None = None
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What an operator may see about a key: never the secret, nor its digest."""
+
+    key_id: UUID
+    display_prefix: str
+    scopes: tuple[str, ...]
+    issued_at: str
+    revoked_at: str | None
+
+
+class AccessService:
+    """API keys over the ledger's event store (same log, same atomic saves)."""
+
+    def __init__(self, ledger: Ledger, pepper: str) -> None:
+        assert isinstance(pepper, str) and len(pepper) >= PEPPER_LENGTH_MIN, "checked by the bootstrap"
+        self.ledger = ledger
+        self._pepper = pepper.encode("utf-8")
+
+    def __repr__(self) -> str:
+        return "AccessService(pepper=<hidden>)"
+
+    def digest(self, secret: str) -> str:
+        return hmac.new(self._pepper, secret.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    # --- operator use cases -----------------------------------------------------
+
+    def issue_key(self, tenant_id: UUID, scopes: Iterable[str]) -> IssuedKey:
+        chosen = check_scopes(scopes)
+        self._tenant(tenant_id)
+        secret = KEY_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(SECRET_LENGTH))
+
+        def decide() -> IssuedKey:
+            ring = self._get(key_ring_id_for(tenant_id), KeyRing) or KeyRing.create(tenant_id)
+            key = ApiKey.issue(tenant_id, self.digest(secret), secret[:DISPLAY_PREFIX_LENGTH], chosen)
+            ring.add(key.id, key.display_prefix, key.scopes, datetime.now(timezone.utc))
+            return IssuedKey(secret, key, self._save(ring, key))
+
+        return _retrying(decide)
+
+    def revoke_keys(self, tenant_id: UUID) -> tuple[list[KeyInfo], int | None]:
+        """Revoke every active key of the tenant; return what was revoked and the write's position."""
+        self._tenant(tenant_id)
+
+        def decide() -> tuple[list[KeyInfo], int | None]:
+            ring = self._get(key_ring_id_for(tenant_id), KeyRing)
+            if ring is None:
+                return [], None
+            revoked_ids = ring.revoke_all(datetime.now(timezone.utc))
+            if not revoked_ids:
+                return [], None
+            keys = [self.ledger.repository.get(key_id) for key_id in revoked_ids]
+            for key in keys:
+                key.revoke()
+            position = self._save(ring, *keys)
+            return [_info(ring, key_id) for key_id in revoked_ids], position
+
+        return _retrying(decide)
+
+    def list_keys(self, tenant_id: UUID) -> list[KeyInfo]:
+        """The tenant's keys, newest first (active ones and the most recent revoked ones)."""
+        self._tenant(tenant_id)
+        ring = self._get(key_ring_id_for(tenant_id), KeyRing)
+        if ring is None:
+            return []
+        return [_info(ring, UUID(key_id)) for key_id in reversed(ring.keys)]
+
+    # --- every request ----------------------------------------------------------
+
+    def authenticate(self, secret: str, scope: str) -> Principal:
+        """The principal of a presented key, or ``InvalidApiKey``/``ApiKeyRevoked``/``ScopeNotGranted``."""
+        if not isinstance(secret, str) or not _KEY_FORMAT.match(secret):
+            raise InvalidApiKey("the API key is malformed or unknown")
+        digest = self.digest(secret)
+        key = self._get(api_key_id_for(digest), ApiKey)
+        if key is None or not hmac.compare_digest(key.digest, digest):
+            raise InvalidApiKey("the API key is malformed or unknown")
+        key.check_usable(scope)
+        return Principal(key.tenant_id, key.id, key.scopes)
+
+    # --- plumbing ---------------------------------------------------------------
+
+    def _tenant(self, tenant_id: UUID) -> Tenant:
+        tenant = self._get(tenant_id, Tenant)
+        if tenant is None:
+            raise TenantNotFound(f"tenant {tenant_id} not found")
+        return tenant
+
+    def _get(self, aggregate_id: UUID, kind: type[T]) -> T | None:
+        try:
+            aggregate = self.ledger.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        return aggregate if isinstance(aggregate, kind) else None
+
+    def _save(self, *aggregates: Any) -> int | None:
+        recordings = self.ledger.save(*aggregates)
+        positions = [r.notification.id for r in recordings if r.notification.id is not None]
+        return max(positions) if positions else None
+
+
+def _info(ring: KeyRing, key_id: UUID) -> KeyInfo:
+    entry = ring.keys[str(key_id)]
+    return KeyInfo(key_id, entry["display_prefix"], tuple(entry["scopes"]), entry["issued_at"], entry["revoked_at"])
+
+
+def _retrying(decide_and_save: Callable[[], T]) -> T:
+    for attempt in range(1, SAVE_ATTEMPTS_MAX + 1):
+        try:
+            return decide_and_save()
+        except IntegrityError:
+            time.sleep(random.uniform(0, 0.002 * attempt))  # noqa: S311 - jitter, not security
+    raise ConcurrencyConflict(f"gave up after {SAVE_ATTEMPTS_MAX} conflicting attempts; retry")

@@ -1,0 +1,209 @@
+"""Request plumbing shared by the routes: authentication, rate limit, idempotency,
+read-your-writes waits, ETags and responses."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Query, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+
+from application.access import Principal
+from domain.api_key import READ, WRITE
+from domain.errors import LedgerError
+from infrastructure.bootstrap import ApiServices, Runtime
+from infrastructure.idempotency import IdempotencyKeyInFlight, IdempotencyKeyReused, StoredResponse
+from infrastructure.rate_limit import retry_after_header
+from interfaces.http.handlers import response_for
+from interfaces.http.problems import ApiProblem
+
+POSITION_HEADER = "Invario-Position"
+REPLAYED_HEADER = "Idempotent-Replayed"
+ADMIN_SCOPE = "admin"
+_STORED_HEADERS = ("content-type", "etag", "location", POSITION_HEADER.lower())
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_IF_MATCH = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
+
+api_key_scheme = HTTPBearer(
+    auto_error=False, scheme_name="ApiKey",
+    description="A tenant's API key: `Authorization: Bearer inv_live_…` (issued by `invario create-key`).",
+)
+admin_scheme = HTTPBearer(
+    auto_error=False, scheme_name="AdminToken", description="`Authorization: Bearer <INVARIO_ADMIN_TOKEN>`."
+)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(api_key_scheme)]
+AdminCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(admin_scheme)]
+
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", max_length=255,
+    description="Up to 255 visible ASCII characters, kept per tenant for at least 24 h: the same key with the same "
+    "request replays the stored response; with another request it is 422; while the first is running, 409.",
+)]
+IfMatch = Annotated[str | None, Header(
+    alias="If-Match", max_length=64, description='The ETag (version) your change is based on, e.g. "3"; stale: 409',
+)]
+MinPosition = Annotated[int | None, Query(
+    ge=0, le=2**62,
+    description="Read your writes: wait (boundedly) until the read models reflect this log position, "
+    "as returned by a command (`position`, header Invario-Position)",
+)]
+Limit = Annotated[int, Query(ge=1, le=200, description="Page size (at most 200)")]
+Cursor = Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")]
+
+
+def services_of(request: Request) -> ApiServices:
+    return request.app.state.services
+
+
+def runtime_of(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+# --- authentication and rate limit -----------------------------------------------------
+
+
+def _authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None, scope: str) -> Principal:
+    if credentials is None:
+        raise ApiProblem(401, "unauthenticated", "send your API key as 'Authorization: Bearer <key>'",
+                         headers={"WWW-Authenticate": "Bearer"})
+    services = services_of(request)
+    principal = services.access.authenticate(credentials.credentials, scope)
+    wait_seconds = services.rate_limiter.acquire(str(principal.tenant_id))
+    if wait_seconds > 0:
+        raise ApiProblem(429, "rate_limited", "this tenant is over its request rate; retry later",
+                         headers={"Retry-After": retry_after_header(wait_seconds)})
+    return principal
+
+
+def read_access(request: Request, credentials: Credentials) -> Principal:
+    return _authenticate(request, credentials, READ)
+
+
+def write_access(request: Request, credentials: Credentials) -> Principal:
+    return _authenticate(request, credentials, WRITE)
+
+
+def admin_access(request: Request, credentials: AdminCredentials) -> None:
+    token = services_of(request).admin_token
+    if token is None:
+        raise ApiProblem(403, "admin_disabled", "the admin API is disabled: set INVARIO_ADMIN_TOKEN to enable it")
+    presented = credentials.credentials if credentials is not None else ""
+    if not hmac.compare_digest(presented.encode("utf-8"), token.encode("utf-8")):
+        raise ApiProblem(401, "invalid_admin_token", "send 'Authorization: Bearer <INVARIO_ADMIN_TOKEN>'",
+                         headers={"WWW-Authenticate": "Bearer"})
+
+
+Reader = Annotated[Principal, Depends(read_access)]
+Writer = Annotated[Principal, Depends(write_access)]
+Admin = Depends(admin_access)
+
+
+# --- read your writes -------------------------------------------------------------------
+
+
+def await_position(request: Request, read_model: Any, min_position: int | None) -> None:
+    """Wait until ``read_model`` reflects ``min_position`` (at most INVARIO_READ_WAIT_SECONDS)."""
+    if min_position is None or min_position == 0:
+        return
+    runtime = runtime_of(request)
+    head = runtime.ledger.recorder.max_notification_id() or 0
+    if min_position > head:
+        raise ApiProblem(400, "position_not_recorded", f"no event has been recorded at position {min_position}",
+                         head_position=head)
+    if not read_model.wait_for(min_position, runtime.settings.read_wait_seconds):
+        raise ApiProblem(503, "read_model_behind", f"the read models have not reached position {min_position} yet",
+                         headers={"Retry-After": "1"})
+
+
+# --- versions ---------------------------------------------------------------------------
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def expected_version(if_match: str | None) -> int | None:
+    if if_match is None or if_match.strip() == "*":
+        return None
+    match = _IF_MATCH.match(if_match.strip())
+    if match is None:
+        raise ApiProblem(400, "invalid_if_match", 'If-Match must be one ETag as returned, e.g. "3"')
+    return int(match.group(1))
+
+
+# --- responses --------------------------------------------------------------------------
+
+
+def respond(body: BaseModel, status: int = 200, *, version: int | None = None,
+            location: str | None = None) -> JSONResponse:
+    headers = {POSITION_HEADER: str(getattr(body, "position", 0))}
+    if version is not None:
+        headers["ETag"] = etag(version)
+    if location is not None:
+        headers["Location"] = location
+    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
+
+
+def run_command(request: Request, scope: str, key: str | None, request_body: BaseModel | None,
+                produce: Callable[[], Response]) -> Response:
+    """Run a command once per Idempotency-Key; business rejections are answered (and stored) too."""
+    if key is None:
+        return _produce(request, produce)
+    if not _IDEMPOTENCY_KEY.match(key):
+        raise ApiProblem(400, "invalid_idempotency_key", "Idempotency-Key is 1-255 visible ASCII characters")
+    store = services_of(request).idempotency
+    try:
+        claim = store.claim(scope, key, _fingerprint(request, request_body))
+    except IdempotencyKeyInFlight:
+        raise ApiProblem(409, "idempotency_key_in_flight",
+                         "a request with this Idempotency-Key is still being processed; retry shortly",
+                         headers={"Retry-After": "1"}) from None
+    except IdempotencyKeyReused:
+        raise ApiProblem(422, "idempotency_key_reused",
+                         "this Idempotency-Key was already used for a different request") from None
+    if claim.stored is not None:
+        return _replay(claim.stored)
+    try:
+        response = _produce(request, produce)
+    except BaseException:
+        store.release(claim)
+        raise
+    if response.status_code >= 500:
+        store.release(claim)
+    else:
+        headers = {k: v for k, v in response.headers.items() if k.lower() in _STORED_HEADERS}
+        store.complete(claim, response.status_code, headers, bytes(response.body))
+    return response
+
+
+def _produce(request: Request, produce: Callable[[], Response]) -> Response:
+    try:
+        return produce()
+    except (LedgerError, ApiProblem) as exc:
+        response = response_for(request, exc)
+        assert response is not None
+        return response
+
+
+def _fingerprint(request: Request, body: BaseModel | None) -> str:
+    document = {
+        "method": request.method,
+        "path": request.url.path,
+        "if_match": request.headers.get("if-match"),
+        "body": body.model_dump(mode="json") if body is not None else None,
+    }
+    return hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _replay(stored: StoredResponse) -> Response:
+    headers = {k: v for k, v in stored.headers.items() if k.lower() != "content-type"}
+    headers[REPLAYED_HEADER] = "true"
+    return Response(stored.body, status_code=stored.status_code, headers=headers,
+                    media_type=stored.headers.get("content-type", "application/json"))

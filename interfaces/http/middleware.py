@@ -1,0 +1,118 @@
+"""ASGI middleware: the correlation id and the request body limit.
+
+``RequestContextMiddleware`` (outermost) accepts the client's ``X-Request-ID``
+when it is 1-128 characters of ``A-Za-z0-9._:-`` and generates one otherwise,
+puts it on the ``infrastructure.correlation.request_id`` context variable for
+the request's log lines, echoes it on the response, logs one access line, and
+turns any unexpected exception into a 500 problem document (the traceback goes
+to the server log only).
+
+``BodyLimitMiddleware`` answers 413 ``body_too_large`` to a body larger than
+``INVARIO_HTTP_BODY_MAX_BYTES``, whether declared by ``Content-Length`` or
+streamed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from infrastructure.correlation import request_id as request_id_var
+from interfaces.http.problems import problem_response
+
+log = logging.getLogger("invario.http")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+SCOPE_REQUEST_ID = "invario.request_id"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        offered = _header(scope, b"x-request-id")
+        request_id = offered if offered and _REQUEST_ID.match(offered) else uuid.uuid4().hex
+        scope[SCOPE_REQUEST_ID] = request_id
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        state: dict[str, Any] = {"status": 500, "sent": False}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["status"], state["sent"] = message["status"], True
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                headers.append((b"x-request-id", request_id.encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error serving %s %s", scope.get("method"), scope.get("path"))
+            if state["sent"]:
+                raise
+            response = problem_response(
+                500, "internal_error", "the server failed to handle this request; it has been logged",
+                instance=scope.get("path"), request_id=request_id,
+            )
+            await response(scope, receive, send_with_id)
+        finally:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            log.info("%s %s -> %s in %.1f ms", scope.get("method"), scope.get("path"), state["status"], elapsed_ms)
+            request_id_var.reset(token)
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body exceeds the limit of {limit} bytes")
+        self.limit = limit
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            response = problem_response(
+                413, "body_too_large", f"the request body exceeds the limit of {self.max_bytes} bytes",
+                instance=scope.get("path"), request_id=scope.get(SCOPE_REQUEST_ID),
+                extensions={"limit": self.max_bytes},
+            )
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)  # an HTTPException: FastAPI re-raises it as is
+            return message
+
+        await self.app(scope, limited_receive, send)

@@ -1,0 +1,128 @@
+"""/v1/accounts: open, read, list, balances, statements, and the account lifecycle."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from domain.errors import AccountNotFound
+from domain.money import parse_amount_minor
+from interfaces.http.deps import (
+    Cursor,
+    IdempotencyKey,
+    IfMatch,
+    Limit,
+    MinPosition,
+    Reader,
+    Writer,
+    await_position,
+    expected_version,
+    respond,
+    run_command,
+    runtime_of,
+)
+from interfaces.http.docs import COMMAND_ERRORS, CREATE_ERRORS, LIST_ERRORS, QUERY_ERRORS
+from interfaces.http.queries import check_date_range, read_models, reading_page
+from interfaces.http.representations import (
+    account_from_aggregate,
+    account_from_view,
+    balance_from_view,
+    entry_from_view,
+)
+from interfaces.http.schemas import AccountOut, AccountPage, BalanceOut, EntryPage, OpenAccount
+
+router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
+
+
+@router.post("", status_code=201, response_model=AccountOut, responses=CREATE_ERRORS, summary="Open an account")
+def open_account(request: Request, body: OpenAccount, principal: Writer,
+                 idempotency_key: IdempotencyKey = None) -> Response:
+    def produce() -> Response:
+        floor = parse_amount_minor(body.balance_floor, body.currency) if body.balance_floor is not None else None
+        recorded = runtime_of(request).ledger.open_account(
+            principal.tenant_id, body.code, body.name, body.currency, body.type, floor, body.metadata
+        )
+        account = recorded.aggregate
+        return respond(account_from_aggregate(account, recorded.position or 0), 201, version=account.version,
+                       location=f"/v1/accounts/{account.id}")
+
+    return run_command(request, str(principal.tenant_id), idempotency_key, body, produce)
+
+
+@router.get("", response_model=AccountPage, responses=LIST_ERRORS, summary="List accounts (by code)")
+def list_accounts(request: Request, principal: Reader, cursor: Cursor = None, limit: Limit = 50,
+                  min_position: MinPosition = None) -> Response:
+    models = read_models(request)
+    await_position(request, models, min_position)
+    page = reading_page(lambda: models.list_accounts(principal.tenant_id, cursor=cursor, page_size=limit))
+    items = [account_from_view(view) for view in page.items]
+    return respond(AccountPage(items=items, next_cursor=page.next_cursor, position=page.position))
+
+
+@router.get("/{account_id}", response_model=AccountOut, responses=QUERY_ERRORS, summary="Read an account")
+def get_account(request: Request, account_id: UUID, principal: Reader, min_position: MinPosition = None) -> Response:
+    models = read_models(request)
+    await_position(request, models, min_position)
+    view = models.get_account(principal.tenant_id, account_id)
+    if view is None:
+        raise AccountNotFound(f"account {account_id} not found", account_id=str(account_id))
+    return respond(account_from_view(view), version=view.version)
+
+
+@router.get("/{account_id}/balance", response_model=BalanceOut, responses=QUERY_ERRORS,
+            summary="An account's balance, now or at the end of an effective date")
+def get_balance(request: Request, account_id: UUID, principal: Reader,
+                as_of: Annotated[date | None, Query(description="Effective date (inclusive)")] = None,
+                min_position: MinPosition = None) -> Response:
+    models = read_models(request)
+    await_position(request, models, min_position)
+    view = models.get_balance(principal.tenant_id, account_id, as_of=as_of)
+    if view is None:
+        raise AccountNotFound(f"account {account_id} not found", account_id=str(account_id))
+    return respond(balance_from_view(view))
+
+
+@router.get("/{account_id}/entries", response_model=EntryPage, responses=QUERY_ERRORS,
+            summary="The account's statement: entries with a running balance")
+def list_entries(  # noqa: PLR0913
+    request: Request, account_id: UUID, principal: Reader, cursor: Cursor = None, limit: Limit = 50,
+    date_from: Annotated[date | None, Query(description="First effective date (inclusive)")] = None,
+    date_to: Annotated[date | None, Query(description="Last effective date (inclusive)")] = None,
+    min_position: MinPosition = None,
+) -> Response:
+    check_date_range(date_from, date_to)
+    models = read_models(request)
+    await_position(request, models, min_position)
+    if models.get_account(principal.tenant_id, account_id) is None:
+        raise AccountNotFound(f"account {account_id} not found", account_id=str(account_id))
+    page = reading_page(lambda: models.list_entries(
+        principal.tenant_id, account_id, cursor=cursor, page_size=limit, date_from=date_from, date_to=date_to
+    ))
+    items = [entry_from_view(view) for view in page.items]
+    return respond(EntryPage(items=items, next_cursor=page.next_cursor, position=page.position))
+
+
+def _lifecycle(name: str, summary: str) -> None:
+    @router.post(f"/{{account_id}}/{name}", response_model=AccountOut, responses=COMMAND_ERRORS, summary=summary,
+                 name=f"{name}_account")
+    def change(request: Request, account_id: UUID, principal: Writer, if_match: IfMatch = None,
+               idempotency_key: IdempotencyKey = None) -> Response:
+        def produce() -> Response:
+            ledger = runtime_of(request).ledger
+            use_case: Callable[..., object] = getattr(ledger, f"{name}_account")
+            recorded = use_case(principal.tenant_id, account_id, expected_version=expected_version(if_match))
+            account = recorded.aggregate  # type: ignore[attr-defined]
+            position = recorded.position or 0  # type: ignore[attr-defined]
+            return respond(account_from_aggregate(account, position), version=account.version)
+
+        return run_command(request, str(principal.tenant_id), idempotency_key, None, produce)
+
+
+_lifecycle("freeze", "Freeze an account: no postings until unfrozen")
+_lifecycle("unfreeze", "Unfreeze a frozen account")
+_lifecycle("close", "Close an account whose balance is zero (final)")

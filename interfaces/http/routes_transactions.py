@@ -1,0 +1,105 @@
+"""/v1/transactions: post, read, list and reverse journal entries."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from application.ledger import PostingInstruction
+from domain.errors import TransactionNotFound
+from interfaces.http.deps import (
+    Cursor,
+    IdempotencyKey,
+    IfMatch,
+    Limit,
+    MinPosition,
+    Reader,
+    Writer,
+    await_position,
+    expected_version,
+    respond,
+    run_command,
+    runtime_of,
+)
+from interfaces.http.docs import CREATE_ERRORS, LIST_ERRORS, QUERY_ERRORS
+from interfaces.http.queries import check_date_range, read_models, reading_page
+from interfaces.http.representations import (
+    transaction_from_aggregate,
+    transaction_from_view,
+    transaction_version_of_view,
+)
+from interfaces.http.schemas import PostTransaction, ReverseTransaction, TransactionOut, TransactionPage
+
+router = APIRouter(prefix="/v1/transactions", tags=["transactions"])
+
+
+@router.post(
+    "", status_code=201, response_model=TransactionOut, summary="Post a balanced transaction",
+    responses={**CREATE_ERRORS, 200: {"model": TransactionOut,
+                                      "description": "Already recorded with this external_id and the same content"}},
+)
+def post_transaction(request: Request, body: PostTransaction, principal: Writer,
+                     idempotency_key: IdempotencyKey = None) -> Response:
+    def produce() -> Response:
+        ledger = runtime_of(request).ledger
+        postings = [PostingInstruction(p.account_id, p.amount, p.currency) for p in body.postings]
+        recorded = ledger.post_transaction(principal.tenant_id, body.external_id, body.effective_date, postings,
+                                           body.description, body.metadata)
+        transaction = recorded.aggregate
+        # A replay wrote nothing; the current head of the log covers the original write.
+        position = recorded.position if not recorded.replayed else ledger.recorder.max_notification_id()
+        return respond(transaction_from_aggregate(transaction, position or 0), 200 if recorded.replayed else 201,
+                       version=transaction.version, location=f"/v1/transactions/{transaction.id}")
+
+    return run_command(request, str(principal.tenant_id), idempotency_key, body, produce)
+
+
+@router.get("", response_model=TransactionPage, responses=LIST_ERRORS, summary="List transactions")
+def list_transactions(  # noqa: PLR0913
+    request: Request, principal: Reader,
+    account_id: Annotated[UUID | None, Query(description="Only transactions posting to this account")] = None,
+    date_from: Annotated[date | None, Query(description="First effective date (inclusive)")] = None,
+    date_to: Annotated[date | None, Query(description="Last effective date (inclusive)")] = None,
+    cursor: Cursor = None, limit: Limit = 50, min_position: MinPosition = None,
+) -> Response:
+    check_date_range(date_from, date_to)
+    models = read_models(request)
+    await_position(request, models, min_position)
+    page = reading_page(lambda: models.list_transactions(
+        principal.tenant_id, account_id=account_id, date_from=date_from, date_to=date_to, cursor=cursor,
+        page_size=limit,
+    ))
+    items = [transaction_from_view(view) for view in page.items]
+    return respond(TransactionPage(items=items, next_cursor=page.next_cursor, position=page.position))
+
+
+@router.get("/{transaction_id}", response_model=TransactionOut, responses=QUERY_ERRORS, summary="Read a transaction")
+def get_transaction(request: Request, transaction_id: UUID, principal: Reader,
+                    min_position: MinPosition = None) -> Response:
+    models = read_models(request)
+    await_position(request, models, min_position)
+    view = models.get_transaction(principal.tenant_id, transaction_id)
+    if view is None:
+        raise TransactionNotFound(f"transaction {transaction_id} not found", transaction_id=str(transaction_id))
+    return respond(transaction_from_view(view), version=transaction_version_of_view(view))
+
+
+@router.post("/{transaction_id}/reverse", status_code=201, response_model=TransactionOut, responses=CREATE_ERRORS,
+             summary="Reverse a transaction: post its opposite, linked both ways")
+def reverse_transaction(request: Request, transaction_id: UUID, principal: Writer,
+                        body: ReverseTransaction | None = None, if_match: IfMatch = None,
+                        idempotency_key: IdempotencyKey = None) -> Response:
+    def produce() -> Response:
+        recorded = runtime_of(request).ledger.reverse_transaction(
+            principal.tenant_id, transaction_id, body.effective_date if body else None,
+            body.description if body else "", expected_version=expected_version(if_match),
+        )
+        reversal = recorded.aggregate
+        return respond(transaction_from_aggregate(reversal, recorded.position or 0), 201, version=reversal.version,
+                       location=f"/v1/transactions/{reversal.id}")
+
+    return run_command(request, str(principal.tenant_id), idempotency_key, body, produce)

@@ -1,0 +1,224 @@
+"""Request and response bodies of the HTTP API, with the examples of the OpenAPI schema.
+
+Amounts on the wire are signed decimal strings in the account's currency
+("12.34", "-0.5"); a positive posting amount is a debit. ``balance`` is seen
+from the account's normal side (so money in a customer wallet, a liability, is
+positive); ``raw_balance`` is debit-positive, and raw balances sum to zero per
+tenant and currency. Request bodies reject unknown fields. String limits here
+bound the request; the ledger's own rules (code syntax, amount precision,
+posting counts) answer 422 with their codes.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from domain.account import NAME_LENGTH_MAX
+from domain.metadata import METADATA_KEYS_MAX
+from domain.tenant import REASON_LENGTH_MAX
+from domain.transaction import DESCRIPTION_LENGTH_MAX, POSTINGS_MAX, POSTINGS_MIN
+
+AMOUNT_LENGTH_MAX = 64
+AMOUNT_PATTERN = r"^[+-]?\d{1,30}(\.\d{1,30})?$"
+Metadata = dict[str, str]
+
+_AMOUNT_HINT = {"pattern": AMOUNT_PATTERN, "examples": ["10.00"]}
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- requests ---------------------------------------------------------------------
+
+
+class OpenAccount(Body):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"code": "cash", "name": "Cash at bank", "currency": "BRL", "type": "asset"},
+        {"code": "wallet:42", "name": "Customer 42", "currency": "BRL", "type": "liability",
+         "balance_floor": "0.00", "metadata": {"customer": "42"}},
+    ]})
+
+    code: str = Field(max_length=64, description="Unique per tenant: 1-64 letters, digits and ._:/-")
+    name: str = Field(max_length=NAME_LENGTH_MAX)
+    currency: str = Field(max_length=3, description="ISO 4217 code", json_schema_extra={"pattern": "^[A-Z]{3}$"})
+    type: Literal["asset", "liability", "equity", "income", "expense"]
+    balance_floor: str | None = Field(
+        None, max_length=AMOUNT_LENGTH_MAX, json_schema_extra=_AMOUNT_HINT,
+        description="Lowest normal-side balance allowed, e.g. \"0.00\" for no overdraft; none by default",
+    )
+    metadata: Metadata | None = Field(None, json_schema_extra={"maxProperties": METADATA_KEYS_MAX})
+
+
+class PostingIn(Body):
+    account_id: UUID
+    amount: str = Field(
+        max_length=AMOUNT_LENGTH_MAX, json_schema_extra=_AMOUNT_HINT,
+        description="Signed decimal string in the account's currency; positive is a debit",
+    )
+    currency: str | None = Field(None, max_length=3, description="Optional; must match the account's currency")
+
+
+class PostTransaction(Body):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "external_id": "deposit-0001",
+        "effective_date": "2026-11-23",
+        "description": "Deposit by customer 42",
+        "postings": [
+            {"account_id": "0b8a3c2e-6f1d-5d2b-9a51-3f0f2c1e7a11", "amount": "10.00"},
+            {"account_id": "5e7d9b1a-2c4f-5a8e-8b3d-1f6e0a9c4d22", "amount": "-10.00"},
+        ],
+    }]})
+
+    external_id: str = Field(max_length=128, description="Your unique id of this transaction, per tenant")
+    effective_date: date
+    description: str = Field("", max_length=DESCRIPTION_LENGTH_MAX)
+    postings: list[PostingIn] = Field(
+        json_schema_extra={"minItems": POSTINGS_MIN, "maxItems": POSTINGS_MAX},
+        description=f"{POSTINGS_MIN}-{POSTINGS_MAX} postings summing to zero per currency",
+    )
+    metadata: Metadata | None = Field(None, json_schema_extra={"maxProperties": METADATA_KEYS_MAX})
+
+
+class ReverseTransaction(Body):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"effective_date": "2026-11-24", "description": "Posted twice by mistake"},
+    ]})
+
+    effective_date: date | None = Field(None, description="Defaults to today (UTC)")
+    description: str = Field("", max_length=DESCRIPTION_LENGTH_MAX)
+
+
+class CreateTenant(Body):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "acme"}]})
+
+    name: str = Field(max_length=63, description="2-63 characters of a-z, 0-9, '_' or '-'")
+
+
+class SuspendTenant(Body):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"reason": "unpaid invoice"}]})
+
+    reason: str = Field("", max_length=REASON_LENGTH_MAX)
+
+
+# --- responses --------------------------------------------------------------------
+
+
+class Positioned(BaseModel):
+    position: int = Field(description="Log position this answer reflects (pass as ?min_position= to read it back)")
+
+
+class AccountOut(Positioned):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "0b8a3c2e-6f1d-5d2b-9a51-3f0f2c1e7a11", "code": "cash", "name": "Cash at bank", "currency": "BRL",
+        "type": "asset", "status": "open", "balance": "10.00", "raw_balance": "10.00", "balance_floor": None,
+        "metadata": {}, "version": 2, "created_at": "2026-11-23T12:00:00Z", "updated_at": "2026-11-23T12:00:05Z",
+        "position": 7,
+    }]})
+
+    id: UUID
+    code: str
+    name: str
+    currency: str
+    type: str
+    status: str = Field(description="open, frozen or closed")
+    balance: str = Field(description="Balance seen from the account's normal side")
+    raw_balance: str = Field(description="Debit-positive balance")
+    balance_floor: str | None
+    metadata: Metadata
+    version: int = Field(description="Changes with every event of the account; sent as the ETag")
+    created_at: datetime
+    updated_at: datetime
+
+
+class BalanceOut(Positioned):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "account_id": "0b8a3c2e-6f1d-5d2b-9a51-3f0f2c1e7a11", "currency": "BRL", "balance": "10.00",
+        "raw_balance": "10.00", "as_of": None, "position": 7,
+    }]})
+
+    account_id: UUID
+    currency: str
+    balance: str = Field(description="Normal-side balance")
+    raw_balance: str = Field(description="Debit-positive balance")
+    as_of: date | None = Field(description="Effective date the balance is taken at (end of day); null: now")
+
+
+class EntryOut(Positioned):
+    transaction_id: UUID
+    account_id: UUID
+    effective_date: date
+    recorded_at: datetime
+    amount: str = Field(description="Signed posting amount, positive is a debit")
+    currency: str
+    running_balance: str = Field(description="Debit-positive balance after this entry")
+    description: str
+
+
+class PostingOut(BaseModel):
+    account_id: UUID
+    amount: str
+    currency: str
+
+
+class TransactionOut(Positioned):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "8f14e45f-ceea-5e7a-9f3b-2b7c1d4e5f60", "external_id": "deposit-0001", "effective_date": "2026-11-23",
+        "recorded_at": "2026-11-23T12:00:05Z", "description": "Deposit by customer 42",
+        "postings": [
+            {"account_id": "0b8a3c2e-6f1d-5d2b-9a51-3f0f2c1e7a11", "amount": "10.00", "currency": "BRL"},
+            {"account_id": "5e7d9b1a-2c4f-5a8e-8b3d-1f6e0a9c4d22", "amount": "-10.00", "currency": "BRL"},
+        ],
+        "metadata": {}, "reverses": None, "reversed_by": None, "version": 1, "position": 9,
+    }]})
+
+    id: UUID
+    external_id: str | None = Field(description="Null for reversals")
+    effective_date: date
+    recorded_at: datetime
+    description: str
+    postings: list[PostingOut]
+    metadata: Metadata
+    reverses: UUID | None
+    reversed_by: UUID | None
+    version: int = Field(description="1 when posted, 2 once reversed; sent as the ETag")
+
+
+class TenantOut(Positioned):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "2f1c7b9e-3d4a-5e6f-8a9b-0c1d2e3f4a5b", "name": "acme", "status": "active", "suspension_reason": None,
+        "version": 1, "created_at": "2026-11-23T12:00:00Z", "updated_at": "2026-11-23T12:00:00Z", "position": 1,
+    }]})
+
+    id: UUID
+    name: str
+    status: Literal["active", "suspended"]
+    suspension_reason: str | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class Page(Positioned):
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page")
+
+
+class AccountPage(Page):
+    items: list[AccountOut]
+
+
+class EntryPage(Page):
+    items: list[EntryOut]
+
+
+class TransactionPage(Page):
+    items: list[TransactionOut]
+
+
+class TenantPage(Page):
+    items: list[TenantOut]
+

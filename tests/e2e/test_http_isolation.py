@@ -1,0 +1,72 @@
+"""Tenant isolation on every /v1 route: another tenant's ids answer 404 and nothing leaks or moves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.e2e.http_fixtures import Api, Tenant, acme, api, assert_problem, globex  # noqa: F401
+
+# method, path template, body: every /v1 route, probed by the other tenant.
+PROBES: list[tuple[str, str, Any]] = [
+    ("GET", "/v1/accounts/{account_id}", None),
+    ("GET", "/v1/accounts/{account_id}/balance", None),
+    ("GET", "/v1/accounts/{account_id}/entries", None),
+    ("POST", "/v1/accounts/{account_id}/freeze", None),
+    ("POST", "/v1/accounts/{account_id}/unfreeze", None),
+    ("POST", "/v1/accounts/{account_id}/close", None),
+    ("GET", "/v1/transactions/{transaction_id}", None),
+    ("POST", "/v1/transactions/{transaction_id}/reverse", None),
+    ("POST", "/v1/transactions", "steal"),
+]
+LISTS = [("GET", "/v1/accounts"), ("GET", "/v1/transactions"), ("POST", "/v1/accounts")]
+
+
+def test_every_v1_route_is_probed(api: Api) -> None:
+    paths = api.client.get("/openapi.json").json()["paths"]
+    routes = {(method.upper(), path) for path, item in paths.items() if path.startswith("/v1") for method in item}
+    assert routes == {(m, p) for m, p, _ in PROBES} | set(LISTS)
+
+
+def test_another_tenants_ids_are_not_found(api: Api, acme: Tenant, globex: Tenant) -> None:
+    cash = api.open_account(acme, "cash")
+    wallet = api.open_account(acme, "wallet", type="liability")
+    posted = api.post(acme, "t1", (cash, "3.00"), (wallet, "-3.00")).json()
+    api.open_account(globex, "own")
+    api.catch_up()
+    before = api.balances()
+    ids = {"account_id": cash, "transaction_id": posted["id"]}
+    for method, template, body in PROBES:
+        path = template.format(**ids)
+        if body == "steal":
+            response = api.post(globex, "steal", (cash, "-3.00"), (wallet, "3.00"))
+        else:
+            response = api.client.request(method, path, headers=globex.headers)
+        code = "transaction_not_found" if "{transaction_id}" in template else "account_not_found"
+        assert_problem(response, 404, code)
+    assert api.balances() == before
+    # and the owner still sees everything unchanged
+    assert api.client.get(f"/v1/accounts/{cash}", headers=acme.headers).json()["status"] == "open"
+    assert api.client.get(f"/v1/transactions/{posted['id']}", headers=acme.headers).json()["reversed_by"] is None
+
+
+def test_lists_show_only_the_tenants_own_data(api: Api, acme: Tenant, globex: Tenant) -> None:
+    cash = api.open_account(acme, "cash")
+    wallet = api.open_account(acme, "wallet", type="liability")
+    assert api.post(acme, "t1", (cash, "3.00"), (wallet, "-3.00")).status_code == 201
+    mine = api.open_account(globex, "cash")  # the same code in another tenant is another account
+    assert mine != cash
+    api.catch_up()
+    accounts = api.client.get("/v1/accounts", headers=globex.headers).json()["items"]
+    assert [a["id"] for a in accounts] == [mine]
+    assert api.client.get("/v1/transactions", headers=globex.headers).json()["items"] == []
+    filtered = api.client.get("/v1/transactions", headers=globex.headers, params={"account_id": cash})
+    assert filtered.status_code == 200 and filtered.json()["items"] == []
+
+
+def test_idempotency_keys_are_per_tenant(api: Api, acme: Tenant, globex: Tenant) -> None:
+    key = {"Idempotency-Key": "shared-key"}
+    body = {"code": "cash", "name": "Cash", "currency": "BRL", "type": "asset"}
+    first = api.client.post("/v1/accounts", json=body, headers={**acme.headers, **key})
+    second = api.client.post("/v1/accounts", json=body, headers={**globex.headers, **key})
+    assert first.status_code == second.status_code == 201
+    assert first.json()["id"] != second.json()["id"] and "Idempotent-Replayed" not in second.headers
