@@ -43,6 +43,12 @@ def _encode_value(value: Any) -> Any:
     raise TypeError(f"cannot canonically encode {type(value).__name__}")
 
 
+# Exactly what json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+# default=_encode_value) builds on every call; built once, because verification
+# hashes every event of the ledger.
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_encode_value)
+
+
 def canonical_encoding(event_type: str, values: dict[str, Any]) -> bytes:
     """The exact bytes that are hashed: sorted-key compact JSON, UTF-8.
 
@@ -51,9 +57,7 @@ def canonical_encoding(event_type: str, values: dict[str, Any]) -> bytes:
     """
     fields = {k: v for k, v in values.items() if k not in _EXCLUDED_FIELDS}
     document = {"event_type": event_type, "fields": fields}
-    return json.dumps(
-        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_encode_value
-    ).encode("utf-8")
+    return _CANONICAL_JSON.encode(document).encode("utf-8")
 
 
 def compute_event_hash(event: Any) -> str:

@@ -144,7 +144,9 @@ app.add_typer(projections_cmds.projections_app)
 app.command()(projections_cmds.worker)
 app.command()(projections_cmds.reconcile)
 
+from interfaces.cli import integrity_cmds  # noqa: E402 - verify, digest, generate-signing-key
 
+integrity_cmds.register(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -10,8 +10,6 @@ operators, and ``/health``.
 from __future__ import annotations
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
 from infrastructure.bootstrap import ApiServices, Runtime, build_api_services
 from interfaces.http import routes_accounts, routes_admin, routes_transactions
@@ -20,12 +18,14 @@ from interfaces.http.handlers import install_exception_handlers
 from interfaces.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from interfaces.http.openapi import install_openapi
 from interfaces.http.queries import build_read_models
+from interfaces.http.routes_integrity import install_integrity
 
 TAGS = [
     {"name": "accounts", "description": "Accounts, balances and statements of the key's tenant"},
     {"name": "transactions", "description": "Balanced journal entries and their reversals"},
     {"name": "admin", "description": "Operators: tenants (INVARIO_ADMIN_TOKEN)"},
-    {"name": "operations", "description": "Health"},
+    {"name": "operations", "description": "Health and readiness"},
+    {"name": "integrity", "description": "Signed digests of the hash chains (see docs/integrity.md)"},
 ]
 
 
@@ -42,16 +42,6 @@ def create_app(runtime: Runtime, services: ApiServices | None = None) -> FastAPI
     app.add_middleware(RequestContextMiddleware)  # added last: outermost
     install_openapi(app)
 
-    @app.get("/health", tags=["operations"], summary="Liveness and database reachability")
-    def health() -> JSONResponse:
-        try:
-            with runtime.engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
-            database = "ok"
-        except Exception:  # noqa: BLE001 - any failure means the database is not usable
-            database = "error"
-        status = 200 if database == "ok" else 503
-        body = {"status": "ok" if status == 200 else "error", "database": database}
-        return JSONResponse(body, status_code=status)
+    install_integrity(app, runtime)  # /health, /health/ready, digests, audits and the write guard
 
     return app

@@ -1,0 +1,44 @@
+"""The worker's incremental verification agrees with a full one, batch after batch, on both stores."""
+
+from __future__ import annotations
+
+from infrastructure.integrity_monitor import process_monitor
+from infrastructure.integrity_settings import IntegritySettings
+from infrastructure.integrity_store import read_checkpoint
+from projections.follower import Follower
+from projections.global_chain import GlobalChainProjection
+from projections.integrity import IntegrityVerifier
+from projections.verification import LedgerVerification
+from tests.integration.conftest import OpenRuntime
+from tests.integration.helpers import DAY, leg
+from tests.integration.integrity_support import fresh_monitor, open_ready  # noqa: F401 - autouse fixture
+
+SETTINGS = IntegritySettings(integrity_full_verify_seconds=0)
+
+
+def test_small_batches_from_two_workers_reach_the_full_verifications_head(
+    database_url: str, open_rt: OpenRuntime,
+) -> None:
+    runtime = open_ready(open_rt, database_url)
+    ledger = runtime.ledger
+    tenant = ledger.create_tenant("acme").aggregate.id
+    a = ledger.open_account(tenant, "a", "A", "BRL", "asset").aggregate.id
+    b = ledger.open_account(tenant, "b", "B", "BRL", "asset").aggregate.id
+    other = open_ready(open_rt, database_url)  # a second worker process
+    workers = [IntegrityVerifier(r.ledger, r.engine, batch_size=7, settings=SETTINGS) for r in (runtime, other)]
+    chain = Follower(ledger, runtime.engine, GlobalChainProjection(), batch_size=5)
+    for round_ in range(4):
+        for n in range(5):
+            ledger.post_transaction(tenant, f"t-{round_}-{n}", DAY, [leg(a, f"{n + 1}.00"), leg(b, f"-{n + 1}.00")])
+        chain.catch_up()
+        while sum(worker.process_batch() for worker in workers):
+            pass
+    assert not process_monitor().is_broken()
+
+    report = LedgerVerification(ledger, runtime.engine).run()
+    with runtime.engine.connect() as connection:
+        checkpoint = read_checkpoint(connection)
+    assert report.intact and report.events == 3 + 4 * 5 * 3
+    assert (checkpoint.sequence, checkpoint.position, checkpoint.hash) == (
+        report.head_sequence, report.head_position, report.head_hash)
+    assert [a.checked and a.damage is None for a in report.anchors] == [True]  # the checkpoint was an anchor
