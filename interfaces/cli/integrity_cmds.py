@@ -21,6 +21,8 @@ from uuid import UUID
 
 import typer
 
+from interfaces.cli.common import tenant_option
+
 if TYPE_CHECKING:
     from domain.digest import LedgerDigest
     from domain.integrity import Damage
@@ -102,24 +104,6 @@ def _configured_key() -> Any:
         return load_signing_key(secret.get_secret_value() if secret else None)
 
 
-def _tenant_id(runtime: Runtime, tenant: str | None) -> UUID | None:
-    from domain.errors import TenantNotFound
-
-    if tenant is None:
-        return None
-    try:
-        tenant_id = UUID(tenant)
-    except ValueError:
-        try:
-            return runtime.ledger.get_tenant_by_name(tenant).id
-        except TenantNotFound:
-            raise _fail(f"--tenant: no tenant named {tenant!r}", EXIT_USAGE) from None
-    try:
-        return runtime.ledger.get_tenant(tenant_id).id
-    except TenantNotFound:
-        raise _fail(f"--tenant: no tenant with id {tenant}", EXIT_USAGE) from None
-
-
 # --- invario verify -------------------------------------------------------------------------------
 
 
@@ -149,7 +133,7 @@ def verify(
     digests = [_trusted_digest(digest_file, public_key or [])] if digest_file is not None else []
     _log_integrity_events()
     with _runtime() as runtime:
-        tenant_id = _tenant_id(runtime, tenant)
+        tenant_id = tenant_option(runtime, tenant)
         verification = LedgerVerification(runtime.ledger, runtime.engine, digests=digests)
         report = _run_with_progress(verification, quiet=as_json)
         record_outcome(runtime.engine, report, "invario verify")

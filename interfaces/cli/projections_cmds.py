@@ -25,6 +25,8 @@ from uuid import UUID
 
 import typer
 
+from interfaces.cli.common import tenant_option
+
 if TYPE_CHECKING:
     from infrastructure.bootstrap import Runtime
     from projections.reconcile import Reconciliation
@@ -119,25 +121,6 @@ def _database_errors(runtime: Runtime) -> Iterator[None]:
 def _fail(message: str, code: int) -> typer.Exit:
     typer.secho(f"invario: {message}", err=True, fg=typer.colors.RED)
     return typer.Exit(code)
-
-
-def _tenant_option(runtime: Runtime, tenant: str | None) -> UUID | None:
-    """A tenant given by name or id, which must exist."""
-    from domain.errors import TenantNotFound
-
-    if tenant is None:
-        return None
-    try:
-        tenant_id = UUID(tenant)
-    except ValueError:
-        try:
-            return runtime.ledger.get_tenant_by_name(tenant).id
-        except TenantNotFound:
-            raise _fail(f"--tenant: no tenant named {tenant!r}", EXIT_USAGE) from None
-    try:
-        return runtime.ledger.get_tenant(tenant_id).id
-    except TenantNotFound:
-        raise _fail(f"--tenant: no tenant with id {tenant}", EXIT_USAGE) from None
 
 
 def _month_option(month: str | None) -> str | None:
@@ -334,7 +317,7 @@ def recompute_month_command(
     checked_month = _month_option(month)
     assert checked_month is not None
     with _runtime() as runtime:
-        tenant_id = _tenant_option(runtime, tenant)
+        tenant_id = tenant_option(runtime, tenant)
         try:
             position, corrections = recompute_month(runtime.engine, checked_month, tenant_id)
         except PositionsApart as exc:
@@ -368,7 +351,7 @@ def reconcile(
     checked_month = _month_option(month)
     _log_to_stderr(logging.WARNING)
     with _runtime() as runtime:
-        tenant_id = _tenant_option(runtime, tenant)
+        tenant_id = tenant_option(runtime, tenant)
         if catch_up:
             build_read_models_group(runtime, runtime.settings.follower_batch_size, defer_to_rebuilds=True).catch_up()
         try:
