@@ -24,6 +24,7 @@ from infrastructure.errors import ConfigError, DatabaseUnavailable
 from infrastructure.idempotency import IdempotencyStore
 from infrastructure.rate_limit import DatabaseTokenBucket, InProcessTokenBucket, RateLimiter, Unlimited
 from infrastructure.settings import SECRET_LENGTH_MIN, Settings, get_settings
+from infrastructure.telemetry import setup_telemetry, trace_event_store
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
 PEPPER_FILE_NAME = "auth-pepper"
@@ -159,6 +160,8 @@ def build_api_services(runtime: Runtime) -> ApiServices:
     """Wire the API's services; a missing or short pepper is a one-line ``ConfigError``."""
     settings = runtime.settings
     install_log_record_factory()
+    setup_telemetry("invario-api")  # once per process: the MeterProvider behind GET /metrics, the tracer
+    trace_event_store(runtime.ledger.recorder)
     admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
     return ApiServices(
         access=open_access(runtime),

@@ -15,6 +15,23 @@ from typing import Any
 
 request_id: ContextVar[str | None] = ContextVar("invario_request_id", default=None)
 
+
+class RequestFacts:
+    """Facts learnt while serving a request, for its later log lines (see ``logging_setup``).
+
+    Mutable on purpose: FastAPI runs dependencies in worker threads, each on a
+    *copy* of the context, so a value ``set()`` there would not reach the
+    handler's or the middleware's lines; changing the one object they share does.
+    """
+
+    __slots__ = ("tenant",)
+
+    def __init__(self) -> None:
+        self.tenant: str | None = None
+
+
+request_facts: ContextVar[RequestFacts | None] = ContextVar("invario_request_facts", default=None)
+
 _installed = False
 
 
@@ -32,9 +49,3 @@ def install_log_record_factory() -> None:
 
     logging.setLogRecordFactory(factory)
     _installed = True
-
-
-def configure_logging(level: int = logging.INFO) -> None:
-    """Plain log lines with the request id, for ``invario serve`` (until structured logging arrives)."""
-    install_log_record_factory()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./var/invario.db"
 SECRET_LENGTH_MIN = 32
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class Settings(BaseSettings):
@@ -52,6 +54,25 @@ class Settings(BaseSettings):
     read_wait_seconds: float = Field(
         5.0, ge=0, le=60, description="Longest a query waits for read models to reach ?min_position"
     )
+
+    # --- observability (docs/observability.md) ---
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="Lowest level logged by 'invario serve' and 'invario worker'"
+    )
+    log_format: Literal["json", "console"] = Field(
+        "json", description="json: one JSON object per line on stdout; console: readable lines for development"
+    )
+    worker_metrics_port: int = Field(
+        9464, ge=0, le=65535, description="Port of the worker's own /metrics (Prometheus text); 0 disables it"
+    )
+    worker_metrics_host: str = Field("127.0.0.1", description="Address the worker's /metrics listens on")
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _case_insensitive(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.strip().upper() if value.strip().upper() in _LEVELS else value.strip().lower()
 
     @field_validator("auth_pepper", "admin_token")
     @classmethod

@@ -41,6 +41,7 @@ from application.ledger import Ledger
 from domain.account import Account
 from domain.transaction import POSTINGS_MAX, Transaction
 from infrastructure.schema import metadata
+from infrastructure.telemetry import instruments
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +247,7 @@ class FollowerGroup:
             for state in cohort:
                 if not _advance_position(connection, state.name, start, batch[-1], ends_rebuild=ends_rebuild):
                     connection.rollback()
+                    instruments().job_lock_contended.add(1, {"job": self.name})
                     return 0  # another follower applied it first
             for state in cohort:
                 self.projections[state.name].handle(connection, batch)

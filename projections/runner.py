@@ -16,6 +16,7 @@ from typing import Any
 
 from infrastructure.bootstrap import Runtime
 from infrastructure.log_notifications import LogWaiter, PostgresNotifyWaiter, SleepingWaiter
+from infrastructure.telemetry import instruments, job_succeeded
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +75,11 @@ class FollowerLoop:
         return busy
 
     def _step(self, follower: Any) -> bool:
+        started = time.perf_counter()
         try:
             applied = follower.process_batch() > 0
         except Exception as exc:  # a follower must survive a bad moment of its database
+            instruments().job_failures.add(1, {"job": follower.name})
             failures = self._failures.get(follower.name, 0) + 1
             self._failures[follower.name] = failures
             pause = min(self.idle_seconds * 2 ** failures, RETRY_PAUSE_MAX_SECONDS)
@@ -89,6 +92,10 @@ class FollowerLoop:
             return False
         self._failures.pop(follower.name, None)
         self._retry_at.pop(follower.name, None)
+        # Idle polls are not runs worth a histogram sample, but they prove the job is alive.
+        if applied:
+            instruments().job_duration.record(time.perf_counter() - started, {"job": follower.name})
+        job_succeeded(follower.name)
         return applied
 
 

@@ -72,7 +72,7 @@ def serve(
     import uvicorn
 
     from infrastructure.bootstrap import open_runtime
-    from infrastructure.correlation import configure_logging
+    from infrastructure.logging_setup import configure_logging
     from infrastructure.settings import get_settings
     from interfaces.http.app import create_app
     from projections.runner import FollowerThread
@@ -87,15 +87,17 @@ def serve(
         except ConfigError:
             runtime.close()
             raise
-    configure_logging()
+    # Only once the API can start: a refused start leaves the process's logging as it was.
+    configure_logging(settings.log_level, settings.log_format)  # JSON lines on stdout, uvicorn's too
     thread = FollowerThread(build_followers(runtime), settings.follower_poll_seconds) if followers else None
     if thread:
         thread.start()
     typer.echo(f"invario: serving {runtime.database.describe()} on http://{host or settings.host}:{port or settings.port}",
                err=True)
     try:
-        # The API logs its own access lines, with the request id; uvicorn's would lack it.
-        uvicorn.run(api, host=host or settings.host, port=port or settings.port, log_level="info", access_log=False)
+        # log_config=None: uvicorn's access and error loggers reach the JSON handler set up above.
+        uvicorn.run(api, host=host or settings.host, port=port or settings.port,
+                    log_level=settings.log_level.lower(), log_config=None, access_log=True)
     finally:
         if thread:
             thread.stop()

@@ -148,9 +148,10 @@ def worker(
     from projections.runner import FollowerLoop, waiter_for
     from projections.wiring import build_followers
 
-    _log_to_stderr(logging.INFO)
+    _worker_logging()
     stop = threading.Event()
     with _runtime() as runtime:
+        metrics_server = None if once else _serve_worker_metrics(runtime)
         waiter, idle_seconds = waiter_for(runtime, stop)
         loop = FollowerLoop(build_followers(runtime), stop, waiter, idle_seconds)
         how = f"LISTEN {waiter.channel}" if hasattr(waiter, "channel") else f"polling every {idle_seconds:g} s"
@@ -160,11 +161,49 @@ def worker(
             loop.run(until_idle=once)
         finally:
             waiter.close()
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
     if loop.failing:
         raise _fail(f"followers failed: {', '.join(loop.failing)} (see 'invario projections status')", EXIT_FOLLOWER_FAILED)
     typer.echo("invario worker: stopped", err=True)
+
+
+def _worker_logging() -> None:
+    """JSON lines on stdout (INVARIO_LOG_LEVEL, INVARIO_LOG_FORMAT), unless a host set up logging (a test runner)."""
+    from infrastructure.logging_setup import configure_logging
+    from infrastructure.settings import get_settings
+    from interfaces.cli.main import operator_errors
+
+    if logging.getLogger().handlers:
+        return
+    with operator_errors():
+        settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+
+def _serve_worker_metrics(runtime: Runtime) -> Any:
+    """The worker's own /metrics on INVARIO_WORKER_METRICS_PORT (0: none); a busy port stops the worker (exit 2)."""
+    from prometheus_client import start_http_server
+
+    from infrastructure.telemetry import setup_telemetry
+    from projections.lag_metrics import register_lag_gauge
+
+    settings = runtime.settings
+    setup_telemetry("invario-worker")
+    register_lag_gauge(runtime)
+    if settings.worker_metrics_port == 0:
+        return None
+    try:
+        server, _thread = start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
+    except OSError as exc:
+        raise _fail(f"cannot serve metrics on {settings.worker_metrics_host}:{settings.worker_metrics_port}: "
+                    f"{exc.strerror} (set INVARIO_WORKER_METRICS_PORT; 0 disables)", EXIT_USAGE) from None
+    typer.echo(f"invario worker: metrics on http://{settings.worker_metrics_host}:{settings.worker_metrics_port}"
+               "/metrics", err=True)
+    return server
 
 
 def _stop_on_signals(stop: threading.Event) -> dict[int, Any]:

@@ -15,6 +15,7 @@ from infrastructure.bootstrap import ApiServices, Runtime, build_api_services
 from interfaces.http import routes_accounts, routes_admin, routes_transactions
 from interfaces.http.docs import API_DESCRIPTION
 from interfaces.http.handlers import install_exception_handlers
+from interfaces.http.metrics import NATIVE_TELEMETRY_OFF, install_metrics
 from interfaces.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from interfaces.http.openapi import install_openapi
 from interfaces.http.queries import build_read_models
@@ -31,7 +32,8 @@ TAGS = [
 
 def create_app(runtime: Runtime, services: ApiServices | None = None) -> FastAPI:
     services = services or build_api_services(runtime)
-    app = FastAPI(title="Invario", version="0.1.0", description=API_DESCRIPTION, openapi_tags=TAGS)
+    app = FastAPI(title="Invario", version="0.1.0", description=API_DESCRIPTION, openapi_tags=TAGS,
+                  telemetry=NATIVE_TELEMETRY_OFF)
     app.state.runtime = runtime
     app.state.services = services
     app.state.read_models, app.state.tenant_directory = build_read_models(runtime.engine)
@@ -41,7 +43,7 @@ def create_app(runtime: Runtime, services: ApiServices | None = None) -> FastAPI
     app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.http_body_max_bytes)
     app.add_middleware(RequestContextMiddleware)  # added last: outermost
     install_openapi(app)
-
     install_integrity(app, runtime)  # /health, /health/ready, digests, audits and the write guard
+    install_metrics(app)  # /metrics, /internal/metrics, /internal/metrics/json
 
     return app

@@ -17,11 +17,13 @@ from pydantic import BaseModel
 
 from application.access import Principal
 from domain.api_key import READ, WRITE
-from domain.errors import LedgerError
+from domain.errors import ApiKeyRevoked, InvalidApiKey, LedgerError
 from infrastructure.bootstrap import ApiServices, Runtime
 from infrastructure.idempotency import IdempotencyKeyInFlight, IdempotencyKeyReused, StoredResponse
 from infrastructure.rate_limit import retry_after_header
+from infrastructure.telemetry import instruments
 from interfaces.http.handlers import response_for
+from interfaces.http.metrics import enter_tenant
 from interfaces.http.problems import ApiProblem
 
 POSITION_HEADER = "Invario-Position"
@@ -70,13 +72,23 @@ def runtime_of(request: Request) -> Runtime:
 
 
 def _authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None, scope: str) -> Principal:
+    counters = instruments()
     if credentials is None:
+        counters.auth_failures.add(1, {"reason": "MISSING_TOKEN"})
         raise ApiProblem(401, "unauthenticated", "send your API key as 'Authorization: Bearer <key>'",
                          headers={"WWW-Authenticate": "Bearer"})
     services = services_of(request)
-    principal = services.access.authenticate(credentials.credentials, scope)
+    try:
+        principal = services.access.authenticate(credentials.credentials, scope)
+    except (InvalidApiKey, ApiKeyRevoked) as exc:
+        reason = "REVOKED_TOKEN" if isinstance(exc, ApiKeyRevoked) else "INVALID_TOKEN"
+        counters.auth_failures.add(1, {"reason": reason})
+        raise
+    tenant = enter_tenant(request, principal.tenant_id)
     wait_seconds = services.rate_limiter.acquire(str(principal.tenant_id))
     if wait_seconds > 0:
+        # Tenant names are bounded by the number of tenants, and say who to call.
+        counters.rate_limited.add(1, {"tenant": tenant})
         raise ApiProblem(429, "rate_limited", "this tenant is over its request rate; retry later",
                          headers={"Retry-After": retry_after_header(wait_seconds)})
     return principal
@@ -96,6 +108,7 @@ def admin_access(request: Request, credentials: AdminCredentials) -> None:
         raise ApiProblem(403, "admin_disabled", "the admin API is disabled: set INVARIO_ADMIN_TOKEN to enable it")
     presented = credentials.credentials if credentials is not None else ""
     if not hmac.compare_digest(presented.encode("utf-8"), token.encode("utf-8")):
+        instruments().auth_failures.add(1, {"reason": "INVALID_TOKEN" if presented else "MISSING_TOKEN"})
         raise ApiProblem(401, "invalid_admin_token", "send 'Authorization: Bearer <INVARIO_ADMIN_TOKEN>'",
                          headers={"WWW-Authenticate": "Bearer"})
 
@@ -169,6 +182,7 @@ def run_command(request: Request, scope: str, key: str | None, request_body: Bas
         raise ApiProblem(422, "idempotency_key_reused",
                          "this Idempotency-Key was already used for a different request") from None
     if claim.stored is not None:
+        instruments().idempotent_replays.add(1, {"source": "idempotency_key"})
         return _replay(claim.stored)
     try:
         response = _produce(request, produce)

@@ -3,9 +3,11 @@
 ``RequestContextMiddleware`` (outermost) accepts the client's ``X-Request-ID``
 when it is 1-128 characters of ``A-Za-z0-9._:-`` and generates one otherwise,
 puts it on the ``infrastructure.correlation.request_id`` context variable for
-the request's log lines, echoes it on the response, logs one access line, and
-turns any unexpected exception into a 500 problem document (the traceback goes
-to the server log only).
+the request's log lines, echoes it on the response, logs one access line
+(event ``http_request``), runs the request in its server span and records its
+metrics (``interfaces.http.metrics``), and turns any unexpected
+exception into a 500 problem document (the traceback goes to the server log
+only).
 
 ``BodyLimitMiddleware`` answers 413 ``body_too_large`` to a body larger than
 ``INVARIO_HTTP_BODY_MAX_BYTES``, whether declared by ``Content-Length`` or
@@ -23,7 +25,9 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from infrastructure.correlation import RequestFacts, request_facts
 from infrastructure.correlation import request_id as request_id_var
+from interfaces.http.metrics import observe_request, request_span
 from interfaces.http.problems import problem_response
 
 log = logging.getLogger("invario.http")
@@ -51,7 +55,7 @@ class RequestContextMiddleware:
         offered = _header(scope, b"x-request-id")
         request_id = offered if offered and _REQUEST_ID.match(offered) else uuid.uuid4().hex
         scope[SCOPE_REQUEST_ID] = request_id
-        token = request_id_var.set(request_id)
+        tokens = (request_id_var.set(request_id), request_facts.set(RequestFacts()))
         started = time.perf_counter()
         state: dict[str, Any] = {"status": 500, "sent": False}
 
@@ -63,21 +67,28 @@ class RequestContextMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_id)
-        except Exception:
-            log.exception("unhandled error serving %s %s", scope.get("method"), scope.get("path"))
-            if state["sent"]:
-                raise
-            response = problem_response(
-                500, "internal_error", "the server failed to handle this request; it has been logged",
-                instance=scope.get("path"), request_id=request_id,
-            )
-            await response(scope, receive, send_with_id)
-        finally:
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            log.info("%s %s -> %s in %.1f ms", scope.get("method"), scope.get("path"), state["status"], elapsed_ms)
-            request_id_var.reset(token)
+        with request_span(scope, request_id) as span:
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception:
+                log.exception("unhandled error serving %s %s", scope.get("method"), scope.get("path"),
+                              extra={"event": "unhandled_error"})
+                if state["sent"]:
+                    raise
+                response = problem_response(
+                    500, "internal_error", "the server failed to handle this request; it has been logged",
+                    instance=scope.get("path"), request_id=request_id,
+                )
+                await response(scope, receive, send_with_id)
+            finally:
+                elapsed = time.perf_counter() - started
+                route = observe_request(scope, span, state["status"], elapsed)
+                log.info("%s %s -> %s in %.1f ms", scope.get("method"), scope.get("path"), state["status"],
+                         elapsed * 1000, extra={"event": "http_request", "method": scope.get("method"),
+                                                "route": route, "status": state["status"],
+                                                "duration_ms": round(elapsed * 1000, 3)})
+                request_id_var.reset(tokens[0])
+                request_facts.reset(tokens[1])
 
 
 class BodyTooLarge(HTTPException):

@@ -26,6 +26,7 @@ from interfaces.http.deps import (
     runtime_of,
 )
 from interfaces.http.docs import CREATE_ERRORS, LIST_ERRORS, QUERY_ERRORS
+from interfaces.http.metrics import ledger_command
 from interfaces.http.queries import check_date_range, read_models, reading_page
 from interfaces.http.representations import (
     transaction_from_aggregate,
@@ -47,8 +48,11 @@ def post_transaction(request: Request, body: PostTransaction, principal: Writer,
     def produce() -> Response:
         ledger = runtime_of(request).ledger
         postings = [PostingInstruction(p.account_id, p.amount, p.currency) for p in body.postings]
-        recorded = ledger.post_transaction(principal.tenant_id, body.external_id, body.effective_date, postings,
-                                           body.description, body.metadata)
+        with ledger_command("post_transaction") as outcome:
+            recorded = ledger.post_transaction(principal.tenant_id, body.external_id, body.effective_date,
+                                               postings, body.description, body.metadata)
+            outcome.transaction_id, outcome.replayed = recorded.aggregate.id, recorded.replayed
+            outcome.position = recorded.position
         transaction = recorded.aggregate
         # A replay wrote nothing; the current head of the log covers the original write.
         position = recorded.position if not recorded.replayed else ledger.recorder.max_notification_id()
@@ -94,10 +98,12 @@ def reverse_transaction(request: Request, transaction_id: UUID, principal: Write
                         body: ReverseTransaction | None = None, if_match: IfMatch = None,
                         idempotency_key: IdempotencyKey = None) -> Response:
     def produce() -> Response:
-        recorded = runtime_of(request).ledger.reverse_transaction(
-            principal.tenant_id, transaction_id, body.effective_date if body else None,
-            body.description if body else "", expected_version=expected_version(if_match),
-        )
+        with ledger_command("reverse_transaction", reversed_transaction_id=str(transaction_id)) as outcome:
+            recorded = runtime_of(request).ledger.reverse_transaction(
+                principal.tenant_id, transaction_id, body.effective_date if body else None,
+                body.description if body else "", expected_version=expected_version(if_match),
+            )
+            outcome.transaction_id, outcome.position = recorded.aggregate.id, recorded.position
         reversal = recorded.aggregate
         return respond(transaction_from_aggregate(reversal, recorded.position or 0), 201, version=reversal.version,
                        location=f"/v1/transactions/{reversal.id}")

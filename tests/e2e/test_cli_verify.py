@@ -73,7 +73,7 @@ def amount_digit_changed(state: bytes) -> bytes:
 
 
 @pytest.mark.postgres
-def test_an_edited_event_is_named_stops_writes_and_recovers_after_a_restore(pg_database_url: str) -> None:
+def test_an_edited_event_is_named_stops_writes_and_recovers_after_a_restore(pg_database_url: str, tmp_path: Path) -> None:
     env = {"INVARIO_DATABASE_URL": pg_database_url, "INVARIO_AUTH_PEPPER": PEPPER,
            "INVARIO_INTEGRITY_RECHECK_SECONDS": "0.5", "INVARIO_FOLLOWER_POLL_SECONDS": "0.1",
            "INVARIO_RATE_LIMIT_PER_SECOND": "0"}
@@ -82,8 +82,10 @@ def test_an_edited_event_is_named_stops_writes_and_recovers_after_a_restore(pg_d
     key = run_invario("create-key", "--owner", "acme", "--scopes", '{"write": true}', env=env).stdout.strip()
     port = free_port()
     api = f"http://127.0.0.1:{port}"
+    # The server's log lines are JSON on stdout: into a file, so that a full pipe never blocks the server.
+    server_output = open(tmp_path / "serve.log", "w+")  # noqa: SIM115 - closed below
     server = subprocess.Popen([INVARIO, "serve", "--port", str(port)], env={**_clean_environment(), **env},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                              stdout=server_output, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for(f"{api}/health", server, 200)
         client = httpx.Client(base_url=api, headers={"Authorization": f"Bearer {key}"}, timeout=10)
@@ -117,7 +119,9 @@ def test_an_edited_event_is_named_stops_writes_and_recovers_after_a_restore(pg_d
         assert client.post("/v1/transactions", json=_transfer("after", cash, wallet)).status_code == 201
     finally:
         server.terminate()
-        _, log = server.communicate(timeout=30)
+        server.communicate(timeout=30)
+        server_output.close()
+        log = (tmp_path / "serve.log").read_text()
     # Many refused requests and health checks, one detection: one CRITICAL event; then one recovery.
     assert log.count("integrity_check_failed") == 1, log
     assert log.count("integrity_restored") == 1, log

@@ -1,0 +1,267 @@
+"""Metrics and traces of one process: OpenTelemetry SDK, Prometheus text out, OTLP traces out.
+
+``setup_telemetry(service)`` is called by the wiring of each long-running
+process (the API's ``build_api_services``, ``invario worker``), never at import
+time, and only its first call in a process does anything: OpenTelemetry allows
+one global MeterProvider and one TracerProvider per process.
+
+- **Metrics** go to a ``PrometheusMetricReader``, which registers itself with
+  ``prometheus_client``'s default registry; ``render_prometheus()`` is what
+  ``GET /metrics`` serves. Each process counts for itself: scrape every
+  process (one target each) and ``sum()`` in PromQL (docs/observability.md).
+- **Traces** always get ids (so log lines can carry ``trace_id``), but leave
+  the process only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (OTLP over
+  HTTP/protobuf, batched).
+
+Every instrument of Invario is declared in ``Instruments`` with its
+description, unit and bounded label set, so a name used by the runbooks and
+the alert rules in ``ops/`` is defined in one place. Instruments are created on
+the global meter, so those made before the provider is set (the OpenTelemetry
+API's proxies) start recording once it is.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import Counter, Histogram
+
+log = logging.getLogger("invario.telemetry")
+
+METER_NAME = "invario"
+OTLP_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
+
+# Request latencies of a ledger API: a few ms for a cached read, tens of ms for a
+# commit, seconds only when something is wrong (the p95 alert fires at 1 s).
+HTTP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
+# Jobs range from a follower batch (ms) to a full verification of a large ledger (minutes).
+JOB_DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+
+# The bounded label values known in advance: they are exported as 0 from the start,
+# so that a rate() over them, and the alerts built on it, work before the first event.
+TRANSACTION_STATUSES = ("accepted", "rejected")
+AUTH_FAILURE_REASONS = ("MISSING_TOKEN", "INVALID_TOKEN", "REVOKED_TOKEN")
+STATUS_CLASSES = ("4xx", "5xx")
+REPLAY_SOURCES = ("idempotency_key", "external_id")
+BATCH_OUTCOMES = ("accepted", "rejected")
+
+
+@dataclass(frozen=True)
+class Instruments:
+    """Every metric Invario exports (Prometheus names; the exporter adds nothing to them)."""
+
+    transactions: Counter
+    http_duration: Histogram
+    http_errors: Counter
+    auth_failures: Counter
+    rate_limited: Counter
+    tenant_conflicts: Counter
+    idempotent_replays: Counter
+    job_duration: Histogram
+    job_failures: Counter
+    job_lock_contended: Counter
+    batch_outcomes: Counter
+
+
+@functools.lru_cache(maxsize=1)
+def instruments() -> Instruments:
+    """The process's instruments, created once on the global meter."""
+    meter = metrics.get_meter(METER_NAME)
+    return Instruments(
+        transactions=meter.create_counter(
+            "invario_transactions_total", unit="{transaction}",
+            description="Transactions (postings and reversals) the ledger decided on, by status: accepted "
+            "(recorded) or rejected (a business rule refused it); replays are counted apart"),
+        http_duration=meter.create_histogram(
+            "http_request_duration_seconds", unit="s",
+            description="HTTP request duration in seconds, by route template and method"),
+        http_errors=meter.create_counter(
+            "http_errors_total", unit="{response}",
+            description="HTTP responses with an error status, by status class (4xx, 5xx)"),
+        auth_failures=meter.create_counter(
+            "auth_failures_total", unit="{request}",
+            description="Requests refused for want of a valid API key or admin token, by reason"),
+        rate_limited=meter.create_counter(
+            "rate_limited_total", unit="{request}",
+            description="Requests refused with 429 by the per-tenant rate limit, by tenant name"),
+        tenant_conflicts=meter.create_counter(
+            "tenant_conflicts_total", unit="{response}",
+            description="Requests answered 409: a conflict with the current state, a version or a request in flight"),
+        idempotent_replays=meter.create_counter(
+            "invario_idempotent_replays_total", unit="{request}",
+            description="Repeated requests answered with the original result, by source: an Idempotency-Key "
+            "or a transaction's external_id"),
+        job_duration=meter.create_histogram(
+            "job_duration_seconds", unit="s",
+            description="Duration of one run of a background job (a follower batch, a reconciliation), by job"),
+        job_failures=meter.create_counter(
+            "job_failures_total", unit="{run}", description="Runs of a background job that failed, by job"),
+        job_lock_contended=meter.create_counter(
+            "job_lock_contended_total", unit="{run}",
+            description="Runs of a background job that lost the race for its work to another process, by job"),
+        batch_outcomes=meter.create_counter(
+            "invario_batch_outcomes_total", unit="{batch}",
+            description="Batches of transactions submitted together, by outcome (accepted, rejected)"),
+    )
+
+
+def _prezero(each: Instruments) -> None:
+    for status in TRANSACTION_STATUSES:
+        each.transactions.add(0, {"status": status})
+    for reason in AUTH_FAILURE_REASONS:
+        each.auth_failures.add(0, {"reason": reason})
+    for status_class in STATUS_CLASSES:
+        each.http_errors.add(0, {"status_class": status_class})
+    for source in REPLAY_SOURCES:
+        each.idempotent_replays.add(0, {"source": source})
+    for outcome in BATCH_OUTCOMES:
+        each.batch_outcomes.add(0, {"outcome": outcome})
+    each.tenant_conflicts.add(0)
+    # Labels unknown in advance (tenant names, job names) appear with their first event.
+
+
+# --- the process-wide providers --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    service: str
+    exporting_traces: bool
+
+
+_lock = threading.Lock()
+_telemetry: Telemetry | None = None
+
+
+def setup_telemetry(service: str) -> Telemetry:
+    """Install the MeterProvider (Prometheus) and TracerProvider (OTLP if configured), once per process."""
+    global _telemetry  # noqa: PLW0603 - OpenTelemetry's providers are process-wide by design
+    with _lock:
+        if _telemetry is not None:
+            return _telemetry
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+        from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+
+        resource = Resource.create({SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME", service)})
+        views = [
+            View(instrument_name="http_request_duration_seconds",
+                 aggregation=ExplicitBucketHistogramAggregation(HTTP_DURATION_BUCKETS)),
+            View(instrument_name="job_duration_seconds",
+                 aggregation=ExplicitBucketHistogramAggregation(JOB_DURATION_BUCKETS)),
+        ]
+        # scope_info off: otel_scope_* labels on every series would only add noise for one meter.
+        reader = PrometheusMetricReader(scope_info_enabled=False)
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader], resource=resource, views=views))
+        _prezero(instruments())
+        _register_job_gauge()
+        exporting = _setup_tracing(resource)
+        _telemetry = Telemetry(service, exporting)
+        return _telemetry
+
+
+def _setup_tracing(resource: Any) -> bool:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = TracerProvider(resource=resource)
+    endpoint = os.environ.get(OTLP_ENDPOINT_ENV, "").strip()
+    if endpoint:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        # The exporter reads OTEL_EXPORTER_OTLP_* itself (endpoint, headers, timeout).
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        log.info("exporting traces over OTLP/HTTP to %s", endpoint.split("@")[-1])  # no credentials in URLs
+    trace.set_tracer_provider(provider)
+    return bool(endpoint)
+
+
+# --- reading the metrics ------------------------------------------------------------------------
+
+
+def render_prometheus() -> bytes:
+    """This process's metrics in the Prometheus text format (version 0.0.4)."""
+    from prometheus_client import REGISTRY, generate_latest
+
+    return generate_latest(REGISTRY)
+
+
+def metrics_document() -> dict[str, Any]:
+    """The same metrics as a JSON-able document: ``{"metrics": [{name, type, help, samples}]}``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = []
+    for family in text_string_to_metric_families(render_prometheus().decode("utf-8")):
+        families.append({
+            "name": family.name,
+            "type": family.type,
+            "help": family.documentation,
+            "unit": family.unit or None,
+            "samples": [{"name": s.name, "labels": dict(s.labels), "value": s.value} for s in family.samples],
+        })
+    return {"metrics": families}
+
+
+# --- traces -------------------------------------------------------------------------------------
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer(METER_NAME)
+
+
+def current_trace_ids() -> tuple[str, str] | None:
+    """(trace id, span id) in hex of the span in progress, if any."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+
+def trace_event_store(recorder: Any) -> None:
+    """Wrap the event store's one write (``insert_events``: the database commit) in a child span."""
+    if getattr(recorder, "_invario_traced", False):
+        return
+    insert_events: Callable[..., Any] = recorder.insert_events
+
+    @functools.wraps(insert_events)
+    def traced(stored_events: Any, *args: Any, **kwargs: Any) -> Any:
+        with tracer().start_as_current_span("db.commit", attributes={
+            "db.operation": "insert_events", "invario.events": len(stored_events),
+        }):
+            return insert_events(stored_events, *args, **kwargs)
+
+    recorder.insert_events = traced
+    recorder._invario_traced = True  # noqa: SLF001 - our own marker on the instance
+
+
+# --- jobs ---------------------------------------------------------------------------------------
+
+_last_success: dict[str, float] = {}  # job -> unix time; bounded by the number of jobs
+
+
+def job_succeeded(job: str) -> None:
+    """Note that ``job`` just ran to completion (even with nothing to do): it is alive, not stuck."""
+    _last_success[job] = time.time()
+
+
+def _observe_last_success(_options: Any) -> Iterator[Any]:
+    from opentelemetry.metrics import Observation
+
+    for job, moment in list(_last_success.items()):
+        yield Observation(moment, {"job": job})
+
+
+def _register_job_gauge() -> None:
+    metrics.get_meter(METER_NAME).create_observable_gauge(
+        "job_last_success_timestamp_seconds", callbacks=[_observe_last_success], unit="s",
+        description="Unix time at which a background job last ran to completion, by job (stuck: too long ago)",
+    )

@@ -1,0 +1,173 @@
+"""Metrics endpoints, and what the HTTP layer counts, traces and logs about commands.
+
+- ``GET /metrics``: this process's metrics in the Prometheus text format, for a
+  scraper on the API port. Served from a route with ``generate_latest()`` (the
+  exporter's ASGI app would answer ``/metrics`` with a redirect).
+- ``GET /internal/metrics``: the same, behind the admin token (for operators
+  reaching the API through a proxy that hides ``/metrics``).
+- ``GET /internal/metrics/json``: the same as JSON, for scripts.
+
+``ledger_command`` wraps one application command (posting, reversal) in a child
+span of the request's span, counts it in ``invario_transactions_total``, and
+logs ``transaction_processed`` or ``transaction_rejected`` (with its code).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from domain.errors import LedgerError
+from infrastructure.correlation import request_facts
+from infrastructure.telemetry import instruments, metrics_document, render_prometheus, tracer
+from projections.lag_metrics import register_lag_gauge
+
+log = logging.getLogger("invario.ledger")
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+# FastAPI's own OpenTelemetry support would add a second server span per request and a
+# second, differently named duration histogram; the runbooks' names are ours (see middleware).
+NATIVE_TELEMETRY_OFF: dict[str, Any] = {"tracing": False, "metrics": False, "logs": False,
+                                        "operation_spans": False, "auto_configure": False}
+PROCESSED_EVENT = "transaction_processed"
+REJECTED_EVENT = "transaction_rejected"
+
+def install_metrics(app: FastAPI) -> None:
+    """Add the three metrics routes (deps is imported here: it imports this module for its counters)."""
+    from interfaces.http.deps import Admin
+    from interfaces.http.docs import errors
+
+    router = APIRouter(tags=["operations"])
+    text = {200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}}
+    admin_errors = errors(401, 403)
+
+    @router.get("/metrics", summary="Metrics of this process (Prometheus text format)", response_class=Response,
+                responses=text)
+    def prometheus_metrics() -> Response:
+        return Response(render_prometheus(), media_type=PROMETHEUS_TEXT)
+
+    @router.get("/internal/metrics", summary="The same metrics, for operators (admin token)",
+                response_class=Response, dependencies=[Admin], responses={**text, **admin_errors})
+    def internal_metrics() -> Response:
+        return Response(render_prometheus(), media_type=PROMETHEUS_TEXT)
+
+    @router.get("/internal/metrics/json", summary="The same metrics as JSON, for scripts (admin token)",
+                dependencies=[Admin], responses=admin_errors)
+    def internal_metrics_json() -> JSONResponse:
+        return JSONResponse(metrics_document())
+
+    app.include_router(router)
+    register_lag_gauge(app.state.runtime)
+
+
+# --- tenants' names (bounded labels and readable log lines) -----------------------------------
+
+_TENANT_NAMES_MAX = 100_000
+_tenant_names: dict[UUID, str] = {}
+
+
+def tenant_name(request: Request, tenant_id: UUID) -> str:
+    """A tenant's name: its identity (ids are derived from it), so it never changes and may be cached."""
+    name = _tenant_names.get(tenant_id)
+    if name is None:
+        try:
+            name = request.app.state.runtime.ledger.get_tenant(tenant_id).name
+        except LedgerError:
+            return str(tenant_id)
+        if len(_tenant_names) < _TENANT_NAMES_MAX:
+            _tenant_names[tenant_id] = name
+    return name
+
+
+def enter_tenant(request: Request, tenant_id: UUID) -> str:
+    """Name the request's tenant on its remaining log lines; return the name."""
+    name = tenant_name(request, tenant_id)
+    facts = request_facts.get()
+    if facts is not None:
+        facts.tenant = name
+    return name
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+@dataclass
+class CommandOutcome:
+    """Filled in by the command: what it recorded."""
+
+    transaction_id: UUID | None = None
+    replayed: bool = False
+    position: int | None = None
+
+
+@contextmanager
+def ledger_command(command: str, **fields: Any) -> Iterator[CommandOutcome]:
+    """Trace, count and log one transaction command; a ``LedgerError`` is counted as rejected and re-raised."""
+    outcome = CommandOutcome()
+    each = instruments()
+    with tracer().start_as_current_span(f"ledger.{command}") as span:
+        try:
+            yield outcome
+        except LedgerError as exc:
+            span.set_attribute("invario.rejection", exc.code)
+            each.transactions.add(1, {"status": "rejected"})
+            log.info("%s: %s", REJECTED_EVENT, exc.code,
+                     extra={"event": REJECTED_EVENT, "command": command, "code": exc.code, **fields})
+            raise
+        if outcome.transaction_id is not None:
+            span.set_attribute("invario.transaction_id", str(outcome.transaction_id))
+        if outcome.replayed:
+            each.idempotent_replays.add(1, {"source": "external_id"})
+        else:
+            each.transactions.add(1, {"status": "accepted"})
+        log.info("%s: %s", PROCESSED_EVENT, outcome.transaction_id, extra={
+            "event": PROCESSED_EVENT, "command": command, "transaction_id": str(outcome.transaction_id),
+            "replayed": outcome.replayed, "position": outcome.position, **fields,
+        })
+
+
+# --- every request ----------------------------------------------------------------------------
+
+UNMATCHED_ROUTE = "unmatched"  # 404s of arbitrary paths must not become label values
+
+
+@contextmanager
+def request_span(scope: dict[str, Any], request_id: str) -> Iterator[Any]:
+    """The request's server span; renamed to its route template once routing has found it."""
+    method = scope.get("method", "")
+    with tracer().start_as_current_span(f"HTTP {method}", kind=SpanKind.SERVER, attributes={
+        "http.request.method": method, "invario.request_id": request_id,
+    }) as span:
+        yield span
+
+
+def route_template(scope: dict[str, Any]) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED_ROUTE
+
+
+def observe_request(scope: dict[str, Any], span: Any, status: int, elapsed_seconds: float) -> str:
+    """Record one finished request (duration, errors by class, 409s); return its route template."""
+    route = route_template(scope)
+    method = scope.get("method", "")
+    each = instruments()
+    each.http_duration.record(elapsed_seconds, {"route": route, "method": method})
+    if status >= 400:
+        each.http_errors.add(1, {"status_class": f"{status // 100}xx"})
+    if status == 409:
+        each.tenant_conflicts.add(1)
+    span.update_name(f"{method} {route}")
+    span.set_attribute("http.route", route)
+    span.set_attribute("http.response.status_code", status)
+    if status >= 500:
+        span.set_status(Status(StatusCode.ERROR))
+    return route
