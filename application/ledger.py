@@ -30,6 +30,7 @@ from domain.errors import (
     ConcurrencyConflict,
     CurrencyMismatch,
     DuplicateExternalId,
+    InvalidCapture,
     InvalidTransaction,
     TenantAlreadyExists,
     TenantNotFound,
@@ -123,6 +124,8 @@ class Ledger(Application):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._write_locks = StripedLocks()
+        # What "now" is for hold deadlines; tests replace it.
+        self.clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
 
     def register_transcodings(self, transcoder: Transcoder) -> None:
         super().register_transcodings(transcoder)
@@ -269,9 +272,37 @@ class Ledger(Application):
     ) -> Recorded:
         """Record a balanced journal entry, or return the one already recorded
         under the same ``external_id`` with the same content."""
+        return self._record_new(tenant_id, external_id, effective_date, postings, description, metadata, None)
+
+    def place_hold(  # noqa: PLR0913
+        self,
+        tenant_id: UUID,
+        external_id: str,
+        effective_date: date,
+        postings: Sequence[PostingInstruction],
+        description: str = "",
+        metadata: dict[str, str] | None = None,
+        expires_at: datetime | None = None,
+    ) -> Recorded:
+        """Record a pending transaction (a hold): its amounts are reserved against the
+        accounts' available balances, not posted. Repeats replay like ``post_transaction``."""
+        return self._record_new(tenant_id, external_id, effective_date, postings, description, metadata,
+                                _HoldRequest(expires_at))
+
+    def _record_new(  # noqa: PLR0913
+        self,
+        tenant_id: UUID,
+        external_id: str,
+        effective_date: date,
+        postings: Sequence[PostingInstruction],
+        description: str,
+        metadata: dict[str, str] | None,
+        hold: _HoldRequest | None,
+    ) -> Recorded:
         check_external_id(external_id)
         check_posting_count(len(postings))
         _check_effective_date(effective_date)
+        expires_at = hold.expires_at if hold is not None else None
 
         def decide() -> Recorded:
             self._writable_tenant(tenant_id)
@@ -279,18 +310,86 @@ class Ledger(Application):
             resolved = tuple(_resolve(instruction, accounts) for instruction in postings)
             existing = self._get(transaction_id_for(tenant_id, external_id), Transaction)
             if existing is not None:
-                if existing.same_content(effective_date, resolved, description, metadata):
+                if existing.same_content(effective_date, resolved, description, metadata,
+                                         hold=hold is not None, expires_at=expires_at):
                     return Recorded(existing, None, replayed=True)
                 raise DuplicateExternalId(
                     f"external_id {external_id} was already used for a different transaction",
                     external_id=external_id,
                     transaction_id=str(existing.id),
                 )
-            transaction = Transaction.post(tenant_id, external_id, effective_date, resolved, description, metadata)
-            _apply_postings(transaction, accounts)
+            if hold is None:
+                transaction = Transaction.post(tenant_id, external_id, effective_date, resolved, description, metadata)
+                _apply_postings(transaction, accounts)
+            else:
+                transaction = Transaction.place_hold(tenant_id, external_id, effective_date, resolved, description,
+                                                     metadata, expires_at=expires_at, now=self.clock())
+                _apply_reservations(transaction, accounts)
             return Recorded(transaction, self._save(transaction, *accounts.values()))
 
         return self._retrying(decide, lock_keys=[p.account_id for p in postings])
+
+    # --- holds ------------------------------------------------------------------
+
+    def post_hold(
+        self,
+        tenant_id: UUID,
+        transaction_id: UUID,
+        postings: Sequence[PostingInstruction] | None = None,
+        effective_date: date | None = None,
+    ) -> Recorded:
+        """Capture a hold: post ``postings`` (default: all of it); the rest is released."""
+        if effective_date is not None:
+            _check_effective_date(effective_date)
+
+        def decide() -> Recorded:
+            self._writable_tenant(tenant_id)
+            hold = self.get_transaction(tenant_id, transaction_id)
+            hold.check_resolvable(self.clock())
+            accounts = self._load_posting_accounts(tenant_id, _instructions_of(hold.held_postings or ()))
+            captured = tuple(_resolve_capture(i, accounts) for i in postings) if postings is not None else None
+            posted = hold.capture_postings(captured)
+            _check_consistent_read(hold, accounts)
+            _check_capture(hold, posted, accounts)
+            hold.capture(captured, self.clock(), effective_date)
+            _apply_capture(hold, posted, accounts)
+            return Recorded(hold, self._save(hold, *accounts.values()))
+
+        return self._retrying(decide, lock_keys=self._hold_lock_keys(transaction_id))
+
+    def void_hold(self, tenant_id: UUID, transaction_id: UUID) -> Recorded:
+        """Release a whole hold."""
+        return self._release_hold(tenant_id, transaction_id, expire=False)
+
+    def expire_hold(self, tenant_id: UUID, transaction_id: UUID) -> Recorded:
+        """Release a hold whose deadline has passed. Exactly once by construction: the
+        hold's own state refuses a second expiry (``hold_expired``), and concurrent
+        expiries conflict on its version, so only one is ever saved."""
+        return self._release_hold(tenant_id, transaction_id, expire=True)
+
+    def _release_hold(self, tenant_id: UUID, transaction_id: UUID, *, expire: bool) -> Recorded:
+        def decide() -> Recorded:
+            # An expiry is the deadline's consequence: it happens even while the tenant is suspended.
+            tenant = self.get_tenant(tenant_id)
+            if not expire:
+                tenant.check_writable()
+            hold = self.get_transaction(tenant_id, transaction_id)
+            if expire:
+                hold.expire(self.clock())
+            else:
+                hold.void(self.clock())
+            accounts = self._load_posting_accounts(tenant_id, _instructions_of(hold.held_postings or ()))
+            _check_consistent_read(hold, accounts)
+            for posting in hold.held_postings or ():
+                accounts[posting.account_id].release(hold.id, posting.amount_minor)
+            return Recorded(hold, self._save(hold, *accounts.values()))
+
+        return self._retrying(decide, lock_keys=self._hold_lock_keys(transaction_id))
+
+    def _hold_lock_keys(self, transaction_id: UUID) -> list[UUID]:
+        hold = self._get(transaction_id, Transaction)
+        touched = [p.account_id for p in hold.held_postings or ()] if hold is not None else []
+        return [transaction_id, *touched]
 
     def _load_posting_accounts(self, tenant_id: UUID, postings: Iterable[PostingInstruction]) -> dict[UUID, Account]:
         accounts: dict[UUID, Account] = {}
@@ -373,6 +472,53 @@ def _resolve(instruction: PostingInstruction, accounts: dict[UUID, Account]) -> 
             account_id=str(account.id),
         )
     return Posting(account.id, parse_amount_minor(instruction.amount, account.currency), account.currency)
+
+
+@dataclass(frozen=True)
+class _HoldRequest:
+    expires_at: datetime | None
+
+
+def _resolve_capture(instruction: PostingInstruction, accounts: dict[UUID, Account]) -> Posting:
+    if instruction.account_id not in accounts:
+        raise InvalidCapture("each captured amount must be on an account of the hold",
+                             account_id=str(instruction.account_id))
+    return _resolve(instruction, accounts)
+
+
+def _instructions_of(postings: Iterable[Posting]) -> list[PostingInstruction]:
+    return [PostingInstruction(p.account_id, "0") for p in postings]
+
+
+def _apply_reservations(transaction: Transaction, accounts: dict[UUID, Account]) -> None:
+    for posting in transaction.postings:
+        accounts[posting.account_id].check_hold(posting.amount_minor, posting.currency)
+    for posting in transaction.postings:
+        accounts[posting.account_id].reserve(transaction.id, posting.amount_minor, posting.currency)
+
+
+def _check_consistent_read(hold: Transaction, accounts: dict[UUID, Account]) -> None:
+    """The hold was read as pending, but another writer may have resolved it (and
+    released its amounts) before its accounts were read: then the save would fail
+    on the hold's version anyway, so decide again on fresh state now."""
+    for posting in hold.held_postings or ():
+        if not accounts[posting.account_id].holds_at_least(posting.amount_minor):
+            raise IntegrityError(f"hold {hold.id} was resolved by another writer while it was being read")
+
+
+def _check_capture(hold: Transaction, posted: tuple[Posting, ...], accounts: dict[UUID, Account]) -> None:
+    captured = {p.account_id: p.amount_minor for p in posted}
+    for held in hold.held_postings or ():
+        accounts[held.account_id].check_capture(held.amount_minor, captured.get(held.account_id, 0), held.currency)
+
+
+def _apply_capture(hold: Transaction, posted: tuple[Posting, ...], accounts: dict[UUID, Account]) -> None:
+    captured = {p.account_id: p for p in posted}
+    for held in hold.held_postings or ():
+        account = accounts[held.account_id]
+        account.release(hold.id, held.amount_minor)
+        if held.account_id in captured:
+            account.record_posting(hold.id, captured[held.account_id].amount_minor, held.currency)
 
 
 def _apply_postings(transaction: Transaction, accounts: dict[UUID, Account]) -> None:

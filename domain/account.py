@@ -7,6 +7,20 @@ expenses, credit for liabilities, equity and income); ``balance_normal_minor``
 is the balance seen from that side, so a customer's wallet (a liability) with
 money in it has a positive normal balance. The optional floor rule applies to
 the normal balance: ``balance_floor_minor=0`` means "may not go below zero".
+
+Holds (pending transactions, see docs/holds.md) reserve amounts without posting
+them. An account keeps its open holds as two non-negative sums, pending debits
+and pending credits, and three balances:
+
+- **posted**: ``balance_minor`` (raw) / ``balance_normal_minor``, changed only by postings;
+- **pending**: ``pending_minor`` = pending debits - pending credits (raw, debit-positive);
+- **available** (normal side): the posted balance minus the pending amounts that
+  would *reduce* it (pending credits of a debit-normal account, pending debits
+  of a credit-normal one). Pending amounts that would increase it are not
+  available until they are posted.
+
+The floor rule is checked against the available balance, so holds together can
+never overdraw an account; resolving a hold never lowers the available balance.
 """
 
 from __future__ import annotations
@@ -24,6 +38,7 @@ from domain.errors import (
     AccountFrozen,
     AccountNotFrozen,
     CurrencyMismatch,
+    AccountHasHolds,
     InsufficientFunds,
     InvalidAccount,
 )
@@ -54,6 +69,10 @@ class AccountStatus(StrEnum):
 
 
 class Account(ChainedAggregate):
+    # Accounts restored from snapshots taken before holds existed had no holds.
+    pending_debits_minor = 0
+    pending_credits_minor = 0
+
     @classmethod
     def open(
         cls,
@@ -111,6 +130,8 @@ class Account(ChainedAggregate):
         self.metadata = metadata
         self.balance_minor = 0
         self.posting_count = 0
+        self.pending_debits_minor = 0
+        self.pending_credits_minor = 0
 
     # --- balances ---------------------------------------------------------------
 
@@ -121,6 +142,17 @@ class Account(ChainedAggregate):
     def _normal(self, raw_minor: int) -> int:
         return raw_minor if AccountType(self.type).is_debit_normal else -raw_minor
 
+    @property
+    def pending_minor(self) -> int:
+        """Raw (debit-positive) sum of the open holds on this account."""
+        return self.pending_debits_minor - self.pending_credits_minor
+
+    @property
+    def available_normal_minor(self) -> int:
+        """Posted normal balance minus the pending amounts that would reduce it."""
+        reducing = self.pending_credits_minor if AccountType(self.type).is_debit_normal else self.pending_debits_minor
+        return self.balance_normal_minor - reducing
+
     # --- postings ---------------------------------------------------------------
 
     def check_posting(self, amount_minor: int, currency: str) -> None:
@@ -129,6 +161,11 @@ class Account(ChainedAggregate):
         Callers check all accounts of a transaction before recording on any, so a
         rejection never leaves an aggregate half-changed.
         """
+        self._check_writable(currency)
+        check_balance_range(self.balance_minor + amount_minor)
+        self._check_floor(self._normal(amount_minor))
+
+    def _check_writable(self, currency: str) -> None:
         if self.status == AccountStatus.CLOSED:
             raise AccountClosed(f"account {self.code} is closed", account_id=str(self.id))
         if self.status == AccountStatus.FROZEN:
@@ -140,13 +177,12 @@ class Account(ChainedAggregate):
                 account_currency=self.currency,
                 currency=currency,
             )
-        check_balance_range(self.balance_minor + amount_minor)
-        self._check_floor(self._normal(amount_minor))
 
     def _check_floor(self, normal_change_minor: int) -> None:
+        """The floor applies to the available balance, so holds can never together overdraw."""
         if self.balance_floor_minor is None or normal_change_minor >= 0:
             return
-        if self.balance_normal_minor + normal_change_minor < self.balance_floor_minor:
+        if self.available_normal_minor + normal_change_minor < self.balance_floor_minor:
             raise InsufficientFunds(
                 f"account {self.code} would go below its floor of "
                 f"{format_amount(self.balance_floor_minor, self.currency)} {self.currency}",
@@ -161,6 +197,63 @@ class Account(ChainedAggregate):
     def _record_posting(self, transaction_id: UUID, amount_minor: int) -> None:
         self.balance_minor += amount_minor
         self.posting_count += 1
+
+    # --- holds ------------------------------------------------------------------
+
+    def check_hold(self, amount_minor: int, currency: str) -> None:
+        """Every rule a hold of ``amount_minor`` must satisfy: those of a posting, against available."""
+        self._check_writable(currency)
+        check_balance_range(self.pending_debits_minor + max(amount_minor, 0))
+        check_balance_range(self.pending_credits_minor + max(-amount_minor, 0))
+        self._check_floor(self._normal(amount_minor))
+
+    def reserve(self, transaction_id: UUID, amount_minor: int, currency: str) -> None:
+        self.check_hold(amount_minor, currency)
+        self._reserve(transaction_id, amount_minor)
+
+    @event("HoldReserved")
+    def _reserve(self, transaction_id: UUID, amount_minor: int) -> None:
+        if amount_minor > 0:
+            self.pending_debits_minor += amount_minor
+        else:
+            self.pending_credits_minor -= amount_minor
+
+    def holds_at_least(self, amount_minor: int) -> bool:
+        """Whether a release of ``amount_minor`` is covered by what this account holds.
+
+        Always true for a hold's own release on a consistent state; false only when
+        the caller read the hold and this account at different moments (another
+        writer resolved it in between), so the caller must re-read and decide again.
+        """
+        held = self.pending_debits_minor if amount_minor > 0 else self.pending_credits_minor
+        return amount_minor != 0 and abs(amount_minor) <= held
+
+    def check_release(self, amount_minor: int) -> None:
+        """A release gives back exactly what a hold reserved; it is allowed on frozen accounts."""
+        assert self.holds_at_least(amount_minor), "a release never exceeds what is held"
+
+    def release(self, transaction_id: UUID, amount_minor: int) -> None:
+        self.check_release(amount_minor)
+        self._release(transaction_id, amount_minor)
+
+    @event("HoldReleased")
+    def _release(self, transaction_id: UUID, amount_minor: int) -> None:
+        if amount_minor > 0:
+            self.pending_debits_minor -= amount_minor
+        else:
+            self.pending_credits_minor += amount_minor
+
+    def check_capture(self, held_minor: int, captured_minor: int, currency: str) -> None:
+        """Releasing ``held_minor`` and posting ``captured_minor`` (same sign, not larger).
+
+        The capture is a posting, so a frozen or closed account refuses it (void
+        the hold instead). It never lowers the available balance, so it cannot
+        break the floor.
+        """
+        self.check_release(held_minor)
+        if captured_minor != 0:
+            self._check_writable(currency)
+            check_balance_range(self.balance_minor + captured_minor)
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -191,6 +284,10 @@ class Account(ChainedAggregate):
             raise AccountBalanceNotZero(
                 f"account {self.code} still holds a balance; move it out before closing",
                 account_id=str(self.id),
+            )
+        if self.pending_debits_minor or self.pending_credits_minor:
+            raise AccountHasHolds(
+                f"account {self.code} has open holds; post or void them before closing", account_id=str(self.id)
             )
         self._close()
 

@@ -193,3 +193,48 @@ class InvalidScopes(LedgerError):
 
 class TooManyApiKeys(LedgerError):
     code = "too_many_api_keys"
+
+
+# --- holds (pending transactions) ---------------------------------------------------
+
+
+class NotAHold(LedgerError):
+    """Post, void or expire of a transaction that was never pending."""
+
+    code = "not_a_hold"
+
+
+class HoldAlreadyResolved(LedgerError):
+    """The hold was already posted or voided; nothing changed."""
+
+    code = "hold_already_resolved"
+
+
+class HoldExpired(LedgerError):
+    """The hold's deadline has passed (whether or not the worker has expired it yet); nothing changed."""
+
+    code = "hold_expired"
+
+
+class HoldNotExpired(LedgerError):
+    """An expiry was asked for a hold whose deadline has not passed (or that has none)."""
+
+    code = "hold_not_expired"
+
+
+class InvalidCapture(InvalidTransaction):
+    """Captured amounts must be on the hold's accounts, of the same sign and at most the held amount."""
+
+    code = "invalid_capture"
+
+
+class TransactionNotPosted(LedgerError):
+    """Only a posted transaction (or a captured hold) can be reversed."""
+
+    code = "transaction_not_posted"
+
+
+class AccountHasHolds(LedgerError):
+    """An account with open holds cannot be closed."""
+
+    code = "account_has_holds"

@@ -3,6 +3,14 @@
 A transaction's postings each move a signed amount on one account (positive is
 a debit); per currency they sum to zero. A mistake is corrected by a reversal:
 a new, linked transaction with the opposite postings.
+
+A transaction can also be placed as a **hold** (status ``pending``): its postings
+reserve amounts on their accounts without posting them. A hold is resolved
+exactly once, by its own hash-linked event: ``HoldPosted`` (a full or partial
+capture: the captured postings are posted, the rest released), ``HoldVoided``
+or ``HoldExpired`` (all released; only once ``expires_at`` has passed). A
+resolution event carries everything the read models need (the captured postings
+and the released ones), so no projection has to look up the hold.
 """
 
 from __future__ import annotations
@@ -10,7 +18,8 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
+from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
@@ -18,7 +27,13 @@ from eventsourcing.domain import event
 
 from domain.errors import (
     DuplicatePostingAccount,
+    HoldAlreadyResolved,
+    HoldExpired,
+    HoldNotExpired,
+    InvalidCapture,
     InvalidTransaction,
+    NotAHold,
+    TransactionNotPosted,
     ReversalNotReversible,
     TooFewPostings,
     TooManyPostings,
@@ -34,6 +49,13 @@ from domain.money import check_amount_range, format_amount
 POSTINGS_MIN = 2
 POSTINGS_MAX = 100
 DESCRIPTION_LENGTH_MAX = 500
+class TransactionStatus(StrEnum):
+    POSTED = "posted"
+    PENDING = "pending"
+    VOIDED = "voided"
+    EXPIRED = "expired"
+
+
 _EXTERNAL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
 
 
@@ -155,28 +177,187 @@ class Transaction(ChainedAggregate):
         self.metadata = metadata
         self.reverses = reverses
         self.reversed_by: UUID | None = None
+        self.status = TransactionStatus.POSTED
+        self.expires_at: datetime | None = None
+        self.held_postings: tuple[Posting, ...] | None = None  # a hold's reserved postings
+
+    class HoldPlaced(ChainedAggregate.Created):
+        """A pending transaction: its postings are reserved, not posted (the other created event)."""
+
+        tenant_id: UUID
+        external_id: str
+        effective_date: date
+        description: str
+        postings: list[dict[str, Any]]
+        metadata: dict[str, str]
+        reverses: None  # a hold never reverses anything; present because __init__ takes it
+        expires_at: datetime | None
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.status = TransactionStatus.PENDING
+            aggregate.expires_at = self.expires_at
+            aggregate.held_postings = aggregate.postings
+
+    @classmethod
+    def place_hold(  # noqa: PLR0913
+        cls,
+        tenant_id: UUID,
+        external_id: str,
+        effective_date: date,
+        postings: tuple[Posting, ...],
+        description: str = "",
+        metadata: dict[str, str] | None = None,
+        *,
+        expires_at: datetime | None = None,
+        now: datetime,
+    ) -> Transaction:
+        """A pending transaction; its accounts must ``reserve`` its postings in the same save."""
+        check_external_id(external_id)
+        assert isinstance(effective_date, date)
+        if not isinstance(description, str) or len(description) > DESCRIPTION_LENGTH_MAX:
+            raise InvalidTransaction(f"description is at most {DESCRIPTION_LENGTH_MAX} characters", field="description")
+        if expires_at is not None and (
+            not isinstance(expires_at, datetime) or expires_at.tzinfo is None or expires_at <= now
+        ):
+            raise InvalidTransaction("expires_at must be a moment with a time zone, in the future", field="expires_at")
+        check_postings(postings)
+        return cls._create(
+            cls.HoldPlaced, id=transaction_id_for(tenant_id, external_id), tenant_id=tenant_id,
+            external_id=external_id, effective_date=effective_date, description=description,
+            postings=[p.to_event() for p in postings], metadata=check_metadata(metadata), reverses=None,
+            expires_at=expires_at,
+        )
 
     @property
     def recorded_at(self) -> Any:
         return self.created_on
 
-    def same_content(self, effective_date: date, postings: tuple[Posting, ...], description: str,
-                     metadata: dict[str, str] | None) -> bool:
+    def same_content(  # noqa: PLR0913
+        self, effective_date: date, postings: tuple[Posting, ...], description: str,
+        metadata: dict[str, str] | None, *, hold: bool = False, expires_at: datetime | None = None,
+    ) -> bool:
         """Whether a repeated request with this transaction's external id asks for the same thing."""
         def key(items: tuple[Posting, ...]) -> list[tuple[str, int, str]]:
             return sorted((str(p.account_id), p.amount_minor, p.currency) for p in items)
 
+        asked = self.held_postings if self.held_postings is not None else self.postings
         return (
             self.effective_date == effective_date
             and self.description == description
             and self.metadata == (metadata or {})
-            and key(self.postings) == key(postings)
+            and key(asked) == key(postings)
+            and self.is_hold == hold
+            and self.expires_at == expires_at
         )
+
+    # --- holds ------------------------------------------------------------------
+
+    @property
+    def is_hold(self) -> bool:
+        return self.held_postings is not None
+
+    def check_resolvable(self, now: datetime) -> None:
+        """A hold can be posted or voided once, and only before its deadline."""
+        if self.held_postings is None:
+            raise NotAHold(f"transaction {self.id} is not a hold", transaction_id=str(self.id))
+        if self.status == TransactionStatus.EXPIRED:
+            raise HoldExpired(f"hold {self.id} has expired", transaction_id=str(self.id))
+        if self.status != TransactionStatus.PENDING:
+            raise HoldAlreadyResolved(
+                f"hold {self.id} was already {self.status.value}", transaction_id=str(self.id), status=self.status.value
+            )
+        if self.expires_at is not None and now >= self.expires_at:
+            raise HoldExpired(f"hold {self.id} expired at {self.expires_at.isoformat()}", transaction_id=str(self.id))
+
+    def capture_postings(self, captured: tuple[Posting, ...] | None) -> tuple[Posting, ...]:
+        """The postings a capture posts: all of the hold, or ``captured`` checked against it.
+
+        Each captured amount is on one of the hold's accounts, in its currency, of
+        the same sign and at most the held amount (zero releases that leg); they
+        sum to zero per currency and are not all zero.
+        """
+        assert self.held_postings is not None
+        if captured is None:
+            return self.held_postings
+        held = {p.account_id: p for p in self.held_postings}
+        amounts: dict[UUID, int] = {}
+        for posting in captured:
+            original = held.get(posting.account_id)
+            if original is None or posting.account_id in amounts or posting.currency != original.currency:
+                raise InvalidCapture("each captured amount must be on a different account of the hold, in its currency",
+                                     account_id=str(posting.account_id))
+            if posting.amount_minor * original.amount_minor < 0 or abs(posting.amount_minor) > abs(original.amount_minor):
+                raise InvalidCapture("a captured amount has the held amount's sign and is at most the held amount",
+                                     account_id=str(posting.account_id))
+            amounts[posting.account_id] = posting.amount_minor
+        result = tuple(Posting(p.account_id, amounts.get(p.account_id, 0), p.currency) for p in self.held_postings)
+        result = tuple(p for p in result if p.amount_minor != 0)
+        if not result:
+            raise InvalidCapture("a capture posts at least one amount; void the hold to release it all")
+        check_postings(result)
+        return result
+
+    def capture(self, captured: tuple[Posting, ...] | None, now: datetime,
+                effective_date: date | None = None) -> tuple[Posting, ...]:
+        """Post the hold, in full or in part; the rest is released. Returns the posted postings.
+
+        Its accounts must then ``release`` the held postings and record the captured ones.
+        """
+        self.check_resolvable(now)
+        postings = self.capture_postings(captured)
+        assert self.held_postings is not None
+        self._capture(self.tenant_id, effective_date or self.effective_date, self.description,
+                      [p.to_event() for p in postings], [p.to_event() for p in self.held_postings])
+        return postings
+
+    @event("HoldPosted")
+    def _capture(self, tenant_id: UUID, effective_date: date, description: str,  # noqa: ARG002
+                 postings: list[dict[str, Any]], released: list[dict[str, Any]]) -> None:  # noqa: ARG002
+        self.status = TransactionStatus.POSTED
+        self.effective_date = effective_date
+        self.postings = tuple(Posting.from_event(p) for p in postings)
+
+    def void(self, now: datetime) -> None:
+        """Release the whole hold; its accounts must then ``release`` the held postings."""
+        self.check_resolvable(now)
+        assert self.held_postings is not None
+        self._void([p.to_event() for p in self.held_postings])
+
+    @event("HoldVoided")
+    def _void(self, released: list[dict[str, Any]]) -> None:  # noqa: ARG002
+        self.status = TransactionStatus.VOIDED
+
+    def check_expirable(self, now: datetime) -> None:
+        if self.held_postings is None:
+            raise NotAHold(f"transaction {self.id} is not a hold", transaction_id=str(self.id))
+        if self.status == TransactionStatus.EXPIRED:
+            raise HoldExpired(f"hold {self.id} has already expired", transaction_id=str(self.id))
+        if self.status != TransactionStatus.PENDING:
+            raise HoldAlreadyResolved(
+                f"hold {self.id} was already {self.status.value}", transaction_id=str(self.id), status=self.status.value
+            )
+        if self.expires_at is None or now < self.expires_at:
+            raise HoldNotExpired(f"hold {self.id} has not reached a deadline", transaction_id=str(self.id))
+
+    def expire(self, now: datetime) -> None:
+        """Release a hold whose deadline has passed, once; its accounts must then ``release`` it."""
+        self.check_expirable(now)
+        assert self.held_postings is not None
+        self._expire([p.to_event() for p in self.held_postings])
+
+    @event("HoldExpired")
+    def _expire(self, released: list[dict[str, Any]]) -> None:  # noqa: ARG002
+        self.status = TransactionStatus.EXPIRED
 
     # --- reversal ---------------------------------------------------------------
 
     def reverse(self, effective_date: date, description: str) -> Transaction:
         """Create the reversing transaction and mark this one reversed (both must be saved)."""
+        if self.status != TransactionStatus.POSTED:
+            raise TransactionNotPosted(
+                f"transaction {self.id} is {self.status.value}; only posted transactions can be reversed",
+                transaction_id=str(self.id), status=self.status.value,
+            )
         if self.reverses is not None:
             raise ReversalNotReversible(
                 "a reversal cannot itself be reversed; post a new transaction instead",

@@ -36,13 +36,17 @@ read_accounts = Table(
     Column("version", Integer, nullable=False),
     Column("balance_minor", BigInteger, nullable=False),
     Column("posting_count", BigInteger, nullable=False),
+    # Open holds (revision 0005): non-negative sums of the reserved debits and credits.
+    Column("pending_debits_minor", BigInteger, nullable=False, server_default="0"),
+    Column("pending_credits_minor", BigInteger, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("position", BigInteger, nullable=False),
     UniqueConstraint("tenant_id", "code"),
 )
 
-_CHANGES = (Account.PostingRecorded, Account.Frozen, Account.Unfrozen, Account.Closed)
+_CHANGES = (Account.PostingRecorded, Account.Frozen, Account.Unfrozen, Account.Closed,
+            Account.HoldReserved, Account.HoldReleased)
 _STATUS_AFTER = {
     Account.Frozen: AccountStatus.FROZEN.value,
     Account.Unfrozen: AccountStatus.OPEN.value,
@@ -53,6 +57,8 @@ _UPDATE_CHANGED = text(
     "UPDATE read_accounts SET"
     " balance_minor = balance_minor + :balance_delta,"
     " posting_count = posting_count + :count_delta,"
+    " pending_debits_minor = pending_debits_minor + :debits_delta,"
+    " pending_credits_minor = pending_credits_minor + :credits_delta,"
     " status = COALESCE(:status, status),"
     " version = :version, updated_at = :updated_at, position = :position"
     " WHERE account_id = :account_id"
@@ -61,11 +67,15 @@ _UPDATE_CHANGED_PG = (
     "UPDATE read_accounts a SET"
     " balance_minor = a.balance_minor + d.balance_delta,"
     " posting_count = a.posting_count + d.count_delta,"
+    " pending_debits_minor = a.pending_debits_minor + d.debits_delta,"
+    " pending_credits_minor = a.pending_credits_minor + d.credits_delta,"
     " status = COALESCE(d.status, a.status),"
     " version = d.version, updated_at = d.updated_at, position = d.position"
     " FROM unnest(%(account_id)s::varchar[], %(balance_delta)s::bigint[], %(count_delta)s::bigint[],"
+    "  %(debits_delta)s::bigint[], %(credits_delta)s::bigint[],"
     "  %(status)s::varchar[], %(version)s::integer[], %(updated_at)s::timestamptz[], %(position)s::bigint[])"
-    "  AS d(account_id, balance_delta, count_delta, status, version, updated_at, position)"
+    "  AS d(account_id, balance_delta, count_delta, debits_delta, credits_delta, status, version, updated_at,"
+    "  position)"
     " WHERE a.account_id = d.account_id"
 )
 _COLUMNS = tuple(column.name for column in read_accounts.columns)
@@ -112,6 +122,8 @@ def _opened_row(logged: LoggedEvent) -> dict[str, Any]:
         "version": event.originator_version,
         "balance_minor": 0,
         "posting_count": 0,
+        "pending_debits_minor": 0,
+        "pending_credits_minor": 0,
         "created_at": event.timestamp,
         "updated_at": event.timestamp,
         "position": logged.position,
@@ -123,13 +135,18 @@ def _apply_to_new_row(row: dict[str, Any], logged: LoggedEvent) -> None:
     if isinstance(event, Account.PostingRecorded):
         row["balance_minor"] += event.amount_minor
         row["posting_count"] += 1
+    elif isinstance(event, Account.HoldReserved | Account.HoldReleased):
+        debits, credits = _pending_deltas(event)
+        row["pending_debits_minor"] += debits
+        row["pending_credits_minor"] += credits
     else:
         row["status"] = _STATUS_AFTER[type(event)]
     row.update(version=event.originator_version, updated_at=event.timestamp, position=logged.position)
 
 
 def _no_change(account_id: str) -> dict[str, Any]:
-    return {"account_id": account_id, "balance_delta": 0, "count_delta": 0, "status": None,
+    return {"account_id": account_id, "balance_delta": 0, "count_delta": 0, "debits_delta": 0, "credits_delta": 0,
+            "status": None,
             "version": 0, "updated_at": None, "position": 0}
 
 
@@ -138,8 +155,19 @@ def _apply_to_change(change: dict[str, Any], logged: LoggedEvent) -> None:
     if isinstance(event, Account.PostingRecorded):
         change["balance_delta"] += event.amount_minor
         change["count_delta"] += 1
+    elif isinstance(event, Account.HoldReserved | Account.HoldReleased):
+        debits, credits = _pending_deltas(event)
+        change["debits_delta"] += debits
+        change["credits_delta"] += credits
     else:
         change["status"] = _STATUS_AFTER[type(event)]
     change["version"] = event.originator_version
     change["updated_at"] = event.timestamp
     change["position"] = logged.position
+
+
+def _pending_deltas(event: Any) -> tuple[int, int]:
+    """(pending debits delta, pending credits delta) of a HoldReserved or HoldReleased event."""
+    amount = event.amount_minor
+    sign = 1 if isinstance(event, Account.HoldReserved) else -1
+    return (sign * amount, 0) if amount > 0 else (0, -sign * amount)

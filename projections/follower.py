@@ -61,8 +61,9 @@ projection_tracking = Table(
 
 BATCH_SIZE_MAX = 10_000
 # The most events one ledger transaction writes: its own Posted event, one
-# Reversed event on the transaction it reverses, one PostingRecorded per account.
-SAVE_EVENTS_MAX = POSTINGS_MAX + 2
+# Reversed event on the transaction it reverses, one PostingRecorded per account;
+# a hold's capture writes a HoldReleased and a PostingRecorded per account.
+SAVE_EVENTS_MAX = 2 * POSTINGS_MAX + 2
 # A rebuild in another process that moved its projection this recently owns it;
 # a worker leaves it alone until it has been idle for this long.
 REBUILD_LEASE = timedelta(seconds=60)
@@ -126,7 +127,14 @@ class TransactionBoundaries:
     def after(self, event: Any) -> bool:
         if isinstance(event, Transaction.Posted):
             self.owed += len(event.postings) + (1 if event.reverses is not None else 0)
-        elif isinstance(event, Account.PostingRecorded | Transaction.Reversed):
+        elif isinstance(event, Transaction.HoldPlaced):
+            self.owed += len(event.postings)  # one HoldReserved per account
+        elif isinstance(event, Transaction.HoldPosted):
+            self.owed += len(event.released) + len(event.postings)  # HoldReleased, PostingRecorded
+        elif isinstance(event, Transaction.HoldVoided | Transaction.HoldExpired):
+            self.owed += len(event.released)
+        elif isinstance(event, Account.PostingRecorded | Transaction.Reversed
+                        | Account.HoldReserved | Account.HoldReleased):
             self.owed = max(self.owed - 1, 0)
         return self.owed == 0
 

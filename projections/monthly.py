@@ -95,7 +95,7 @@ class MonthlySnapshotsProjection:
         movements: dict[tuple[str, str], dict[str, Any]] = {}
         for logged in batch:
             event = logged.event
-            if not isinstance(event, Transaction.Posted):
+            if not isinstance(event, Transaction.Posted | Transaction.HoldPosted):  # a capture posts too
                 continue
             month = month_of(event.effective_date)
             for posting in event.postings:

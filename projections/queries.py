@@ -45,7 +45,7 @@ from projections.encoding import canonical_json, month_of, month_start
 from projections.follower import read_tracking
 from projections.monthly import read_monthly_snapshots
 from projections.registry import ACCOUNTS, MONTHLY_SNAPSHOTS, READ_MODELS, STATEMENTS, TRANSACTIONS
-from projections.statements import read_statement_entries
+from projections.statements import read_hold_entries, read_statement_entries
 from projections.transactions import read_transactions
 
 T = TypeVar("T")
@@ -88,12 +88,48 @@ class AccountView:
 
 @dataclass(frozen=True)
 class BalanceView:
+    """``balance_minor`` is the posted balance (raw). Holds: ``pending_minor`` is the
+    raw sum of open holds; ``available_normal_minor`` is the posted normal balance
+    minus the pending amounts that would reduce it (see docs/holds.md). With
+    ``as_of`` only posted amounts count (pending 0, available = posted)."""
+
     account_id: UUID
     currency: str
     balance_minor: int
     balance_normal_minor: int
     as_of: date | None
     position: int
+    pending_minor: int = 0
+    pending_debits_minor: int = 0
+    pending_credits_minor: int = 0
+    pending_normal_minor: int = 0
+    available_normal_minor: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.available_normal_minor is None:
+            object.__setattr__(self, "available_normal_minor", self.balance_normal_minor)
+
+    @property
+    def posted_minor(self) -> int:
+        return self.balance_minor
+
+
+@dataclass(frozen=True)
+class HoldView:
+    """One account's part of a hold, with its resolution."""
+
+    transaction_id: UUID
+    account_id: UUID
+    effective_date: date
+    placed_at: datetime
+    amount_minor: int  # held, raw
+    currency: str
+    description: str
+    expires_at: datetime | None
+    status: str  # pending | posted | voided | expired
+    captured_minor: int | None
+    resolved_at: datetime | None
+    position: int  # of the hold's placement
 
 
 @dataclass(frozen=True)
@@ -122,6 +158,10 @@ class TransactionView:
     reverses: UUID | None
     reversed_by: UUID | None
     position: int
+    status: str = "posted"
+    expires_at: datetime | None = None
+    held_postings: tuple[tuple[UUID, int, str], ...] | None = None
+    resolved_at: datetime | None = None
 
 
 class ReadModels:
@@ -185,7 +225,48 @@ class ReadModels:
                 use_snapshots = states[MONTHLY_SNAPSHOTS].position == states[STATEMENTS].position
                 balance = _balance_before(connection, str(account_id), as_of, None, use_snapshots=use_snapshots)
                 position = min(states[ACCOUNTS].position, states[STATEMENTS].position)
-        return BalanceView(account_id, row.currency, balance, _normal(row.type, balance), as_of, position)
+        normal = _normal(row.type, balance)
+        if as_of is not None:
+            return BalanceView(account_id, row.currency, balance, normal, as_of, position)
+        debits, credits = row.pending_debits_minor, row.pending_credits_minor
+        reducing = credits if AccountType(row.type).is_debit_normal else debits
+        return BalanceView(account_id, row.currency, balance, normal, as_of, position,
+                           pending_minor=debits - credits, pending_debits_minor=debits, pending_credits_minor=credits,
+                           pending_normal_minor=_normal(row.type, debits - credits),
+                           available_normal_minor=normal - reducing)
+
+    # --- holds ------------------------------------------------------------------
+
+    def list_holds(  # noqa: PLR0913
+        self, tenant_id: UUID, account_id: UUID, *, cursor: str | None, page_size: int, status: str | None = None,
+    ) -> Page[HoldView]:
+        """The account's holds, oldest first, with their resolution."""
+        _check_page_size(page_size)
+        after = _decode_cursor(cursor, "h", (int,)) if cursor else None
+        h = read_hold_entries.c
+        query = select(read_hold_entries).where(h.account_id == str(account_id), h.tenant_id == str(tenant_id))
+        if status is not None:
+            query = query.where(h.status == status)
+        if after is not None:
+            query = query.where(h.placed_position > after[0])
+        with snapshot(self.engine) as connection:
+            position = _reached(connection, (STATEMENTS,))
+            rows = connection.execute(query.order_by(h.placed_position).limit(page_size + 1)).all()
+        items = tuple(_hold_view(row) for row in rows[:page_size])
+        more = len(rows) > page_size
+        return Page(items, _encode_cursor("h", items[-1].position) if more else None, position)
+
+    def holds_due(self, now: datetime, limit: int = 100) -> list[tuple[UUID, UUID]]:
+        """(tenant id, transaction id) of pending holds whose deadline is at or before ``now``."""
+        t = read_transactions.c
+        query = (
+            select(t.tenant_id, t.transaction_id)
+            .where(t.status == "pending", t.expires_at.is_not(None), t.expires_at <= now)
+            .order_by(t.expires_at, t.transaction_id)
+            .limit(limit)
+        )
+        with self.engine.connect() as connection:
+            return [(UUID(tenant), UUID(tx)) for tenant, tx in connection.execute(query)]
 
     # --- statements -------------------------------------------------------------
 
@@ -370,6 +451,27 @@ def _entry_views(rows: Sequence[Row[Any]], opening_minor: int) -> tuple[EntryVie
     return tuple(views)
 
 
+def _hold_view(row: Row[Any]) -> HoldView:
+    return HoldView(
+        transaction_id=UUID(row.transaction_id),
+        account_id=UUID(row.account_id),
+        effective_date=row.effective_date,
+        placed_at=_utc(row.placed_at),
+        amount_minor=row.amount_minor,
+        currency=row.currency,
+        description=row.description,
+        expires_at=_utc(row.expires_at) if row.expires_at is not None else None,
+        status=row.status,
+        captured_minor=row.captured_minor,
+        resolved_at=_utc(row.resolved_at) if row.resolved_at is not None else None,
+        position=row.placed_position,
+    )
+
+
+def _postings_of(text: str) -> tuple[tuple[UUID, int, str], ...]:
+    return tuple((UUID(a), int(amount), currency) for a, amount, currency in json.loads(text))
+
+
 def _transaction_view(row: Row[Any], position: int) -> TransactionView:
     return TransactionView(
         id=UUID(row.transaction_id),
@@ -383,6 +485,10 @@ def _transaction_view(row: Row[Any], position: int) -> TransactionView:
         reverses=UUID(row.reverses) if row.reverses else None,
         reversed_by=UUID(row.reversed_by) if row.reversed_by else None,
         position=position,
+        status=row.status,
+        expires_at=_utc(row.expires_at) if row.expires_at is not None else None,
+        held_postings=_postings_of(row.held_postings) if row.held_postings is not None else None,
+        resolved_at=_utc(row.resolved_at) if row.resolved_at is not None else None,
     )
 
 

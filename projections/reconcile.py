@@ -7,7 +7,10 @@ at one common position P (they move together; see ``projections.registry``):
   sum of its statement entries effective up to that month's end;
 - ``balance`` (b): each row of the balances read model (``accounts``) equals
   the account aggregate at the row's version, i.e. as of P;
-- ``tenant_total`` (c): the balances of each tenant sum to zero per currency.
+- ``tenant_total`` (c): the balances of each tenant sum to zero per currency;
+- ``pending`` (d): each account's pending balance (open holds, raw) equals the
+  sum of its pending hold entries, and pending balances sum to zero per tenant
+  and currency.
 
 A divergence is the read model's value minus the value it should have. Each
 one is logged as an ERROR ``snapshot_divergence`` event that names ids, check
@@ -35,11 +38,12 @@ from projections.consistency import PositionsApart, snapshot
 from projections.follower import read_tracking
 from projections.monthly import read_monthly_snapshots
 from projections.registry import READ_MODELS
-from projections.statements import read_statement_entries
+from projections.statements import read_hold_entries, read_statement_entries
 
 MONTHLY_SNAPSHOT = "monthly_snapshot"
 BALANCE = "balance"
 TENANT_TOTAL = "tenant_total"
+PENDING = "pending"
 
 ACCOUNTS_PAGE = 200
 ORPHANS_MAX = 1_000
@@ -100,6 +104,7 @@ def reconcile(  # noqa: PLR0913
                 on_progress(tally.accounts, total)
         tally.divergences += _accounts_missing(connection, tenant_id)
         tally.divergences += _check_tenant_totals(connection, tenant_id)
+        tally.divergences += _check_pending(connection, tenant_id)
     for divergence in tally.divergences:
         _report(divergence, counter)
     return Reconciliation(position, tuple(tally.divergences), tally.accounts, tally.months)
@@ -186,6 +191,7 @@ def _comparable(row: Row[Any]) -> dict[str, Any]:
         "tenant_id": row.tenant_id, "code": row.code, "name": row.name, "currency": row.currency,
         "type": row.type, "status": row.status, "balance_floor_minor": row.balance_floor_minor,
         "metadata": json.loads(row.metadata), "posting_count": row.posting_count,
+        "pending_debits_minor": row.pending_debits_minor, "pending_credits_minor": row.pending_credits_minor,
     }
 
 
@@ -309,3 +315,44 @@ def _stored_closings(connection: Connection, account_ids: list[str], month: str 
         closings[account_id][row_month] = int(closing)
     return closings
 
+
+
+# --- (d) pending balances against the hold entries -------------------------------------------
+
+
+def _check_pending(connection: Connection, tenant_id: UUID | None) -> list[Divergence]:
+    """Σ of each account's pending hold entries = its pending balance; pending sums to zero per tenant."""
+    a, h = read_accounts.c, read_hold_entries.c
+    held = (
+        select(h.account_id, func.sum(h.amount_minor).label("held"))
+        .where(h.status == "pending")
+        .group_by(h.account_id)
+        .subquery()
+    )
+    pending = a.pending_debits_minor - a.pending_credits_minor
+    expected = func.coalesce(held.c.held, 0)
+    query = (
+        select(a.tenant_id, a.account_id, a.code, a.currency, pending.label("pending"), expected.label("expected"))
+        .select_from(read_accounts.outerjoin(held, held.c.account_id == a.account_id))
+        .where(pending != expected)
+        .limit(ORPHANS_MAX)
+    )
+    totals = (
+        select(a.tenant_id, a.currency, func.sum(pending))
+        .group_by(a.tenant_id, a.currency)
+        .having(func.sum(pending) != 0)
+    )
+    if tenant_id is not None:
+        query = query.where(a.tenant_id == str(tenant_id))
+        totals = totals.where(a.tenant_id == str(tenant_id))
+    found = [
+        Divergence(PENDING, UUID(row.tenant_id), UUID(row.account_id), row.code, None, row.currency,
+                   int(row.pending) - int(row.expected), "pending balance differs from the open hold entries")
+        for row in connection.execute(query)
+    ]
+    found += [
+        Divergence(PENDING, UUID(t), None, None, None, currency, int(amount),
+                   "the tenant's pending balances do not sum to zero")
+        for t, currency, amount in connection.execute(totals.order_by(a.tenant_id, a.currency))
+    ]
+    return found

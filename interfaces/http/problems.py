@@ -68,6 +68,13 @@ STATUS_BY_ERROR: dict[type[e.LedgerError], int] = {
     e.ScopeNotGranted: 403,
     e.InvalidScopes: 422,
     e.TooManyApiKeys: 409,
+    e.NotAHold: 409,
+    e.HoldAlreadyResolved: 409,
+    e.HoldExpired: 409,
+    e.HoldNotExpired: 409,
+    e.InvalidCapture: 422,
+    e.TransactionNotPosted: 409,
+    e.AccountHasHolds: 409,
 }
 
 _RESERVED = frozenset({"type", "title", "status", "detail", "code", "instance", "request_id"})

@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from domain.money import format_amount
-from interfaces.http.schemas import AccountOut, BalanceOut, EntryOut, PostingOut, TenantOut, TransactionOut
+from interfaces.http.schemas import (
+    AccountOut,
+    BalanceOut,
+    EntryOut,
+    HoldOut,
+    PostingOut,
+    TenantOut,
+    TransactionOut,
+)
 
 
 def _amount(minor: int | None, currency: str) -> str | None:
@@ -33,10 +41,24 @@ def account_from_view(view: Any) -> AccountOut:
 
 
 def balance_from_view(view: Any) -> BalanceOut:
+    currency = view.currency
     return BalanceOut(
-        account_id=view.account_id, currency=view.currency,
-        balance=format_amount(view.balance_normal_minor, view.currency),
-        raw_balance=format_amount(view.balance_minor, view.currency), as_of=view.as_of, position=view.position,
+        account_id=view.account_id, currency=currency,
+        balance=format_amount(view.balance_normal_minor, currency),
+        raw_balance=format_amount(view.balance_minor, currency), as_of=view.as_of, position=view.position,
+        posted=format_amount(view.balance_normal_minor, currency),
+        pending=format_amount(view.pending_normal_minor, currency),
+        raw_pending=format_amount(view.pending_minor, currency),
+        available=format_amount(view.available_normal_minor, currency),
+    )
+
+
+def hold_from_view(view: Any) -> HoldOut:
+    return HoldOut(
+        transaction_id=view.transaction_id, account_id=view.account_id, effective_date=view.effective_date,
+        placed_at=view.placed_at, amount=format_amount(view.amount_minor, view.currency), currency=view.currency,
+        description=view.description or "", expires_at=view.expires_at, status=view.status,
+        captured=_amount(view.captured_minor, view.currency), resolved_at=view.resolved_at, position=view.position,
     )
 
 
@@ -55,8 +77,10 @@ def transaction_from_aggregate(transaction: Any, position: int) -> TransactionOu
 
 
 def transaction_version_of_view(view: Any) -> int:
-    # A transaction has two possible events: Posted (version 1) and Reversed (version 2).
-    return 2 if view.reversed_by is not None else 1
+    # Posted or HoldPlaced is version 1; a hold's resolution (HoldPosted, HoldVoided,
+    # HoldExpired) and a Reversed event each add one.
+    resolved = getattr(view, "held_postings", None) is not None and getattr(view, "status", "posted") != "pending"
+    return 1 + (1 if resolved else 0) + (1 if view.reversed_by is not None else 0)
 
 
 def transaction_from_view(view: Any) -> TransactionOut:
@@ -64,6 +88,19 @@ def transaction_from_view(view: Any) -> TransactionOut:
 
 
 def _transaction(source: Any, postings: list[Any], recorded_at: Any, version: int, position: int) -> TransactionOut:
+    held = getattr(source, "held_postings", None)
+    if held is not None:
+        held = [(p.account_id, p.amount_minor, p.currency) if hasattr(p, "amount_minor") else p for p in held]
+    out = _transaction_out(source, postings, recorded_at, version, position)
+    out.status = str(getattr(source, "status", "posted"))
+    out.expires_at = getattr(source, "expires_at", None)
+    out.held_postings = (None if held is None else
+                         [PostingOut(account_id=a, amount=format_amount(m, c), currency=c) for a, m, c in held])
+    return out
+
+
+def _transaction_out(source: Any, postings: list[Any], recorded_at: Any, version: int,
+                     position: int) -> TransactionOut:
     return TransactionOut(
         id=source.id, external_id=source.external_id, effective_date=source.effective_date, recorded_at=recorded_at,
         description=source.description or "",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
@@ -33,8 +33,9 @@ from interfaces.http.representations import (
     account_from_view,
     balance_from_view,
     entry_from_view,
+    hold_from_view,
 )
-from interfaces.http.schemas import AccountOut, AccountPage, BalanceOut, EntryPage, OpenAccount
+from interfaces.http.schemas import AccountOut, AccountPage, BalanceOut, EntryPage, HoldPage, OpenAccount
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
 
@@ -105,6 +106,25 @@ def list_entries(  # noqa: PLR0913
     ))
     items = [entry_from_view(view) for view in page.items]
     return respond(EntryPage(items=items, next_cursor=page.next_cursor, position=page.position))
+
+
+@router.get("/{account_id}/holds", response_model=HoldPage, responses=QUERY_ERRORS,
+            summary="The account's holds (pending transactions) and how each was resolved")
+def list_holds(  # noqa: PLR0913
+    request: Request, account_id: UUID, principal: Reader, cursor: Cursor = None, limit: Limit = 50,
+    status: Annotated[Literal["pending", "posted", "voided", "expired"] | None,
+                      Query(description="Only holds in this state")] = None,
+    min_position: MinPosition = None,
+) -> Response:
+    models = read_models(request)
+    await_position(request, models, min_position)
+    if models.get_account(principal.tenant_id, account_id) is None:
+        raise AccountNotFound(f"account {account_id} not found", account_id=str(account_id))
+    page = reading_page(lambda: models.list_holds(
+        principal.tenant_id, account_id, cursor=cursor, page_size=limit, status=status
+    ))
+    items = [hold_from_view(view) for view in page.items]
+    return respond(HoldPage(items=items, next_cursor=page.next_cursor, position=page.position))
 
 
 def _lifecycle(name: str, summary: str) -> None:

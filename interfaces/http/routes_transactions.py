@@ -10,7 +10,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from application.ledger import PostingInstruction
-from domain.errors import TransactionNotFound
+from domain.errors import InvalidTransaction, TransactionNotFound
+from infrastructure.hold_metrics import CREATED, POSTED, VOIDED, count_hold
 from interfaces.http.deps import (
     Cursor,
     IdempotencyKey,
@@ -33,7 +34,7 @@ from interfaces.http.representations import (
     transaction_from_view,
     transaction_version_of_view,
 )
-from interfaces.http.schemas import PostTransaction, ReverseTransaction, TransactionOut, TransactionPage
+from interfaces.http.schemas import PostHold, PostTransaction, ReverseTransaction, TransactionOut, TransactionPage
 
 router = APIRouter(prefix="/v1/transactions", tags=["transactions"])
 
@@ -48,11 +49,20 @@ def post_transaction(request: Request, body: PostTransaction, principal: Writer,
     def produce() -> Response:
         ledger = runtime_of(request).ledger
         postings = [PostingInstruction(p.account_id, p.amount, p.currency) for p in body.postings]
-        with ledger_command("post_transaction") as outcome:
-            recorded = ledger.post_transaction(principal.tenant_id, body.external_id, body.effective_date,
-                                               postings, body.description, body.metadata)
+        pending = body.status == "pending"
+        if body.expires_at is not None and not pending:
+            raise InvalidTransaction("expires_at is only for pending transactions (holds)", field="expires_at")
+        with ledger_command("place_hold" if pending else "post_transaction") as outcome:
+            if pending:
+                recorded = ledger.place_hold(principal.tenant_id, body.external_id, body.effective_date, postings,
+                                             body.description, body.metadata, body.expires_at)
+            else:
+                recorded = ledger.post_transaction(principal.tenant_id, body.external_id, body.effective_date,
+                                                   postings, body.description, body.metadata)
             outcome.transaction_id, outcome.replayed = recorded.aggregate.id, recorded.replayed
             outcome.position = recorded.position
+        if pending and not recorded.replayed:
+            count_hold(CREATED)
         transaction = recorded.aggregate
         # A replay wrote nothing; the current head of the log covers the original write.
         position = recorded.position if not recorded.replayed else ledger.recorder.max_notification_id()
@@ -109,3 +119,38 @@ def reverse_transaction(request: Request, transaction_id: UUID, principal: Write
                        location=f"/v1/transactions/{reversal.id}")
 
     return run_command(request, str(principal.tenant_id), idempotency_key, body, produce)
+
+
+@router.post("/{transaction_id}/post", response_model=TransactionOut, responses=CREATE_ERRORS,
+             summary="Post (capture) a pending transaction, in full or in part; the rest is released")
+def post_hold(request: Request, transaction_id: UUID, principal: Writer, body: PostHold | None = None,
+              idempotency_key: IdempotencyKey = None) -> Response:
+    def produce() -> Response:
+        postings = None
+        if body is not None and body.postings is not None:
+            postings = [PostingInstruction(p.account_id, p.amount, p.currency) for p in body.postings]
+        with ledger_command("post_hold", hold_id=str(transaction_id)) as outcome:
+            recorded = runtime_of(request).ledger.post_hold(
+                principal.tenant_id, transaction_id, postings, body.effective_date if body else None
+            )
+            outcome.transaction_id, outcome.position = recorded.aggregate.id, recorded.position
+        count_hold(POSTED)
+        hold = recorded.aggregate
+        return respond(transaction_from_aggregate(hold, recorded.position or 0), version=hold.version)
+
+    return run_command(request, str(principal.tenant_id), idempotency_key, body, produce)
+
+
+@router.post("/{transaction_id}/void", response_model=TransactionOut, responses=CREATE_ERRORS,
+             summary="Void a pending transaction: release everything it reserved")
+def void_hold(request: Request, transaction_id: UUID, principal: Writer,
+              idempotency_key: IdempotencyKey = None) -> Response:
+    def produce() -> Response:
+        with ledger_command("void_hold", hold_id=str(transaction_id)) as outcome:
+            recorded = runtime_of(request).ledger.void_hold(principal.tenant_id, transaction_id)
+            outcome.transaction_id, outcome.position = recorded.aggregate.id, recorded.position
+        count_hold(VOIDED)
+        hold = recorded.aggregate
+        return respond(transaction_from_aggregate(hold, recorded.position or 0), version=hold.version)
+
+    return run_command(request, str(principal.tenant_id), idempotency_key, None, produce)

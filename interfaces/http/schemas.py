@@ -82,6 +82,28 @@ class PostTransaction(Body):
         description=f"{POSTINGS_MIN}-{POSTINGS_MAX} postings summing to zero per currency",
     )
     metadata: Metadata | None = Field(None, json_schema_extra={"maxProperties": METADATA_KEYS_MAX})
+    status: Literal["posted", "pending"] = Field(
+        "posted", description="pending: a hold that reserves the amounts (against available balances) until "
+        "it is posted, voided or expires",
+    )
+    expires_at: datetime | None = Field(
+        None, description="Only with status pending: when the worker voids the hold if it is still pending",
+    )
+
+
+class PostHold(Body):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {},
+        {"postings": [{"account_id": "5e7d9b1a-2c4f-5a8e-8b3d-1f6e0a9c4d22", "amount": "4.00"},
+                      {"account_id": "0b8a3c2e-6f1d-5d2b-9a51-3f0f2c1e7a11", "amount": "-4.00"}]},
+    ]})
+
+    postings: list[PostingIn] | None = Field(
+        None, json_schema_extra={"maxItems": POSTINGS_MAX},
+        description="Amounts to capture per account of the hold (same sign, at most the held amount, balanced); "
+        "omitted: capture it all. What is not captured is released.",
+    )
+    effective_date: date | None = Field(None, description="Defaults to the hold's effective date")
 
 
 class ReverseTransaction(Body):
@@ -143,9 +165,30 @@ class BalanceOut(Positioned):
 
     account_id: UUID
     currency: str
-    balance: str = Field(description="Normal-side balance")
-    raw_balance: str = Field(description="Debit-positive balance")
+    balance: str = Field(description="Normal-side balance (posted)")
+    raw_balance: str = Field(description="Debit-positive balance (posted)")
     as_of: date | None = Field(description="Effective date the balance is taken at (end of day); null: now")
+    posted: str = Field("0", description="Posted balance, normal side (the same as balance)")
+    pending: str = Field("0", description="Net of the open holds, normal side (0 with as_of)")
+    raw_pending: str = Field("0", description="Net of the open holds, debit-positive")
+    available: str = Field(
+        "0", description="Posted minus the open holds that would reduce it (normal side); floors apply to it",
+    )
+
+
+class HoldOut(BaseModel):
+    transaction_id: UUID
+    account_id: UUID
+    effective_date: date
+    placed_at: datetime
+    amount: str = Field(description="Held amount, positive is a debit")
+    currency: str
+    description: str
+    expires_at: datetime | None
+    status: Literal["pending", "posted", "voided", "expired"]
+    captured: str | None = Field(description="Amount posted by the capture (0: released); null unless posted")
+    resolved_at: datetime | None
+    position: int = Field(description="Log position of the hold's placement")
 
 
 class EntryOut(Positioned):
@@ -185,7 +228,12 @@ class TransactionOut(Positioned):
     metadata: Metadata
     reverses: UUID | None
     reversed_by: UUID | None
-    version: int = Field(description="1 when posted, 2 once reversed; sent as the ETag")
+    version: int = Field(description="Changes with every event of the transaction; sent as the ETag")
+    status: Literal["posted", "pending", "voided", "expired"] = "posted"
+    expires_at: datetime | None = None
+    held_postings: list[PostingOut] | None = Field(
+        None, description="A hold's reserved postings (postings are what it posted once captured)",
+    )
 
 
 class TenantOut(Positioned):
@@ -222,3 +270,6 @@ class TransactionPage(Page):
 class TenantPage(Page):
     items: list[TenantOut]
 
+
+class HoldPage(Page):
+    items: list[HoldOut]

@@ -16,6 +16,9 @@ PROBES: list[tuple[str, str, Any]] = [
     ("POST", "/v1/accounts/{account_id}/close", None),
     ("GET", "/v1/transactions/{transaction_id}", None),
     ("POST", "/v1/transactions/{transaction_id}/reverse", None),
+    ("GET", "/v1/accounts/{account_id}/holds", None),  # holds (issue 10)
+    ("POST", "/v1/transactions/{transaction_id}/post", None),
+    ("POST", "/v1/transactions/{transaction_id}/void", None),
     ("POST", "/v1/transactions", "steal"),
 ]
 LISTS = [("GET", "/v1/accounts"), ("GET", "/v1/transactions"), ("POST", "/v1/accounts"),
