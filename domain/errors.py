@@ -64,6 +64,10 @@ class TenantSuspended(LedgerError):
     code = "tenant_suspended"
 
 
+class TenantAlreadySuspended(LedgerError):
+    code = "tenant_already_suspended"
+
+
 class TenantNotSuspended(LedgerError):
     code = "tenant_not_suspended"
 

@@ -9,7 +9,7 @@ from uuid import UUID
 from eventsourcing.domain import event
 
 from domain.chain import ChainedAggregate
-from domain.errors import InvalidTenant, TenantNotSuspended, TenantSuspended
+from domain.errors import InvalidTenant, TenantAlreadySuspended, TenantNotSuspended, TenantSuspended
 from domain.ids import tenant_id_for
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{1,62}")
@@ -47,7 +47,7 @@ class Tenant(ChainedAggregate):
 
     def suspend(self, reason: str = "") -> None:
         if self.is_suspended:
-            raise TenantSuspended(f"tenant {self.name} is already suspended", tenant=self.name)
+            raise TenantAlreadySuspended(f"tenant {self.name} is already suspended", tenant=self.name)
         if not isinstance(reason, str) or len(reason) > REASON_LENGTH_MAX:
             raise InvalidTenant(f"reason must be a string of at most {REASON_LENGTH_MAX} characters")
         self._suspend(reason)

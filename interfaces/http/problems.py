@@ -41,6 +41,7 @@ STATUS_BY_ERROR: dict[type[e.LedgerError], int] = {
     e.TenantNotFound: 404,
     e.TenantAlreadyExists: 409,
     e.TenantSuspended: 403,
+    e.TenantAlreadySuspended: 409,
     e.TenantNotSuspended: 409,
     e.InvalidAccount: 422,
     e.AccountNotFound: 404,

@@ -41,7 +41,7 @@ def test_suspend_and_resume_with_if_match(api: Api) -> None:
                                 headers={**ADMIN, "If-Match": '"1"'})
     assert suspended.status_code == 200 and suspended.headers["ETag"] == '"2"'
     assert (suspended.json()["status"], suspended.json()["suspension_reason"]) == ("suspended", "unpaid invoice")
-    assert_problem(api.client.post(f"{path}/suspend", headers=ADMIN), 403, "tenant_suspended")
+    assert_problem(api.client.post(f"{path}/suspend", headers=ADMIN), 409, "tenant_already_suspended")
     api.catch_up()
     listed = api.client.get("/admin/query/tenants", headers=ADMIN, params={"status": "suspended"}).json()
     assert [t["name"] for t in listed["items"]] == ["acme"]

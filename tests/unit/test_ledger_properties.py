@@ -29,6 +29,7 @@ from domain.errors import (
     LedgerError,
     ReversalNotReversible,
     TenantNotSuspended,
+    TenantAlreadySuspended,
     TenantSuspended,
     TransactionAlreadyReversed,
     TransactionNotFound,
@@ -284,7 +285,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(tenant=TENANT, suspend=st.booleans())
     def suspend_or_resume(self, tenant: int, suspend: bool) -> None:  # noqa: FBT001
         if suspend:
-            violations = {TenantSuspended} if self.suspended[tenant] else set()
+            violations = {TenantAlreadySuspended} if self.suspended[tenant] else set()
             command = lambda: self.ledger.suspend_tenant(self.tenant_ids[tenant], "check")  # noqa: E731
         else:
             violations = set() if self.suspended[tenant] else {TenantNotSuspended}

@@ -10,6 +10,7 @@ from domain.errors import (
     InvalidTenant,
     TenantAlreadyExists,
     TenantNotFound,
+    TenantAlreadySuspended,
     TenantNotSuspended,
     TenantSuspended,
     VersionMismatch,
@@ -99,7 +100,7 @@ def test_suspend_records_the_reason(suspended: Books) -> None:
 
 
 def test_suspend_when_suspended_is_rejected(suspended: Books) -> None:
-    with suspended.rejects(TenantSuspended, "tenant_suspended"):
+    with suspended.rejects(TenantAlreadySuspended, "tenant_already_suspended"):
         suspended.ledger.suspend_tenant(suspended.tenant_id)
 
 
