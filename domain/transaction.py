@@ -256,8 +256,8 @@ class Transaction(ChainedAggregate):
     def is_hold(self) -> bool:
         return self.held_postings is not None
 
-    def check_resolvable(self, now: datetime) -> None:
-        """A hold can be posted or voided once, and only before its deadline."""
+    def _check_open_hold(self) -> None:
+        """Rules every resolution shares: it must be a hold, and still pending."""
         if self.held_postings is None:
             raise NotAHold(f"transaction {self.id} is not a hold", transaction_id=str(self.id))
         if self.status == TransactionStatus.EXPIRED:
@@ -266,6 +266,10 @@ class Transaction(ChainedAggregate):
             raise HoldAlreadyResolved(
                 f"hold {self.id} was already {self.status.value}", transaction_id=str(self.id), status=self.status.value
             )
+
+    def check_resolvable(self, now: datetime) -> None:
+        """A hold can be posted or voided once, and only before its deadline."""
+        self._check_open_hold()
         if self.expires_at is not None and now >= self.expires_at:
             raise HoldExpired(f"hold {self.id} expired at {self.expires_at.isoformat()}", transaction_id=str(self.id))
 
@@ -328,14 +332,7 @@ class Transaction(ChainedAggregate):
         self.status = TransactionStatus.VOIDED
 
     def check_expirable(self, now: datetime) -> None:
-        if self.held_postings is None:
-            raise NotAHold(f"transaction {self.id} is not a hold", transaction_id=str(self.id))
-        if self.status == TransactionStatus.EXPIRED:
-            raise HoldExpired(f"hold {self.id} has already expired", transaction_id=str(self.id))
-        if self.status != TransactionStatus.PENDING:
-            raise HoldAlreadyResolved(
-                f"hold {self.id} was already {self.status.value}", transaction_id=str(self.id), status=self.status.value
-            )
+        self._check_open_hold()
         if self.expires_at is None or now < self.expires_at:
             raise HoldNotExpired(f"hold {self.id} has not reached a deadline", transaction_id=str(self.id))
 

@@ -69,6 +69,22 @@ SAVE_EVENTS_MAX = 2 * POSTINGS_MAX + 2
 REBUILD_LEASE = timedelta(seconds=60)
 
 
+def drain(
+    process_batch: Callable[[], int], batches_max: int, on_batch: Callable[[int], None] | None = None
+) -> int:
+    """Call ``process_batch`` until it reports nothing left (or ``batches_max`` calls);
+    return the total it processed. Every log-following loop is bounded this way."""
+    total = 0
+    for _ in range(batches_max):
+        count = process_batch()
+        if count == 0:
+            break
+        total += count
+        if on_batch is not None:
+            on_batch(count)
+    return total
+
+
 @dataclass(frozen=True)
 class LoggedEvent:
     """A decoded domain event and its position in the notification log."""
@@ -204,15 +220,7 @@ class FollowerGroup:
 
     def catch_up(self, batches_max: int = 1_000_000, on_batch: Callable[[int], None] | None = None) -> int:
         """Process batches until the log is exhausted (or the bound is hit)."""
-        total = 0
-        for _ in range(batches_max):
-            count = self.process_batch()
-            if count == 0:
-                break
-            total += count
-            if on_batch is not None:
-                on_batch(count)
-        return total
+        return drain(self.process_batch, batches_max, on_batch)
 
     def record_error(self, message: str, names: Iterable[str] | None = None) -> None:
         with self.engine.begin() as connection:

@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from application.ledger import Ledger
 from domain.errors import HoldAlreadyResolved, HoldExpired, HoldNotExpired, LedgerError
 from infrastructure.hold_metrics import EXPIRED, count_hold
+from projections.follower import drain
 from projections.queries import ReadModels
 
 log = logging.getLogger(__name__)
@@ -55,13 +56,7 @@ class HoldExpiry:
         return expired
 
     def catch_up(self, batches_max: int = 1_000_000) -> int:
-        total = 0
-        for _ in range(batches_max):
-            count = self.process_batch()
-            if count == 0:
-                break
-            total += count
-        return total
+        return drain(self.process_batch, batches_max)
 
     def record_error(self, message: str, names: object = None) -> None:  # noqa: ARG002
         log.error("hold expiry failed: %s", message)

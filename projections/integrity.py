@@ -33,6 +33,7 @@ from infrastructure.integrity_monitor import IntegrityMonitor, process_monitor
 from infrastructure.integrity_settings import IntegritySettings, get_integrity_settings
 from infrastructure.integrity_store import Checkpoint, advance_checkpoint, read_checkpoint, store_digest
 from infrastructure.signing import SigningKey, load_signing_key
+from projections.follower import drain
 from projections.verification import LedgerLookups, LedgerVerification, check_event, record_outcome, stored_chain_rows
 
 log = logging.getLogger("invario.integrity")
@@ -84,15 +85,7 @@ class IntegrityVerifier:
         return self._sweep_step()
 
     def catch_up(self, batches_max: int = 1_000_000, on_batch: Callable[[int], None] | None = None) -> int:
-        total = 0
-        for _ in range(batches_max):
-            count = self.process_batch()
-            if count == 0:
-                break
-            total += count
-            if on_batch is not None:
-                on_batch(count)
-        return total
+        return drain(self.process_batch, batches_max, on_batch)
 
     def record_error(self, message: str, names: Iterable[str] | None = None) -> None:  # noqa: ARG002
         log.error("integrity verifier failed: %s", message)
