@@ -154,6 +154,10 @@ from interfaces.cli import backup_cmds  # noqa: E402 - backup, restore
 
 backup_cmds.register(app)
 
+from interfaces.cli import evidence_cmds  # noqa: E402 - evidence
+
+evidence_cmds.register(app)
+
 
 def main() -> None:  # pragma: no cover - console entry point
     app()
