@@ -170,8 +170,8 @@ def restore(
     try:
         settlement = _settle(settings)
     except KeyboardInterrupt:
-        raise fail("interrupted after the data was restored; finish with 'invario projections rebuild --all', "
-                   "'invario verify' and 'invario reconcile'", EXIT_INTERRUPTED) from None
+        raise fail(f"interrupted after the data was restored, before it was verified; run "
+                   f"'invario restore {file} --force' again to finish", EXIT_INTERRUPTED) from None
     _print_settlement(settlement)
     if not settlement.consistent:
         raise typer.Exit(EXIT_INCONSISTENT)
