@@ -22,8 +22,8 @@ def _demo(url: str, *extra: str) -> object:
     return runner.invoke(app, ["demo", "--database-url", url, *SMALL, *extra])
 
 
-def test_demo_fills_an_empty_store(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/demo.db"
+def test_demo_fills_an_empty_store(database_url: str) -> None:
+    url = database_url
     result = _demo(url)
     assert result.exit_code == 0, result.output
     assert "demo-acme, demo-globex, demo-initech" in result.stdout
