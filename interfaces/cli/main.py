@@ -158,6 +158,10 @@ from interfaces.cli import evidence_cmds  # noqa: E402 - evidence
 
 evidence_cmds.register(app)
 
+from interfaces.cli import demo_cmds  # noqa: E402 - invario demo
+
+app.command()(demo_cmds.demo)
+
 
 def main() -> None:  # pragma: no cover - console entry point
     app()
