@@ -24,9 +24,12 @@ Rules that keep this exactly as safe as one save per command:
 from __future__ import annotations
 
 import copy
+import queue
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -99,10 +102,10 @@ class WorkingSet:
         """Take the aggregates a command saves; new ones join the working set."""
         for aggregate in aggregates:
             entry = self.entries.setdefault(aggregate.id, _Entry(None, 0))
+            self._touch(aggregate.id, entry)  # before adopting it: all of a new aggregate's events are new
             if entry.aggregate is None:
                 entry.aggregate = aggregate
             assert entry.aggregate is aggregate, "a command saves the working set's own objects"
-            self._touch(aggregate.id, entry)
 
     def _touch(self, aggregate_id: UUID, entry: _Entry) -> None:
         pending = len(entry.aggregate.pending_events) if entry.aggregate is not None else 0
@@ -163,6 +166,11 @@ class WorkingSet:
         return [e.aggregate for e in self.entries.values() if e.aggregate is not None]
 
 
+@dataclass(frozen=True)
+class _Failed:
+    error: Exception
+
+
 _NEEDS_FRESH_STATE = object()  # a decision that read inconsistent state (it raised IntegrityError)
 
 Outcome = Any  # a Recorded, a LedgerError, or _NEEDS_FRESH_STATE while undecided
@@ -172,6 +180,8 @@ class Batch:
     """Commands decided in order against one working set, committed in one save."""
 
     def __init__(self, store: BatchStore, commands: Sequence[Callable[[], Any]]) -> None:
+        """Decisions raise ``LedgerError`` to reject; any other exception (a bug, the
+        database gone) becomes that command's outcome and is never committed."""
         self._store = store
         self._commands = commands
         self.ws = WorkingSet(store)
@@ -179,15 +189,23 @@ class Batch:
         self.outcomes: list[Outcome] = [None] * len(commands)
         self.decisions = 0  # how many times any command was decided (tests read it)
 
-    def run(self, *, commit: bool = True) -> list[Any]:
+    def run(self, *, commit: bool = True, failure_stops_all: bool = False) -> list[Any]:
+        """Each command's outcome: its ``Recorded`` (with its position once committed)
+        or the exception it raised. With ``failure_stops_all`` an exception that is not
+        a ``LedgerError`` is raised instead, before anything is committed."""
         for index in range(len(self._commands)):
             self._decide(index)
+        failed = [o.error for o in self.outcomes if isinstance(o, _Failed)]
+        if failure_stops_all and failed:
+            raise failed[0]
         if commit:
             self._commit_with_retries()
         return [self._final(o) for o in self.outcomes]
 
     @staticmethod
     def _final(outcome: Outcome) -> Any:
+        if isinstance(outcome, _Failed):
+            return outcome.error
         if outcome is _NEEDS_FRESH_STATE:
             return ConcurrencyConflict("the state changed under this request too often; retry the request")
         return outcome
@@ -202,6 +220,8 @@ class Batch:
             self._traces[index], self.outcomes[index] = self.ws.abort(), error
         except IntegrityError:
             self._traces[index], self.outcomes[index] = self.ws.abort(), _NEEDS_FRESH_STATE
+        except Exception as error:  # noqa: BLE001 - the caller of this one command gets it
+            self._traces[index], self.outcomes[index] = self.ws.abort(), _Failed(error)
         else:
             self._traces[index], self.outcomes[index] = self.ws.finish(result), result
         finally:
@@ -222,16 +242,19 @@ class Batch:
         try:
             self._commit()  # only commands untouched by the conflicts are left; one last try
         except IntegrityError:
-            self.outcomes = [o if isinstance(o, LedgerError) else _NEEDS_FRESH_STATE for o in self.outcomes]
+            self.outcomes = [o if isinstance(o, (LedgerError, _Failed)) else _NEEDS_FRESH_STATE
+                             for o in self.outcomes]
 
     def _commit(self) -> None:
         events = [event for trace in self._traces for event in trace.events]
         if not events:
             return
+        pending = sum(len(a.pending_events) for a in self.ws.aggregates())
+        assert pending == len(events), f"{pending} pending events but {len(events)} traced: none may be lost"
         positions = self._store.save_events(events, self.ws.aggregates())
         for index, trace in enumerate(self._traces):
             outcome = self.outcomes[index]
-            if trace.events and not isinstance(outcome, LedgerError):
+            if trace.events:
                 position = max(positions[(e.originator_id, e.originator_version)] for e in trace.events)
                 self.outcomes[index] = replace(outcome, position=position)
             if hasattr(getattr(outcome, "aggregate", None), "collect_events"):
@@ -275,3 +298,92 @@ def _versions_ascend(traces: Sequence[_Trace]) -> bool:
                 return False
             last[event.originator_id] = event.originator_version
     return True
+
+
+# --- the group-commit writer ------------------------------------------------------
+
+
+@dataclass
+class _Submission:
+    decide: Callable[[], Any]
+    lock_keys: Sequence[UUID]
+    future: Future[Any] = field(default_factory=Future)
+
+
+_STOP = object()
+
+
+class GroupCommitWriter:
+    """One thread that turns the commands of concurrent callers into batches.
+
+    It waits at most ``wait_seconds`` after a batch's first command for more, takes
+    at most ``batch_size_max`` commands, and runs them through ``run_batch`` (one
+    save). Callers block until their own outcome is known, i.e. after the commit.
+    The queue is bounded, so a flood of callers waits instead of growing memory.
+    """
+
+    def __init__(self, run_batch: Callable[[list[_Submission]], list[Any]], batch_size_max: int,
+                 wait_seconds: float, queue_max: int) -> None:
+        assert batch_size_max >= 1 and wait_seconds >= 0 and queue_max >= batch_size_max
+        self._run_batch = run_batch
+        self._batch_size_max, self._wait_seconds = batch_size_max, wait_seconds
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_max)
+        self._accepting = True
+        self._accepting_lock = threading.Lock()  # no submission slips in behind the stop marker
+        self._thread = threading.Thread(target=self._loop, name="invario-group-commit", daemon=True)
+        self._thread.start()
+
+    def submit(self, decide: Callable[[], Any], lock_keys: Sequence[UUID] = ()) -> Any:
+        """The command's outcome (a result, or the exception it raised), once committed."""
+        assert threading.current_thread() is not self._thread, "a decision must not submit another command"
+        submission = _Submission(decide, lock_keys)
+        with self._accepting_lock:
+            if not self._accepting:
+                raise ConcurrencyConflict("the ledger is shutting down and takes no more writes; retry the request")
+            self._queue.put(submission)
+        return submission.future.result()
+
+    def stop(self) -> None:
+        """Stop accepting; finish every queued command and the current batch first."""
+        with self._accepting_lock:
+            if not self._accepting:
+                return
+            self._accepting = False
+            self._queue.put(_STOP)
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            batch, stopping = self._next_batch()
+            if batch:
+                self._complete(batch)
+            if stopping:
+                return
+
+    def _next_batch(self) -> tuple[list[_Submission], bool]:
+        first = self._queue.get()
+        if first is _STOP:
+            return [], True
+        batch, deadline = [first], time.monotonic() + self._wait_seconds
+        while len(batch) < self._batch_size_max:
+            try:
+                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _complete(self, batch: list[_Submission]) -> None:
+        try:
+            outcomes = self._run_batch(batch)
+        except BaseException as error:  # noqa: BLE001 - every waiting caller must hear of it
+            for submission in batch:
+                submission.future.set_exception(error)
+            return
+        for submission, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                submission.future.set_exception(outcome)
+            else:
+                submission.future.set_result(outcome)

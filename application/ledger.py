@@ -22,7 +22,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.persistence import IntegrityError, Transcoder, Transcoding
 
-from application.group_commit import Batch, active_working_set
+from application.group_commit import Batch, GroupCommitWriter, active_working_set
 
 from domain.account import Account
 from domain.chain import ChainBreak, verify_chain
@@ -53,6 +53,7 @@ BACKOFF_CEILING_SECONDS = 0.05
 WRITE_LOCK_STRIPES = 1024
 CHAIN_EVENTS_PAGE = 1000
 POST_TRANSACTIONS_MAX = 1000
+WRITE_QUEUE_MIN = 64
 
 
 class DateAsISO(Transcoding):
@@ -139,6 +140,7 @@ class Ledger(Application):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._write_locks = StripedLocks()
+        self._writer: GroupCommitWriter | None = None
         # What "now" is for hold deadlines; tests replace it.
         self.clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
 
@@ -156,6 +158,37 @@ class Ledger(Application):
         recordings = self.save(*aggregates)
         positions = [r.notification.id for r in recordings if r.notification.id is not None]
         return max(positions) if positions else None
+
+    def start_group_commit(self, batch_size_max: int, wait_seconds: float) -> None:
+        """From now on, writes are queued and committed in batches by one writer thread
+        (see ``application.group_commit``); ``close()`` drains the queue first."""
+        assert self._writer is None, "group commit is started once"
+        if batch_size_max > 1:
+            self._writer = GroupCommitWriter(self._run_submissions, batch_size_max, wait_seconds,
+                                             queue_max=max(WRITE_QUEUE_MIN, 8 * batch_size_max))
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.stop()  # acknowledged writes are committed before the store closes
+        super().close()
+
+    def _execute(self, decide: Callable[[], T], lock_keys: Iterable[UUID] = ()) -> T:
+        """Run a use case's decision: queued for the group-commit writer when there is
+        one, else on its own with retries. Callers see the same result or error either way."""
+        assert active_working_set() is None, "a decision must not run another use case"
+        if self._writer is None:
+            return self._retrying(decide, lock_keys)
+        outcome = self._writer.submit(decide, list(lock_keys))
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome  # type: ignore[no-any-return]
+
+    def _run_submissions(self, submissions: Sequence[Any]) -> list[Any]:
+        # The writer thread is this process's only batch writer; the locks keep the
+        # direct writers (e.g. post_transactions) off the same aggregates meanwhile.
+        keys = [key for submission in submissions for key in submission.lock_keys]
+        with self._write_locks.holding(keys):
+            return Batch(self._batch_store(), [s.decide for s in submissions]).run()
 
     def _retrying(self, decide_and_save: Callable[[], T], lock_keys: Iterable[UUID] = ()) -> T:
         """Run a decision until it saves, re-deciding on fresh state after a conflict.
@@ -245,7 +278,7 @@ class Ledger(Application):
             tenant.suspend(reason)
             return Recorded(tenant, self._save(tenant))
 
-        return self._retrying(decide)
+        return self._execute(decide)
 
     def resume_tenant(self, tenant_id: UUID, expected_version: int | None = None) -> Recorded:
         def decide() -> Recorded:
@@ -254,7 +287,7 @@ class Ledger(Application):
             tenant.resume()
             return Recorded(tenant, self._save(tenant))
 
-        return self._retrying(decide)
+        return self._execute(decide)
 
     def _writable_tenant(self, tenant_id: UUID) -> Tenant:
         tenant = self.get_tenant(tenant_id)
@@ -311,7 +344,7 @@ class Ledger(Application):
             change(account)
             return Recorded(account, self._save(account))
 
-        return self._retrying(decide, lock_keys=[account_id])
+        return self._execute(decide, lock_keys=[account_id])
 
     # --- transactions -----------------------------------------------------------
 
@@ -354,7 +387,7 @@ class Ledger(Application):
         decisions = [self._request_decision(tenant_id, request) for request in requests]
         keys = [p.account_id for r in requests for p in r.postings]
         with self._write_locks.holding(keys):
-            return Batch(self._batch_store(), decisions).run(commit=commit)
+            return Batch(self._batch_store(), decisions).run(commit=commit, failure_stops_all=True)
 
     def _request_decision(self, tenant_id: UUID, request: TransactionRequest) -> Callable[[], Recorded]:
         try:
@@ -375,7 +408,7 @@ class Ledger(Application):
     ) -> Recorded:
         decide = self._new_transaction_decision(tenant_id, external_id, effective_date, postings, description,
                                                 metadata, hold)
-        return self._retrying(decide, lock_keys=[p.account_id for p in postings])
+        return self._execute(decide, lock_keys=[p.account_id for p in postings])
 
     def _new_transaction_decision(  # noqa: PLR0913
         self,
@@ -443,7 +476,7 @@ class Ledger(Application):
             _apply_capture(hold, posted, accounts)
             return Recorded(hold, self._save(hold, *accounts.values()))
 
-        return self._retrying(decide, lock_keys=self._hold_lock_keys(transaction_id))
+        return self._execute(decide, lock_keys=self._hold_lock_keys(transaction_id))
 
     def void_hold(self, tenant_id: UUID, transaction_id: UUID) -> Recorded:
         """Release a whole hold."""
@@ -472,7 +505,7 @@ class Ledger(Application):
                 accounts[posting.account_id].release(hold.id, posting.amount_minor)
             return Recorded(hold, self._save(hold, *accounts.values()))
 
-        return self._retrying(decide, lock_keys=self._hold_lock_keys(transaction_id))
+        return self._execute(decide, lock_keys=self._hold_lock_keys(transaction_id))
 
     def _hold_lock_keys(self, transaction_id: UUID) -> list[UUID]:
         hold = self._get(transaction_id, Transaction)
@@ -513,7 +546,7 @@ class Ledger(Application):
         # (cached) and the decision re-reads it, and checks everything, under the locks.
         original = self._get(transaction_id, Transaction)
         touched = [p.account_id for p in original.postings] if original is not None else []
-        return self._retrying(decide, lock_keys=[transaction_id, *touched])
+        return self._execute(decide, lock_keys=[transaction_id, *touched])
 
     def get_transaction(self, tenant_id: UUID, transaction_id: UUID) -> Transaction:
         transaction = self._get(transaction_id, Transaction)

@@ -117,9 +117,11 @@ def _prepare_sqlite_file(database: DatabaseURL) -> None:
 
 def _open_ledger(settings: Settings, database: DatabaseURL) -> Ledger:
     try:
-        return Ledger(env=eventsourcing_env(settings, database))
+        ledger = Ledger(env=eventsourcing_env(settings, database))
     except Exception as exc:  # the store's own errors differ per backend
         raise DatabaseUnavailable(f"cannot open the event store in {database.describe()}: {exc}") from None
+    ledger.start_group_commit(settings.write_batch_size_max, settings.write_batch_wait_ms / 1000)
+    return ledger
 
 
 def _create_engine(database: DatabaseURL, settings: Settings) -> Engine:

@@ -151,7 +151,7 @@ def test_a_conflict_with_another_process_redecides_only_the_affected_lines(
     database_url: str, open_rt: OpenRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     books = open_books(open_rt(database_url).ledger, "a", "b", "c", "d", "f", "e")
-    other = open_rt(database_url).ledger  # another process: its own cache and connections
+    other = open_rt(database_url, write_batch_size_max=1).ledger  # another process: own cache, connections
     requests = [
         transfer(books, "r0", "a", "b", "1.00"),  # touches a, which the other process changes
         transfer(books, "r1", "c", "d", "1.00"),  # independent
