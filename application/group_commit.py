@@ -29,6 +29,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from concurrent.futures import Future
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
@@ -179,10 +180,16 @@ Outcome = Any  # a Recorded, a LedgerError, or _NEEDS_FRESH_STATE while undecide
 class Batch:
     """Commands decided in order against one working set, committed in one save."""
 
-    def __init__(self, store: BatchStore, commands: Sequence[Callable[[], Any]]) -> None:
+    def __init__(self, store: BatchStore, commands: Sequence[Callable[[], Any]],
+                 conflict_lane: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
         """Decisions raise ``LedgerError`` to reject; any other exception (a bug, the
-        database gone) becomes that command's outcome and is never committed."""
+        database gone) becomes that command's outcome and is never committed.
+
+        ``conflict_lane`` serialises, across processes, the batches that have met a
+        conflict: without it, writers of one hot account in several processes can keep
+        invalidating each other's fresh reads until their retries run out."""
         self._store = store
+        self._conflict_lane = conflict_lane
         self._commands = commands
         self.ws = WorkingSet(store)
         self._traces: list[_Trace] = [_Trace() for _ in commands]
@@ -228,19 +235,25 @@ class Batch:
             _active.reset(token)
 
     def _commit_with_retries(self) -> None:
-        for attempt in range(COMMIT_ATTEMPTS_MAX):
-            last = attempt == COMMIT_ATTEMPTS_MAX - 1
-            if _NEEDS_FRESH_STATE not in self.outcomes:
-                try:
-                    self._commit()
-                    return
-                except IntegrityError:
-                    pass
-            ceiling = min(BACKOFF_CEILING_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
-            time.sleep(random.uniform(0, ceiling))  # noqa: S311 - jitter, not security
-            self._redecide_affected(give_up=last)
+        with ExitStack() as lane:
+            for attempt in range(COMMIT_ATTEMPTS_MAX):
+                if _NEEDS_FRESH_STATE not in self.outcomes:
+                    try:
+                        self._commit()
+                        return
+                    except IntegrityError:
+                        pass
+                if attempt == 0:
+                    lane.enter_context(self._conflict_lane())
+                else:  # in the lane, only writers that have not met a conflict yet compete
+                    ceiling = min(BACKOFF_CEILING_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
+                    time.sleep(random.uniform(0, ceiling))  # noqa: S311 - jitter, not security
+                self._redecide_affected(give_up=attempt == COMMIT_ATTEMPTS_MAX - 1)
+            self._commit_last_try()
+
+    def _commit_last_try(self) -> None:
         try:
-            self._commit()  # only commands untouched by the conflicts are left; one last try
+            self._commit()  # only commands untouched by the conflicts are left
         except IntegrityError:
             self.outcomes = [o if isinstance(o, (LedgerError, _Failed)) else _NEEDS_FRESH_STATE
                              for o in self.outcomes]

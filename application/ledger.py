@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any, TypeVar
@@ -141,6 +141,8 @@ class Ledger(Application):
         super().__init__(*args, **kwargs)
         self._write_locks = StripedLocks()
         self._writer: GroupCommitWriter | None = None
+        # Serialises conflicted batches across processes; bootstrap sets one per store.
+        self.conflict_lane: Callable[[], AbstractContextManager[Any]] = nullcontext
         # What "now" is for hold deadlines; tests replace it.
         self.clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
 
@@ -188,7 +190,7 @@ class Ledger(Application):
         # direct writers (e.g. post_transactions) off the same aggregates meanwhile.
         keys = [key for submission in submissions for key in submission.lock_keys]
         with self._write_locks.holding(keys):
-            return Batch(self._batch_store(), [s.decide for s in submissions]).run()
+            return Batch(self._batch_store(), [s.decide for s in submissions], self.conflict_lane).run()
 
     def _retrying(self, decide_and_save: Callable[[], T], lock_keys: Iterable[UUID] = ()) -> T:
         """Run a decision until it saves, re-deciding on fresh state after a conflict.
@@ -387,7 +389,8 @@ class Ledger(Application):
         decisions = [self._request_decision(tenant_id, request) for request in requests]
         keys = [p.account_id for r in requests for p in r.postings]
         with self._write_locks.holding(keys):
-            return Batch(self._batch_store(), decisions).run(commit=commit, failure_stops_all=True)
+            batch = Batch(self._batch_store(), decisions, self.conflict_lane)
+            return batch.run(commit=commit, failure_stops_all=True)
 
     def _request_decision(self, tenant_id: UUID, request: TransactionRequest) -> Callable[[], Recorded]:
         try:
