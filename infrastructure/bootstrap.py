@@ -10,8 +10,12 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from sqlalchemy import Engine, create_engine, event
@@ -27,6 +31,7 @@ from infrastructure.settings import SECRET_LENGTH_MIN, Settings, get_settings
 from infrastructure.telemetry import setup_telemetry, trace_event_store
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
+CONFLICT_LANE_LOCK_KEY = 0x1A7A_C0DE  # pg_advisory_lock key of the group-commit conflict lane
 PEPPER_FILE_NAME = "auth-pepper"
 
 
@@ -72,13 +77,56 @@ class Runtime:
     ledger: Ledger
     engine: Engine
     _closed: bool = field(default=False, repr=False)
+    _lane: PostgresConflictLane | None = field(default=None, repr=False)
 
     def close(self) -> None:
+        """Drain the group-commit writer (queued writes are committed), then close."""
         if self._closed:
             return
         self._closed = True
         self.ledger.close()
+        if self._lane is not None:
+            self._lane.close()
         self.engine.dispose()
+
+
+class PostgresConflictLane:
+    """A session advisory lock that lets one conflicted batch at a time, across every
+    process on the database, re-decide and commit (see ``application.group_commit``).
+
+    One dedicated connection per process, opened on first use: the lock belongs to a
+    session, and only batches that already met a conflict ever ask for it.
+    """
+
+    def __init__(self, database: DatabaseURL, timeout_seconds: int) -> None:
+        self._database, self._timeout_seconds = database, timeout_seconds
+        self._connection: psycopg.Connection[Any] | None = None
+        self._in_process = threading.Lock()  # the session lock is re-entrant; threads must not share it
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._in_process:
+            connection = self._connect()
+            connection.execute("SELECT pg_advisory_lock(%s)", (CONFLICT_LANE_LOCK_KEY,))
+            try:
+                yield
+            finally:
+                connection.execute("SELECT pg_advisory_unlock(%s)", (CONFLICT_LANE_LOCK_KEY,))
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        if self._connection is None or self._connection.closed:
+            database = self._database
+            self._connection = psycopg.connect(
+                host=database.host, port=database.port, user=database.user,
+                password=database.password or None, dbname=database.dbname,
+                connect_timeout=self._timeout_seconds, autocommit=True,
+            )
+        return self._connection
+
+    def close(self) -> None:
+        with self._in_process:
+            if self._connection is not None:
+                self._connection.close()
 
 
 def open_runtime(settings: Settings | None = None) -> Runtime:
@@ -89,7 +137,11 @@ def open_runtime(settings: Settings | None = None) -> Runtime:
     else:
         _prepare_sqlite_file(database)
     ledger = _open_ledger(settings, database)
-    return Runtime(settings, database, ledger, _create_engine(database, settings))
+    lane = None
+    if database.is_postgres:  # SQLite serialises its writers already
+        lane = PostgresConflictLane(database, settings.db_connect_timeout_seconds)
+        ledger.conflict_lane = lane.held
+    return Runtime(settings, database, ledger, _create_engine(database, settings), _lane=lane)
 
 
 def _check_postgres_reachable(database: DatabaseURL, timeout_seconds: int) -> None:
@@ -117,9 +169,11 @@ def _prepare_sqlite_file(database: DatabaseURL) -> None:
 
 def _open_ledger(settings: Settings, database: DatabaseURL) -> Ledger:
     try:
-        return Ledger(env=eventsourcing_env(settings, database))
+        ledger = Ledger(env=eventsourcing_env(settings, database))
     except Exception as exc:  # the store's own errors differ per backend
         raise DatabaseUnavailable(f"cannot open the event store in {database.describe()}: {exc}") from None
+    ledger.start_group_commit(settings.write_batch_size_max, settings.write_batch_wait_ms / 1000)
+    return ledger
 
 
 def _create_engine(database: DatabaseURL, settings: Settings) -> Engine:

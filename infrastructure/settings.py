@@ -99,6 +99,14 @@ class Settings(BaseSettings):
             )
         return value
 
+    # --- group commit (docs/architecture.md "Group commit") ---
+    write_batch_size_max: int = Field(
+        256, ge=1, le=1000, description="Most write commands committed together in one transaction (1: one each)"
+    )
+    write_batch_wait_ms: float = Field(
+        2.0, ge=0, le=1000, description="Longest a write waits for others to share its commit, in milliseconds"
+    )
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

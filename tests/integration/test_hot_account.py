@@ -7,8 +7,12 @@ one shared ``hot`` account, all at once. Two ways to share the store:
 - one runtime per thread on the same database: separate caches and connection
   pools, which is what separate processes look like to the store.
 
-Conflicting saves are retried inside the Ledger, at most 20 times; after that it
-raises ``ConcurrencyConflict`` ("retry the request"). The correctness tests retry
+Writes go through each runtime's group-commit writer. A batch that conflicts
+with another runtime's write re-decides the affected commands on fresh state and
+then waits in the cross-process conflict lane (a PostgreSQL advisory lock), so
+separate processes on one hot account take turns instead of exhausting their
+bounded retries; only then would it raise ``ConcurrencyConflict`` ("retry the
+request"). The correctness tests retry
 such a refusal as a client would (same ``external_id``, so a retry can never post
 twice) and check that nothing was lost or doubled. ``test_no_writer_is_refused``
 holds the Ledger to not refusing at all under this modest load. Any other error
@@ -143,20 +147,7 @@ def test_no_lost_update_on_a_hot_account(database_url: str, open_rt: OpenRuntime
     writers.check()
 
 
-@pytest.mark.parametrize(
-    "sharing",
-    [
-        "one-ledger",
-        pytest.param(
-            "runtime-per-thread",
-            marks=pytest.mark.xfail(
-                strict=False,
-                reason="known limit: eight separate processes on one hot account can exhaust optimistic "
-                "retries; cross-process serialisation arrives with the group-commit writer (throughput issue)",
-            ),
-        ),
-    ],
-)
+@SHARING
 def test_no_writer_is_refused(database_url: str, open_rt: OpenRuntime, sharing: str) -> None:
     """Eight writers on one account must not exhaust the Ledger's own conflict retries."""
     writers = Writers(database_url, open_rt, sharing)
