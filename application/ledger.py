@@ -19,8 +19,10 @@ from datetime import date, datetime, timezone
 from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.persistence import IntegrityError, Transcoder, Transcoding
+
+from application.group_commit import Batch, active_working_set
 
 from domain.account import Account
 from domain.chain import ChainBreak, verify_chain
@@ -32,6 +34,7 @@ from domain.errors import (
     DuplicateExternalId,
     InvalidCapture,
     InvalidTransaction,
+    LedgerError,
     TenantAlreadyExists,
     TenantNotFound,
     TransactionNotFound,
@@ -49,6 +52,7 @@ BACKOFF_BASE_SECONDS = 0.001
 BACKOFF_CEILING_SECONDS = 0.05
 WRITE_LOCK_STRIPES = 1024
 CHAIN_EVENTS_PAGE = 1000
+POST_TRANSACTIONS_MAX = 1000
 
 
 class DateAsISO(Transcoding):
@@ -74,6 +78,17 @@ class PostingInstruction:
     account_id: UUID
     amount: str
     currency: str | None = None
+
+
+@dataclass(frozen=True)
+class TransactionRequest:
+    """One journal entry of a ``post_transactions`` batch (the arguments of ``post_transaction``)."""
+
+    external_id: str
+    effective_date: date
+    postings: Sequence[PostingInstruction]
+    description: str = ""
+    metadata: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +149,10 @@ class Ledger(Application):
     # --- plumbing ---------------------------------------------------------------
 
     def _save(self, *aggregates: Any) -> int | None:
+        working_set = active_working_set()
+        if working_set is not None:  # deciding inside a batch: the batch saves, then sets positions
+            working_set.stage(*aggregates)
+            return None
         recordings = self.save(*aggregates)
         positions = [r.notification.id for r in recordings if r.notification.id is not None]
         return max(positions) if positions else None
@@ -155,11 +174,46 @@ class Ledger(Application):
         raise ConcurrencyConflict(f"gave up after {SAVE_ATTEMPTS_MAX} conflicting attempts; retry the request")
 
     def _get(self, aggregate_id: UUID, kind: type[T]) -> T | None:
+        # Every use case reads through here, so inside a batch it reads the batch's
+        # working set: the state the earlier commands of the batch left behind.
+        working_set = active_working_set()
+        aggregate = working_set.get(aggregate_id) if working_set is not None else self._load(aggregate_id)
+        return aggregate if isinstance(aggregate, kind) else None
+
+    # --- the event store as a batch sees it (application.group_commit.BatchStore) ---
+
+    def _load(self, aggregate_id: UUID) -> Any | None:
         try:
-            aggregate = self.repository.get(aggregate_id)
+            return self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
-        return aggregate if isinstance(aggregate, kind) else None
+
+    def _load_at(self, aggregate_id: UUID, version: int) -> Any:
+        latest = self._load(aggregate_id)
+        if latest is not None and latest.version == version:
+            return latest  # the usual case, served from the cache
+        return self.repository.get(aggregate_id, version=version)
+
+    def _stored_version(self, aggregate_id: UUID) -> int:
+        last = self.recorder.select_events(aggregate_id, desc=True, limit=1)
+        return last[0].originator_version if last else 0
+
+    def _save_events(self, events: Sequence[Any], aggregates: Iterable[Any]) -> dict[tuple[UUID, int], int]:
+        """One atomic write of a batch's events, in the order given (``Application.save``
+        collects per aggregate, which would not keep the commands' order in the log)."""
+        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
+        processing_event.events.extend(events)
+        processing_event.aggregates.update((a.id, a) for a in aggregates)
+        recordings = self._record(processing_event)
+        for aggregate in processing_event.aggregates.values():
+            aggregate.collect_events()  # stored now
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        return {(r.domain_event.originator_id, r.domain_event.originator_version): r.notification.id
+                for r in recordings}
+
+    def _batch_store(self) -> _LedgerBatchStore:
+        return _LedgerBatchStore(self)
 
     # --- tenants ----------------------------------------------------------------
 
@@ -289,6 +343,26 @@ class Ledger(Application):
         return self._record_new(tenant_id, external_id, effective_date, postings, description, metadata,
                                 _HoldRequest(expires_at))
 
+    def post_transactions(
+        self, tenant_id: UUID, requests: Sequence[TransactionRequest], *, commit: bool = True
+    ) -> list[Recorded | LedgerError]:
+        """Decide each request in order against one working set, and save every accepted
+        one in ONE save. Each gets its own outcome: a rejection is returned in its place,
+        never raised, and never undoes its neighbours. ``commit=False`` decides
+        everything (a dry run) and saves nothing."""
+        assert len(requests) <= POST_TRANSACTIONS_MAX, f"at most {POST_TRANSACTIONS_MAX} requests per batch"
+        decisions = [self._request_decision(tenant_id, request) for request in requests]
+        keys = [p.account_id for r in requests for p in r.postings]
+        with self._write_locks.holding(keys):
+            return Batch(self._batch_store(), decisions).run(commit=commit)
+
+    def _request_decision(self, tenant_id: UUID, request: TransactionRequest) -> Callable[[], Recorded]:
+        try:
+            return self._new_transaction_decision(tenant_id, request.external_id, request.effective_date,
+                                                  request.postings, request.description, request.metadata, None)
+        except LedgerError as error:
+            return _rejected(error)  # invalid before any state is read: its outcome is this error
+
     def _record_new(  # noqa: PLR0913
         self,
         tenant_id: UUID,
@@ -299,6 +373,20 @@ class Ledger(Application):
         metadata: dict[str, str] | None,
         hold: _HoldRequest | None,
     ) -> Recorded:
+        decide = self._new_transaction_decision(tenant_id, external_id, effective_date, postings, description,
+                                                metadata, hold)
+        return self._retrying(decide, lock_keys=[p.account_id for p in postings])
+
+    def _new_transaction_decision(  # noqa: PLR0913
+        self,
+        tenant_id: UUID,
+        external_id: str,
+        effective_date: date,
+        postings: Sequence[PostingInstruction],
+        description: str,
+        metadata: dict[str, str] | None,
+        hold: _HoldRequest | None,
+    ) -> Callable[[], Recorded]:
         check_external_id(external_id)
         check_posting_count(len(postings))
         _check_effective_date(effective_date)
@@ -327,7 +415,7 @@ class Ledger(Application):
                 _apply_reservations(transaction, accounts)
             return Recorded(transaction, self._save(transaction, *accounts.values()))
 
-        return self._retrying(decide, lock_keys=[p.account_id for p in postings])
+        return decide
 
     # --- holds ------------------------------------------------------------------
 
@@ -528,3 +616,29 @@ def _apply_postings(transaction: Transaction, accounts: dict[UUID, Account]) -> 
         accounts[posting.account_id].check_posting(posting.amount_minor, posting.currency)
     for posting in transaction.postings:
         accounts[posting.account_id].record_posting(transaction.id, posting.amount_minor, posting.currency)
+
+
+def _rejected(error: LedgerError) -> Callable[[], Recorded]:
+    def decide() -> Recorded:
+        raise error
+
+    return decide
+
+
+@dataclass(frozen=True)
+class _LedgerBatchStore:
+    """The Ledger's event store seen through ``application.group_commit.BatchStore``."""
+
+    ledger: Ledger
+
+    def load(self, aggregate_id: UUID) -> Any | None:
+        return self.ledger._load(aggregate_id)
+
+    def load_at(self, aggregate_id: UUID, version: int) -> Any:
+        return self.ledger._load_at(aggregate_id, version)
+
+    def stored_version(self, aggregate_id: UUID) -> int:
+        return self.ledger._stored_version(aggregate_id)
+
+    def save_events(self, events: Sequence[Any], aggregates: Iterable[Any]) -> dict[tuple[UUID, int], int]:
+        return self.ledger._save_events(events, aggregates)

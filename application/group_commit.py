@@ -1,0 +1,277 @@
+"""Deciding many commands against one working set and committing them in one save.
+
+A *batch* runs its commands in order. Each command reads aggregates through the
+batch's ``WorkingSet`` (so it sees the effect of the commands before it, and an
+in-batch duplicate ``external_id`` is found before the store is asked) and its new
+events are kept per command. Every accepted command's events are then written in
+ONE atomic save, in command order, so each command's log position is the highest
+notification id of its own events and positions ascend with the commands.
+
+Rules that keep this exactly as safe as one save per command:
+
+- A rejected command leaves the working set as it found it: any aggregate it
+  changed before raising is rebuilt from the store plus the events the earlier
+  commands left on it. Its neighbours keep their decisions.
+- Each command's result keeps the aggregate state it was decided with: an
+  aggregate a later command touches again is copied first (copy on write).
+- A save that conflicts with another process (``IntegrityError``) finds the stale
+  aggregates by comparing every working-set version with the store's, then
+  re-decides only the commands that read or wrote a stale aggregate, or an
+  aggregate a re-decided command writes; the others keep their events.
+- Nothing is returned as accepted before its save has committed.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError
+
+from domain.errors import ConcurrencyConflict, LedgerError
+
+COMMIT_ATTEMPTS_MAX = 20
+BACKOFF_BASE_SECONDS = 0.001
+BACKOFF_CEILING_SECONDS = 0.05
+
+_active: ContextVar[WorkingSet | None] = ContextVar("invario_working_set", default=None)
+
+
+def active_working_set() -> WorkingSet | None:
+    """The working set of the batch whose command is being decided, if any."""
+    return _active.get()
+
+
+class BatchStore(Protocol):
+    """What a batch needs from the application's event store."""
+
+    def load(self, aggregate_id: UUID) -> Any | None: ...
+
+    def load_at(self, aggregate_id: UUID, version: int) -> Any: ...
+
+    def stored_version(self, aggregate_id: UUID) -> int: ...
+
+    def save_events(self, events: Sequence[Any], aggregates: Iterable[Any]) -> dict[tuple[UUID, int], int]: ...
+
+
+@dataclass
+class _Entry:
+    aggregate: Any | None
+    base_version: int  # the store's version when loaded; 0: not in the store
+
+
+@dataclass
+class _Trace:
+    """What one command read and what it wrote."""
+
+    pending_at_touch: dict[UUID, int] = field(default_factory=dict)
+    events: list[Any] = field(default_factory=list)
+    written: set[UUID] = field(default_factory=set)
+
+
+class WorkingSet:
+    """The aggregates of one batch, each loaded once and changed in command order."""
+
+    def __init__(self, store: BatchStore) -> None:
+        self._store = store
+        self.entries: dict[UUID, _Entry] = {}
+        self._trace = _Trace()
+        self._shared: set[UUID] = set()  # objects an earlier command's result still holds
+
+    def get(self, aggregate_id: UUID) -> Any | None:
+        entry = self.entries.get(aggregate_id)
+        if entry is None:
+            aggregate = self._store.load(aggregate_id)
+            entry = self.entries[aggregate_id] = _Entry(aggregate, aggregate.version if aggregate is not None else 0)
+        elif aggregate_id in self._shared:
+            entry.aggregate = copy.deepcopy(entry.aggregate)
+            self._shared.discard(aggregate_id)
+        self._touch(aggregate_id, entry)
+        return entry.aggregate
+
+    def stage(self, *aggregates: Any) -> None:
+        """Take the aggregates a command saves; new ones join the working set."""
+        for aggregate in aggregates:
+            entry = self.entries.setdefault(aggregate.id, _Entry(None, 0))
+            if entry.aggregate is None:
+                entry.aggregate = aggregate
+            assert entry.aggregate is aggregate, "a command saves the working set's own objects"
+            self._touch(aggregate.id, entry)
+
+    def _touch(self, aggregate_id: UUID, entry: _Entry) -> None:
+        pending = len(entry.aggregate.pending_events) if entry.aggregate is not None else 0
+        self._trace.pending_at_touch.setdefault(aggregate_id, pending)
+
+    def begin(self) -> None:
+        self._trace = _Trace()
+
+    def finish(self, result: Any) -> _Trace:
+        """Close an accepted command: its new events, and its result kept as decided."""
+        trace = self._trace
+        for aggregate_id, pending in trace.pending_at_touch.items():
+            aggregate = self.entries[aggregate_id].aggregate
+            new = aggregate.pending_events[pending:] if aggregate is not None else []
+            trace.events.extend(new)
+            if new:
+                trace.written.add(aggregate_id)
+        result_id = getattr(getattr(result, "aggregate", None), "id", None)
+        if result_id in self.entries and self.entries[result_id].aggregate is result.aggregate:
+            self._shared.add(result_id)
+        return trace
+
+    def abort(self) -> _Trace:
+        """Close a rejected command: undo whatever it changed before it raised."""
+        trace = self._trace
+        for aggregate_id, pending in trace.pending_at_touch.items():
+            entry = self.entries[aggregate_id]
+            if entry.aggregate is not None and len(entry.aggregate.pending_events) > pending:
+                kept = list(entry.aggregate.pending_events[:pending])
+                entry.aggregate = self._rebuilt(aggregate_id, entry.base_version, kept)
+                self._shared.discard(aggregate_id)
+        return trace
+
+    def reset(self, aggregate_ids: set[UUID], stale: set[UUID], kept: dict[UUID, list[Any]]) -> None:
+        """Stale aggregates are reloaded; the others are rebuilt with only ``kept`` events."""
+        for aggregate_id in aggregate_ids:
+            entry = self.entries[aggregate_id]
+            if aggregate_id in stale:
+                assert not kept.get(aggregate_id), "no kept command touched a stale aggregate"
+                fresh = self._store.load(aggregate_id)
+                entry.aggregate, entry.base_version = fresh, fresh.version if fresh is not None else 0
+            else:
+                entry.aggregate = self._rebuilt(aggregate_id, entry.base_version, kept.get(aggregate_id, []))
+            self._shared.discard(aggregate_id)
+
+    def _rebuilt(self, aggregate_id: UUID, base_version: int, events: list[Any]) -> Any | None:
+        aggregate = self._store.load_at(aggregate_id, base_version) if base_version else None
+        for event in events:
+            aggregate = event.mutate(aggregate)
+        if aggregate is not None:
+            aggregate.pending_events.extend(events)
+        return aggregate
+
+    def stale_ids(self) -> set[UUID]:
+        return {i for i, e in self.entries.items() if self._store.stored_version(i) != e.base_version}
+
+    def aggregates(self) -> list[Any]:
+        return [e.aggregate for e in self.entries.values() if e.aggregate is not None]
+
+
+_NEEDS_FRESH_STATE = object()  # a decision that read inconsistent state (it raised IntegrityError)
+
+Outcome = Any  # a Recorded, a LedgerError, or _NEEDS_FRESH_STATE while undecided
+
+
+class Batch:
+    """Commands decided in order against one working set, committed in one save."""
+
+    def __init__(self, store: BatchStore, commands: Sequence[Callable[[], Any]]) -> None:
+        self._store = store
+        self._commands = commands
+        self.ws = WorkingSet(store)
+        self._traces: list[_Trace] = [_Trace() for _ in commands]
+        self.outcomes: list[Outcome] = [None] * len(commands)
+        self.decisions = 0  # how many times any command was decided (tests read it)
+
+    def run(self, *, commit: bool = True) -> list[Any]:
+        for index in range(len(self._commands)):
+            self._decide(index)
+        if commit:
+            self._commit_with_retries()
+        return [self._final(o) for o in self.outcomes]
+
+    @staticmethod
+    def _final(outcome: Outcome) -> Any:
+        if outcome is _NEEDS_FRESH_STATE:
+            return ConcurrencyConflict("the state changed under this request too often; retry the request")
+        return outcome
+
+    def _decide(self, index: int) -> None:
+        self.decisions += 1
+        self.ws.begin()
+        token = _active.set(self.ws)
+        try:
+            result = self._commands[index]()
+        except LedgerError as error:
+            self._traces[index], self.outcomes[index] = self.ws.abort(), error
+        except IntegrityError:
+            self._traces[index], self.outcomes[index] = self.ws.abort(), _NEEDS_FRESH_STATE
+        else:
+            self._traces[index], self.outcomes[index] = self.ws.finish(result), result
+        finally:
+            _active.reset(token)
+
+    def _commit_with_retries(self) -> None:
+        for attempt in range(COMMIT_ATTEMPTS_MAX):
+            last = attempt == COMMIT_ATTEMPTS_MAX - 1
+            if _NEEDS_FRESH_STATE not in self.outcomes:
+                try:
+                    self._commit()
+                    return
+                except IntegrityError:
+                    pass
+            ceiling = min(BACKOFF_CEILING_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
+            time.sleep(random.uniform(0, ceiling))  # noqa: S311 - jitter, not security
+            self._redecide_affected(give_up=last)
+        try:
+            self._commit()  # only commands untouched by the conflicts are left; one last try
+        except IntegrityError:
+            self.outcomes = [o if isinstance(o, LedgerError) else _NEEDS_FRESH_STATE for o in self.outcomes]
+
+    def _commit(self) -> None:
+        events = [event for trace in self._traces for event in trace.events]
+        if not events:
+            return
+        positions = self._store.save_events(events, self.ws.aggregates())
+        for index, trace in enumerate(self._traces):
+            outcome = self.outcomes[index]
+            if trace.events and not isinstance(outcome, LedgerError):
+                position = max(positions[(e.originator_id, e.originator_version)] for e in trace.events)
+                self.outcomes[index] = replace(outcome, position=position)
+            if hasattr(getattr(outcome, "aggregate", None), "collect_events"):
+                outcome.aggregate.collect_events()  # its events are stored now
+
+    def _redecide_affected(self, *, give_up: bool) -> None:
+        """Reload what another writer changed and decide again only what depended on it."""
+        stale = self.ws.stale_ids() or set(self.ws.entries)  # nothing visible: trust nothing
+        dirty, redo = set(stale), []
+        for index, trace in enumerate(self._traces):
+            if self.outcomes[index] is _NEEDS_FRESH_STATE or dirty & trace.pending_at_touch.keys():
+                redo.append(index)
+                dirty |= trace.written
+        kept: dict[UUID, list[Any]] = {}
+        for index, trace in enumerate(self._traces):
+            if index not in redo:
+                for event in trace.events:
+                    kept.setdefault(event.originator_id, []).append(event)
+        self.ws.reset(dirty & self.ws.entries.keys(), stale, kept)
+        for index in redo:
+            if give_up:
+                self._traces[index], self.outcomes[index] = _Trace(), _NEEDS_FRESH_STATE
+            else:
+                self._decide(index)
+        if not give_up and not _versions_ascend(self._traces):
+            self._redecide_everything()
+
+    def _redecide_everything(self) -> None:
+        # A re-decided command wrote an aggregate a kept later command also wrote:
+        # their order in the log would contradict their versions, so start over.
+        self.ws = WorkingSet(self._store)
+        for index in range(len(self._commands)):
+            self._decide(index)
+
+
+def _versions_ascend(traces: Sequence[_Trace]) -> bool:
+    last: dict[UUID, int] = {}
+    for trace in traces:
+        for event in trace.events:
+            if event.originator_version <= last.get(event.originator_id, 0):
+                return False
+            last[event.originator_id] = event.originator_version
+    return True
