@@ -29,8 +29,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 from uuid import UUID
 
-from application.ledger import Ledger, PostingInstruction
+from application.ledger import Ledger, PostingInstruction, TransactionRequest
 from domain.errors import (
+    AccountNotFound,
     DuplicateExternalId,
     InvalidAmount,
     InvalidBatch,
@@ -74,6 +75,7 @@ class BatchLine:
     description: str
     metadata: dict[str, str] | None
     content_key: int  # a hash of everything but the external id: equal lines, equal keys
+    references: tuple[str, ...] = ()  # the accounts as the file names them, for messages
 
     @property
     def external_key(self) -> int:
@@ -147,7 +149,9 @@ def _line(tenant_id: UUID, line_no: int, fields: dict[str, Any], postings: list[
     if metadata is not None and not isinstance(metadata, dict):
         raise MalformedJsonLine("metadata must be an object of strings")
     key = _content_key(effective_date, instructions, description, metadata)
-    return BatchLine(line_no, external_id, effective_date, tuple(instructions), description, metadata, key)
+    references = tuple(str(reference) for reference, _amount, _currency in postings)
+    return BatchLine(line_no, external_id, effective_date, tuple(instructions), description, metadata, key,
+                     references)
 
 
 def check_csv_header(header: bytes) -> list[str]:
@@ -359,10 +363,6 @@ def post_lines(ledger: Ledger, tenant_id: UUID, lines: Sequence[BatchLine], *, c
     assert len(lines) <= CHUNK_LINES
     if not lines:
         return []
-    if not hasattr(ledger, "post_transactions"):  # until the bulk use case lands
-        return _post_one_by_one(ledger, tenant_id, lines, commit=commit)
-    from application.ledger import TransactionRequest  # type: ignore[attr-defined]
-
     requests = [TransactionRequest(line.external_id, line.effective_date, line.postings, line.description,
                                    line.metadata) for line in lines]
     try:
@@ -372,10 +372,20 @@ def post_lines(ledger: Ledger, tenant_id: UUID, lines: Sequence[BatchLine], *, c
     outcomes: list[Outcome] = []
     for line, result in zip(lines, results, strict=True):
         if isinstance(result, LedgerError):
-            outcomes.append(LineError(line.line_no, result.code, result.message))
+            outcomes.append(LineError(line.line_no, result.code, _as_named(result, line)))
         else:
             outcomes.append(REPLAYED if result.replayed else ACCEPTED)
     return outcomes
+
+
+def _as_named(error: LedgerError, line: BatchLine) -> str:
+    """The error's message, naming an unknown account as the file did (its code), not by its derived id."""
+    account_id = error.details.get("account_id")
+    if isinstance(error, AccountNotFound) and account_id is not None:
+        for instruction, reference in zip(line.postings, line.references, strict=True):
+            if str(instruction.account_id) == account_id:
+                return f"account {reference!r} not found"
+    return error.message
 
 
 # --- processing -------------------------------------------------------------------------------
@@ -499,25 +509,3 @@ def _repeated(values: array) -> set[int]:  # type: ignore[type-arg]
     ordered = sorted(values)
     return {b for a, b in zip(ordered, ordered[1:]) if a == b}
 
-
-def _post_one_by_one(ledger: Ledger, tenant_id: UUID, lines: Sequence[BatchLine], *, commit: bool) -> list[Outcome]:
-    from domain.money import parse_amount_minor
-    from domain.transaction import Posting, check_postings
-
-    outcomes: list[Outcome] = []
-    for line in lines:
-        try:
-            if commit:
-                recorded = ledger.post_transaction(tenant_id, line.external_id, line.effective_date, line.postings,
-                                                   line.description, line.metadata)
-                outcomes.append(REPLAYED if recorded.replayed else ACCEPTED)
-                continue
-            legs = []
-            for p in line.postings:
-                account = ledger.get_account(tenant_id, p.account_id)
-                legs.append(Posting(account.id, parse_amount_minor(p.amount, account.currency), account.currency))
-            check_postings(tuple(legs))
-            outcomes.append(ACCEPTED)
-        except LedgerError as exc:
-            outcomes.append(LineError(line.line_no, exc.code, exc.message))
-    return outcomes

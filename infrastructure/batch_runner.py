@@ -19,6 +19,7 @@ from application.batches import CSV, BatchInfo, BatchProcessor, LeaseLost, LineC
 from application.ledger import Ledger
 from domain.errors import InvalidBatch
 from infrastructure.batch_store import BatchStore
+from infrastructure.bootstrap import Runtime
 
 log = logging.getLogger("invario.batches")
 
@@ -149,3 +150,9 @@ class BatchRunner:
                               extra={"event": "batch_runner_failed"})
             self._wake.wait(self.poll_seconds)
             self._wake.clear()
+
+
+def runner_for(runtime: Runtime, role: str = "worker") -> BatchRunner:
+    settings = runtime.settings
+    return BatchRunner(runtime.ledger, BatchStore(runtime.engine, settings.batch_lease_seconds),
+                       settings.batch_poll_seconds, role=role)

@@ -150,6 +150,10 @@ from interfaces.cli import integrity_cmds  # noqa: E402 - verify, digest, genera
 
 integrity_cmds.register(app)
 
+from interfaces.cli import import_cmds  # noqa: E402 - import FILE (batch files, docs/batches.md)
+
+import_cmds.register(app)
+
 
 def main() -> None:  # pragma: no cover - console entry point
     app()
