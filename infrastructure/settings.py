@@ -82,6 +82,18 @@ class Settings(BaseSettings):
         2.0, gt=0, le=30, description="Bound on each HTTP call of 'invario evidence' (/health, /metrics)"
     )
 
+    # --- batch ingestion (docs/batches.md) ---
+    batch_body_max_bytes: int = Field(
+        268_435_456, ge=1024, le=4_294_967_296,
+        description="Largest batch file POST /v1/batches accepts (larger: 413); INVARIO_HTTP_BODY_MAX_BYTES "
+        "does not apply to it",
+    )
+    batch_lease_seconds: float = Field(
+        60.0, ge=1, le=3600, description="A worker that has not recorded progress on its batch for this long "
+        "is presumed dead: another worker takes the batch over",
+    )
+    batch_poll_seconds: float = Field(2.0, gt=0, le=60, description="How often a worker looks for queued batches")
+
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _case_insensitive(cls, value: object) -> object:

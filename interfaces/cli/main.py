@@ -162,6 +162,10 @@ from interfaces.cli import demo_cmds  # noqa: E402 - invario demo
 
 app.command()(demo_cmds.demo)
 
+from interfaces.cli import import_cmds  # noqa: E402 - import FILE (batch files, docs/batches.md)
+
+import_cmds.register(app)
+
 
 def main() -> None:  # pragma: no cover - console entry point
     app()

@@ -157,9 +157,11 @@ def worker(
         how = f"LISTEN {waiter.channel}" if hasattr(waiter, "channel") else f"polling every {idle_seconds:g} s"
         typer.echo(f"invario worker: following {runtime.database.describe()} ({how})", err=True)
         previous = _stop_on_signals(stop) if not once else {}
+        batches = _start_batches(runtime, once)
         try:
             loop.run(until_idle=once)
         finally:
+            batches.stop()
             waiter.close()
             if metrics_server is not None:
                 metrics_server.shutdown()
@@ -169,6 +171,18 @@ def worker(
     if loop.failing:
         raise _fail(f"followers failed: {', '.join(loop.failing)} (see 'invario projections status')", EXIT_FOLLOWER_FAILED)
     typer.echo("invario worker: stopped", err=True)
+
+
+def _start_batches(runtime: Runtime, once: bool) -> Any:
+    """Queued batch files (docs/batches.md): drained now with --once, else processed in a thread."""
+    from infrastructure.batch_runner import runner_for
+
+    batches = runner_for(runtime)
+    if once:
+        batches.run_pending()
+    else:
+        batches.start()
+    return batches
 
 
 def _worker_logging() -> None:

@@ -19,6 +19,8 @@ from interfaces.http.metrics import NATIVE_TELEMETRY_OFF, install_metrics
 from interfaces.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from interfaces.http.openapi import install_openapi
 from interfaces.http.queries import build_read_models
+from interfaces.http.routes_batches import PATH as BATCHES_PATH
+from interfaces.http.routes_batches import install_batches
 from interfaces.http.routes_integrity import install_integrity
 
 TAGS = [
@@ -26,6 +28,7 @@ TAGS = [
     {"name": "transactions", "description": "Balanced journal entries and their reversals"},
     {"name": "admin", "description": "Operators: tenants (INVARIO_ADMIN_TOKEN)"},
     {"name": "operations", "description": "Health and readiness"},
+    {"name": "batches", "description": "Files of transactions (CSV, JSONL) posted in the background"},
     {"name": "integrity", "description": "Signed digests of the hash chains (see docs/integrity.md)"},
 ]
 
@@ -40,7 +43,9 @@ def create_app(runtime: Runtime, services: ApiServices | None = None) -> FastAPI
     install_exception_handlers(app)
     for module in (routes_accounts, routes_transactions, routes_admin):
         app.include_router(module.router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.http_body_max_bytes)
+    install_batches(app, runtime)  # /v1/batches, its store and (SQLite) its in-process runner
+    app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.http_body_max_bytes,
+                       limits_by_path={BATCHES_PATH: runtime.settings.batch_body_max_bytes})
     app.add_middleware(RequestContextMiddleware)  # added last: outermost
     install_openapi(app)
     install_integrity(app, runtime)  # /health, /health/ready, digests, audits and the write guard

@@ -98,20 +98,22 @@ class BodyTooLarge(HTTPException):
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, limits_by_path: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.limits_by_path = limits_by_path or {}  # uploads (batch files) have their own, larger bound
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.limits_by_path.get(scope.get("path", ""), self.max_bytes)
         declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
             response = problem_response(
-                413, "body_too_large", f"the request body exceeds the limit of {self.max_bytes} bytes",
+                413, "body_too_large", f"the request body exceeds the limit of {max_bytes} bytes",
                 instance=scope.get("path"), request_id=scope.get(SCOPE_REQUEST_ID),
-                extensions={"limit": self.max_bytes},
+                extensions={"limit": max_bytes},
             )
             await response(scope, receive, send)
             return
@@ -122,8 +124,8 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)  # an HTTPException: FastAPI re-raises it as is
+                if received > max_bytes:
+                    raise BodyTooLarge(max_bytes)  # an HTTPException: FastAPI re-raises it as is
             return message
 
         await self.app(scope, limited_receive, send)

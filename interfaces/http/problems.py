@@ -76,6 +76,13 @@ STATUS_BY_ERROR: dict[type[e.LedgerError], int] = {
     e.InvalidCapture: 422,
     e.TransactionNotPosted: 409,
     e.AccountHasHolds: 409,
+    e.BatchNotFound: 404,
+    e.InvalidBatch: 422,
+    e.InvalidEncoding: 422,
+    e.MalformedCsv: 422,
+    e.MalformedJsonLine: 422,
+    e.InvalidDate: 422,
+    e.MissingField: 422,
 }
 
 _RESERVED = frozenset({"type", "title", "status", "detail", "code", "instance", "request_id"})

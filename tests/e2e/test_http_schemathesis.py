@@ -36,7 +36,9 @@ def seeded(database_url: str) -> Iterator[tuple[Api, dict[str, str], dict[str, A
     wallet = api.open_account(tenant, "wallet", type="liability")
     posted = api.post(tenant, "seed", (cash, "5.00"), (wallet, "-5.00")).json()
     api.catch_up()
-    ids = {"account_id": cash, "transaction_id": posted["id"], "tenant_id": str(tenant.id)}
+    batch = api.client.post("/v1/batches", content=b"external_id,effective_date,postings\nb-1,2026-11-23,cash=1;wallet=-1\n",
+                            headers={**tenant.headers, "Content-Type": "text/csv"}).json()
+    ids = {"account_id": cash, "transaction_id": posted["id"], "tenant_id": str(tenant.id), "batch_id": batch["id"]}
     yield api, tenant.headers, ids
     apps.close()
 
