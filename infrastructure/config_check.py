@@ -41,7 +41,7 @@ SECRET_BITS_MIN = 100  # estimated from the characters' frequencies; token_urlsa
 DISTINCT_CHARACTERS_MIN = 10
 PLACEHOLDER_WORDS = ("changeme", "change-me", "change_me", "replaceme", "replace-me", "replace_me",
                      "example", "placeholder", "password", "your-secret", "yoursecret", "insecure", "dummy",
-                     "xxxxxxxx", "12345678", "abcdefgh", "secretsecret")
+                     "xxxxxxxx", "secretsecret")
 GENERATE_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 OK, WARN, ERROR = "OK", "WARN", "ERROR"
