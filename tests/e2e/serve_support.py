@@ -89,7 +89,8 @@ class ServedApi:
         self.stop()
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def wait_until_healthy(self, seconds: float = 60) -> None:
