@@ -109,7 +109,7 @@ def serve(
     typer.echo("invario: stopped", err=True)
 
 
-SHUTDOWN_GRACE_SECONDS = 20  # in-flight requests; the followers' batch and closing the store fit in the rest of 30 s
+SHUTDOWN_GRACE_SECONDS = 15  # in-flight requests; then <= 10 s for the followers' batch, and closing the store: < 30 s
 
 
 def _serve_until_signalled(api: object, host: str, port: int, log_level: str) -> None:
