@@ -37,6 +37,14 @@ def operator_errors() -> Iterator[None]:
     except DatabaseUnavailable as exc:
         typer.secho(f"invario: database unavailable: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(EXIT_DATABASE) from None
+    except Exception as exc:
+        from infrastructure.db_errors import classify_database_error
+
+        failure = classify_database_error(exc)  # the database failed mid-command (docs/failure-modes.md)
+        if failure is None:
+            raise
+        typer.secho(f"invario: {failure.code.replace('_', ' ')}: {failure.reason}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(EXIT_DATABASE) from None
 
 
 def _print_version(value: bool) -> None:

@@ -5,7 +5,8 @@ audit ``GET /admin/tenants/{id}/audit/verify``; ``install_integrity`` wires them
   503 with ``"integrity": "broken"`` and the location of the break while a hash
   chain is broken, and 503 with ``"database": "error"`` when the database does not
   answer within ``INVARIO_HEALTH_TIMEOUT_SECONDS``. It never hangs: the checks run
-  in a background thread and are waited for boundedly.
+  in a background thread and are waited for boundedly. A 503 carries ``Retry-After``
+  (docs/failure-modes.md).
 - ``/health/ready`` answers 503 until the database answers, the schema is at the
   head revision and the slowest projection is at most ``INVARIO_READY_MAX_LAG``
   events behind the log.

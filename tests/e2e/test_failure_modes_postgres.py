@@ -24,6 +24,8 @@ from tests.e2e.serve_support import (
     prepare_ledger,
     write_side_counts,
 )
+from tests.e2e.http_fixtures import PEPPER
+from tests.e2e.test_cli_basics import run_invario
 from tests.support import postgres
 from tests.support.pg_server import PrivateServer, ServerSetupFailed
 
@@ -117,6 +119,10 @@ def test_a_read_only_database_refuses_writes_and_serves_reads(
         assert api.get_account().status_code == 200
         assert api.client.get("/health").status_code == 200
         assert event_count(pg_database_url) == before[0]
+        command = run_invario("create-tenant", "globex", env={"INVARIO_DATABASE_URL": pg_database_url,
+                                                               "INVARIO_AUTH_PEPPER": PEPPER})
+        assert command.returncode == 3 and len(command.stderr.strip().splitlines()) == 1, command.stderr
+        assert "Traceback" not in command.stderr + command.stdout
 
         with postgres.connect(pg_server_url) as connection:
             connection.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
