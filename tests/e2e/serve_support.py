@@ -68,14 +68,14 @@ def serve_environment(database_url: str, **overrides: str) -> dict[str, str]:
 class ServedApi:
     """``invario serve`` on a free port; use as a context manager (it is always stopped)."""
 
-    def __init__(self, database_url: str, book: Book, log_path: Path, **overrides: str) -> None:
+    def __init__(self, database_url: str, book: Book, log_path: Path, *arguments: str, **overrides: str) -> None:
         self.book = book
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log: TextIO = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(  # noqa: S603 - our own console script
-            [INVARIO, "serve", "--port", str(self.port)], env=serve_environment(database_url, **overrides),
+            [INVARIO, "serve", "--port", str(self.port), *arguments], env=serve_environment(database_url, **overrides),
             stdout=self._log, stderr=subprocess.STDOUT, text=True,
         )
         self.client = httpx.Client(base_url=self.base_url, timeout=REQUEST_TIMEOUT_SECONDS,

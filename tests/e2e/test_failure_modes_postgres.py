@@ -11,6 +11,7 @@ test), nothing may be half-written, and the service must recover by itself.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,10 +23,11 @@ from tests.e2e.serve_support import (
     assert_database_problem,
     event_count,
     prepare_ledger,
+    serve_environment,
     write_side_counts,
 )
 from tests.e2e.http_fixtures import PEPPER
-from tests.e2e.test_cli_basics import run_invario
+from tests.e2e.test_cli_basics import INVARIO, run_invario
 from tests.support import postgres
 from tests.support.pg_server import PrivateServer, ServerSetupFailed
 
@@ -97,6 +99,29 @@ def test_database_down_answers_503_fast_and_the_service_recovers_by_itself(
     events, cash, revenue = write_side_counts(url)
     assert (cash, revenue) == (200, -200)  # "before" and "after"; nothing of the outage
     assert events > 0
+
+
+def test_the_worker_rides_out_an_outage_and_catches_up(private_server: PrivateServer, tmp_path: Path) -> None:
+    url = postgres.create_database(private_server.url)
+    book = prepare_ledger(url)
+    environment = serve_environment(url, INVARIO_WORKER_METRICS_PORT="0")
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        worker = subprocess.Popen([INVARIO, "worker"], env=environment, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _until(lambda: "following" in log_path.read_text())
+        private_server.stop()
+        refused = run_invario("serve", env={"INVARIO_DATABASE_URL": url, "INVARIO_AUTH_PEPPER": PEPPER})
+        assert refused.returncode == 3 and "database unavailable" in refused.stderr  # no start without it
+        _until(lambda: "listening for new events failed" in log_path.read_text())
+        assert worker.poll() is None, log_path.read_text()[-3000:]
+        private_server.start()
+        with ServedApi(url, book, tmp_path / "serve.log", "--no-followers") as api:
+            assert api.post_transaction("after").status_code == 201
+            assert _until(lambda: api.balance().json().get("balance") == "1.00"), "the worker did not catch up"
+    finally:
+        worker.terminate()
+        worker.wait(60)
 
 
 def test_a_read_only_database_refuses_writes_and_serves_reads(
