@@ -139,14 +139,12 @@ def unsafe_to_serve(environ: Mapping[str, str] | None = None) -> None:
 # --- the report ------------------------------------------------------------------------------------------
 
 
-def _validation_errors(environ: Mapping[str, str]) -> dict[str, str]:
-    """``INVARIO_NAME -> message`` of every value the settings models reject."""
+def _validation_errors() -> dict[str, str]:
+    """``INVARIO_NAME -> message`` of every value the settings models reject, read as the service reads them."""
     errors: dict[str, str] = {}
-    values = {key[len(PREFIX):].lower(): value for key, value in environ.items() if key.startswith(PREFIX)}
     for model in SETTINGS_MODELS:
-        known = {name: values[name] for name in model.model_fields if name in values}
         try:
-            model.model_validate(known)
+            model()
         except ValidationError as exc:
             for error in exc.errors():
                 name = PREFIX + "_".join(str(part) for part in error["loc"]).upper()
@@ -197,10 +195,10 @@ def _loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
-def check_environment(environ: Mapping[str, str] | None = None) -> list[Finding]:
+def check_environment() -> list[Finding]:
     """Every setting as ``invario check-config`` reports it, then any unknown ``INVARIO_*`` variable."""
-    environ = os.environ if environ is None else environ
-    errors = {**_validation_errors(environ), **secret_problems(environ)}
+    environ = os.environ
+    errors = {**_validation_errors(), **secret_problems(environ)}
     notes = _notes(environ)
     findings = []
     fields = setting_fields()
