@@ -22,6 +22,7 @@ from sqlalchemy import Engine, create_engine, event
 
 from application.access import AccessService
 from application.ledger import Ledger
+from infrastructure import pg_store
 from infrastructure.correlation import install_log_record_factory
 from infrastructure.database import DatabaseURL
 from infrastructure.errors import ConfigError, DatabaseUnavailable
@@ -57,6 +58,7 @@ def eventsourcing_env(settings: Settings, database: DatabaseURL) -> dict[str, st
             POSTGRES_MAX_OVERFLOW=str(settings.db_pool_size),
             POSTGRES_LOCK_TIMEOUT=str(settings.db_lock_timeout_seconds),
             POSTGRES_PRE_PING="y",
+            APPLICATION_RECORDER_TOPIC=pg_store.RECORDER_TOPIC,  # bounded retries: a dead database answers fast
         )
     else:
         assert database.path is not None

@@ -16,7 +16,9 @@ from collections import OrderedDict
 from typing import Protocol
 
 from sqlalchemy import Boolean, Column, DateTime, Engine, Float, String, Table, text
+from sqlalchemy.exc import DBAPIError
 
+from infrastructure.db_errors import DATABASE_READ_ONLY, classify_database_error
 from infrastructure.schema import metadata
 
 IN_PROCESS_BUCKETS_MAX = 100_000
@@ -93,12 +95,21 @@ class DatabaseTokenBucket:
         self.engine = engine
         self.rate = rate_per_second
         self.burst = float(burst)
+        self._fallback = InProcessTokenBucket(rate_per_second, burst)
 
     def acquire(self, bucket: str) -> float:
-        with self.engine.begin() as connection:
-            tokens, allowed = connection.execute(
-                _TAKE_TOKEN, {"bucket": bucket, "burst": self.burst, "rate": self.rate}
-            ).one()
+        try:
+            with self.engine.begin() as connection:
+                tokens, allowed = connection.execute(
+                    _TAKE_TOKEN, {"bucket": bucket, "burst": self.burst, "rate": self.rate}
+                ).one()
+        except DBAPIError as exc:
+            # A read-only database (a standby, default_transaction_read_only) still serves reads:
+            # limit them in this process meanwhile rather than refusing them all.
+            failure = classify_database_error(exc)
+            if failure is None or failure.code != DATABASE_READ_ONLY:
+                raise
+            return self._fallback.acquire(bucket)
         return 0.0 if allowed else _wait_seconds(float(tokens), self.rate)
 
 

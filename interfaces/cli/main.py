@@ -37,6 +37,14 @@ def operator_errors() -> Iterator[None]:
     except DatabaseUnavailable as exc:
         typer.secho(f"invario: database unavailable: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(EXIT_DATABASE) from None
+    except Exception as exc:
+        from infrastructure.db_errors import classify_database_error
+
+        failure = classify_database_error(exc)  # the database failed mid-command (docs/failure-modes.md)
+        if failure is None:
+            raise
+        typer.secho(f"invario: {failure.code.replace('_', ' ')}: {failure.reason}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(EXIT_DATABASE) from None
 
 
 def _print_version(value: bool) -> None:
@@ -68,10 +76,15 @@ def serve(
         bool, typer.Option(help="Run the log followers (global chain) in this process")
     ] = True,
 ) -> None:
-    """Serve the HTTP API on the configured store (SQLite under ./var/ by default)."""
-    import uvicorn
+    """Serve the HTTP API on the configured store (SQLite under ./var/ by default).
 
+    Refuses to start on unsafe settings (see 'invario check-config'; exit 2). On
+    SIGTERM or SIGINT it stops accepting connections, lets the requests in flight
+    finish (at most SHUTDOWN_GRACE_SECONDS), stops the followers after their
+    current batch, closes the store (which commits what it holds) and exits 0.
+    """
     from infrastructure.bootstrap import open_runtime
+    from infrastructure.config_check import unsafe_to_serve
     from infrastructure.logging_setup import configure_logging
     from infrastructure.settings import get_settings
     from interfaces.http.app import create_app
@@ -80,6 +93,7 @@ def serve(
 
     with operator_errors():
         settings = get_settings()
+        unsafe_to_serve()
         runtime = open_runtime(settings)
         _prepare_schema(runtime)
         try:
@@ -95,13 +109,36 @@ def serve(
     typer.echo(f"invario: serving {runtime.database.describe()} on http://{host or settings.host}:{port or settings.port}",
                err=True)
     try:
-        # log_config=None: uvicorn's access and error loggers reach the JSON handler set up above.
-        uvicorn.run(api, host=host or settings.host, port=port or settings.port,
-                    log_level=settings.log_level.lower(), log_config=None, access_log=True)
+        _serve_until_signalled(api, host or settings.host, port or settings.port, settings.log_level.lower())
     finally:
         if thread:
             thread.stop()
         runtime.close()
+    typer.echo("invario: stopped", err=True)
+
+
+SHUTDOWN_GRACE_SECONDS = 15  # in-flight requests; then <= 10 s for the followers' batch, and closing the store: < 30 s
+
+
+def _serve_until_signalled(api: object, host: str, port: int, log_level: str) -> None:
+    """Run uvicorn until SIGTERM/SIGINT, then return (instead of dying by the signal) so the caller can close."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # uvicorn re-raises the signal once it has shut down, which would kill the process
+            # before the follower thread and the store are closed; the caller exits 0 instead.
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    self._captured_signals.clear()
+
+    # log_config=None: uvicorn's access and error loggers reach the JSON handler set up by the caller.
+    config = uvicorn.Config(api, host=host, port=port, log_level=log_level, log_config=None, access_log=True,
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
+    Server(config).run()
 
 
 def _prepare_schema(runtime: Runtime) -> None:
@@ -165,6 +202,10 @@ app.command()(demo_cmds.demo)
 from interfaces.cli import import_cmds  # noqa: E402 - import FILE (batch files, docs/batches.md)
 
 import_cmds.register(app)
+
+from interfaces.cli import config_cmds  # noqa: E402 - check-config
+
+app.command("check-config")(config_cmds.check_config)
 
 
 def main() -> None:  # pragma: no cover - console entry point

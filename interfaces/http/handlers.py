@@ -1,17 +1,43 @@
-"""Exception handlers: every failure leaves as a problem document, never a traceback."""
+"""Exception handlers: every failure leaves as a problem document, never a traceback.
+
+Failures of the database (down, read-only, lock timeout, disk full: see
+``infrastructure.db_errors``) are 503 problems with ``Retry-After`` from the
+``DATABASE_FAILURES`` table. While the database does not answer, the
+``DatabaseGateMiddleware`` answers requests to ``/v1`` and ``/admin`` at once
+instead of letting each wait for a connection (one trial request per
+``GATE_HOLD_SECONDS`` finds out when it is back).
+"""
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 
+import psycopg
+from eventsourcing.persistence import PersistenceError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.errors import LedgerError
+from infrastructure.db_errors import DatabaseGate, classify_database_error
+from infrastructure.errors import DatabaseUnavailable
 from interfaces.http.middleware import SCOPE_REQUEST_ID
-from interfaces.http.problems import ApiProblem, ledger_error_parts, problem_response, validation_problem
+from interfaces.http.problems import (
+    ApiProblem,
+    database_problem,
+    ledger_error_parts,
+    problem_response,
+    validation_problem,
+)
+
+GATE_HOLD_SECONDS = 2.0
+_GATED_PREFIXES = ("/v1/", "/admin/")
+# What the database layers raise; only those classified as failures of the database become 503s.
+_DATABASE_ERRORS = (PersistenceError, DBAPIError, psycopg.Error, sqlite3.Error, DatabaseUnavailable)
 
 log = logging.getLogger("invario.http")
 
@@ -48,11 +74,71 @@ def response_for(request: Request, exc: Exception) -> JSONResponse | None:
     return None
 
 
+def database_failure_response(scope: Scope, exc: BaseException) -> JSONResponse | None:
+    """The 503 of a failure of the database (noted on the app's gate); ``None`` if ``exc`` is not one."""
+    failure = classify_database_error(exc)
+    if failure is None:
+        return None
+    gate = _gate_of(scope)
+    if gate is not None:
+        gate.record(failure)
+    log.warning("database failure %s (sqlstate %s) serving %s %s: %s", failure.code, failure.sqlstate,
+                scope.get("method"), scope.get("path"), failure.reason,
+                extra={"event": "database_failure", "code": failure.code})
+    problem = database_problem(failure.code)
+    return problem_response(problem.status, problem.code, problem.detail, instance=scope.get("path"),
+                            request_id=scope.get(SCOPE_REQUEST_ID), headers=problem.headers)
+
+
+def _gate_of(scope: Scope) -> DatabaseGate | None:
+    app = scope.get("app")
+    return getattr(getattr(app, "state", None), "database_gate", None)
+
+
 def install_exception_handlers(app: FastAPI) -> None:
     async def handle(request: Request, exc: Exception) -> JSONResponse:
         response = response_for(request, exc)
         assert response is not None
         return response
 
+    async def handle_database(request: Request, exc: Exception) -> JSONResponse:
+        response = database_failure_response(request.scope, exc)
+        if response is None:
+            raise exc  # not a failure of the database: an unexpected error (500, logged with its traceback)
+        return response
+
     for kind in (ApiProblem, LedgerError, RequestValidationError, HTTPException):
         app.add_exception_handler(kind, handle)
+    for kind in _DATABASE_ERRORS:
+        app.add_exception_handler(kind, handle_database)
+    app.state.database_gate = DatabaseGate(GATE_HOLD_SECONDS)
+    app.add_middleware(DatabaseGateMiddleware)
+
+
+class DatabaseGateMiddleware:
+    """503 ``database_unavailable`` at once while the app's ``DatabaseGate`` is shut; reopens it on success."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gate = _gate_of(scope)
+        if scope["type"] != "http" or gate is None:
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        gated = path.startswith(_GATED_PREFIXES)
+        noted = gated or path.startswith("/health")  # answers that prove the database works
+        if gated and not gate.admits():
+            problem = database_problem("database_unavailable")
+            response = problem_response(problem.status, problem.code, problem.detail, instance=path,
+                                        request_id=scope.get(SCOPE_REQUEST_ID), headers=problem.headers)
+            await response(scope, receive, send)
+            return
+
+        async def noting_success(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] < 500 and gate.shut and noted:
+                gate.record(None)
+            await send(message)
+
+        await self.app(scope, receive, noting_success)

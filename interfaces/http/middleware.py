@@ -70,11 +70,19 @@ class RequestContextMiddleware:
         with request_span(scope, request_id) as span:
             try:
                 await self.app(scope, receive, send_with_id)
-            except Exception:
+            except Exception as exc:
+                if state["sent"]:
+                    log.exception("error after answering %s %s", scope.get("method"), scope.get("path"),
+                                  extra={"event": "unhandled_error"})
+                    raise
+                from interfaces.http.handlers import database_failure_response  # handlers imports this module
+
+                response = database_failure_response(scope, exc)  # raised outside the routes (middleware)
+                if response is not None:
+                    await response(scope, receive, send_with_id)
+                    return
                 log.exception("unhandled error serving %s %s", scope.get("method"), scope.get("path"),
                               extra={"event": "unhandled_error"})
-                if state["sent"]:
-                    raise
                 response = problem_response(
                     500, "internal_error", "the server failed to handle this request; it has been logged",
                     instance=scope.get("path"), request_id=request_id,

@@ -12,7 +12,8 @@ Status conventions: 400 malformed request (JSON, types, unknown or missing
 fields, over-long strings); 401 no valid key; 403 valid key but not allowed
 (scope, suspended tenant); 404 not found (including another tenant's ids); 409
 conflicts with the current state or version; 413 body too large; 422 values the
-ledger's rules reject; 429 rate limited; 503 read models behind.
+ledger's rules reject; 429 rate limited; 503 read models behind, or the database
+failing (``DATABASE_FAILURES``: always with ``Retry-After``).
 """
 
 from __future__ import annotations
@@ -83,6 +84,23 @@ STATUS_BY_ERROR: dict[type[e.LedgerError], int] = {
     e.MalformedJsonLine: 422,
     e.InvalidDate: 422,
     e.MissingField: 422,
+}
+
+# The one table of database failures (codes from ``infrastructure.db_errors``): status, Retry-After
+# seconds, and what the client is told. A command that failed this way wrote nothing: its events are
+# inserted in one transaction, which the database rolled back. docs/failure-modes.md describes each.
+DATABASE_FAILURES: dict[str, tuple[int, int, str]] = {
+    "database_unavailable": (
+        503, 5, "the database does not answer right now; retry later (a command answered so wrote "
+        "nothing: retry it with the same Idempotency-Key)"),
+    "database_read_only": (
+        503, 30, "the database accepts no writes right now (it is read-only); nothing was written; "
+        "reads keep working"),
+    "database_busy": (
+        503, 1, "the database was too busy to finish this in time (a lock or statement timeout ran out); "
+        "nothing was written; retry"),
+    "database_disk_full": (
+        503, 60, "the database has run out of disk space; nothing was written; an operator must free space"),
 }
 
 _RESERVED = frozenset({"type", "title", "status", "detail", "code", "instance", "request_id"})
@@ -166,6 +184,12 @@ def ledger_error_parts(error: e.LedgerError) -> tuple[int, str, str, dict[str, A
     status = status_for(error)
     headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if status == 401 else {}
     return status, error.code, error.message, dict(error.details), headers
+
+
+def database_problem(code: str) -> ApiProblem:
+    """The problem for a database failure: never the driver's message (it may name hosts and users)."""
+    status, retry_after, detail = DATABASE_FAILURES[code]
+    return ApiProblem(status, code, detail, headers={"Retry-After": str(retry_after)})
 
 
 # --- request validation (400) ------------------------------------------------------

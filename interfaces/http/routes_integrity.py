@@ -5,7 +5,8 @@ audit ``GET /admin/tenants/{id}/audit/verify``; ``install_integrity`` wires them
   503 with ``"integrity": "broken"`` and the location of the break while a hash
   chain is broken, and 503 with ``"database": "error"`` when the database does not
   answer within ``INVARIO_HEALTH_TIMEOUT_SECONDS``. It never hangs: the checks run
-  in a background thread and are waited for boundedly.
+  in a background thread and are waited for boundedly. A 503 carries ``Retry-After``
+  (docs/failure-modes.md).
 - ``/health/ready`` answers 503 until the database answers, the schema is at the
   head revision and the slowest projection is at most ``INVARIO_READY_MAX_LAG``
   events behind the log.
@@ -36,7 +37,7 @@ from interfaces.http.deps import Admin, Reader, runtime_of
 from interfaces.http.docs import errors
 from interfaces.http.integrity_guard import IntegrityWriteGuard
 from interfaces.http.integrity_schemas import AuditOut, DigestOut, HealthOut, ReadyOut
-from interfaces.http.problems import ApiProblem
+from interfaces.http.problems import DATABASE_FAILURES, ApiProblem
 from projections.follower import read_tracking
 from projections.registry import ALL_PROJECTIONS
 from projections.verification import LedgerLookups, LedgerVerification, record_outcome
@@ -139,7 +140,9 @@ def health(request: Request) -> JSONResponse:
         body["break"] = {**(integrity.damage or {}), "detection_id": integrity.detection_id,
                          "detected_at": integrity.detected_at.isoformat() if integrity.detected_at else None,
                          "detected_by": integrity.detected_by}
-    return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
+    if body["status"] == "ok":
+        return JSONResponse(body)
+    return JSONResponse(body, status_code=503, headers={"Retry-After": str(_retry_after(database_ok))})
 
 
 @health_router.get("/health/ready", response_model=ReadyOut, responses=_READY_RESPONSES,
@@ -169,7 +172,14 @@ def ready(request: Request) -> JSONResponse:
         "projection_lag": lag, "max_projection_lag": limit,
         "integrity": "broken" if parts.monitor.status(refresh=False).broken else "ok", "reasons": reasons,
     }
-    return JSONResponse(body, status_code=503 if reasons else 200)
+    if not reasons:
+        return JSONResponse(body)
+    return JSONResponse(body, status_code=503, headers={"Retry-After": str(_retry_after(found is not None))})
+
+
+def _retry_after(database_ok: bool) -> int:
+    """Seconds to wait before asking again: the database's failure code's, or a minute for the rest."""
+    return DATABASE_FAILURES["database_unavailable"][1] if not database_ok else 60
 
 
 def _projection_lag(runtime: Runtime) -> int | None:

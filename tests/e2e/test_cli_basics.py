@@ -46,7 +46,9 @@ def test_version_prints_the_package_version() -> None:
     [
         ({"INVARIO_DATABASE_URL": "mysql://x"}, 2, "is not understood"),
         ({"INVARIO_DATABASE_URL": "sqlite:///:memory:"}, 2, "needs a file path"),
-        ({"INVARIO_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x"}, 3, "cannot use PostgreSQL"),
+        # With a pepper: without one, serve refuses (exit 2) before it tries the database.
+        ({"INVARIO_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x",
+          "INVARIO_AUTH_PEPPER": "kX9vQ2mT7rL4wZ8nB3yH6cF1dJ5sG0aE"}, 3, "cannot use PostgreSQL"),
         ({"INVARIO_PORT": "eighty"}, 2, "INVARIO_PORT"),
     ],
     ids=["unknown-scheme", "memory-sqlite", "unreachable-postgres", "bad-port"],
@@ -78,7 +80,8 @@ def test_migrate_is_idempotent(database_url: str) -> None:
 
 
 def test_serve_on_a_stale_postgres_schema_says_to_migrate(pg_database_url: str) -> None:
-    result = run_invario("serve", env={"INVARIO_DATABASE_URL": pg_database_url})
+    result = run_invario("serve", env={"INVARIO_DATABASE_URL": pg_database_url,
+                                       "INVARIO_AUTH_PEPPER": "kX9vQ2mT7rL4wZ8nB3yH6cF1dJ5sG0aE"})
     assert result.returncode == 2
     assert "invario migrate" in result.stderr
 

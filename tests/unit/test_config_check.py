@@ -1,0 +1,53 @@
+"""Which secrets are weak, and the rule 'invario serve' refuses to start on."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+
+import pytest
+
+from infrastructure.config_check import secret_problems, secret_weakness, unsafe_to_serve
+from infrastructure.errors import ConfigError
+
+PG = {"INVARIO_DATABASE_URL": "postgresql://invario@db/invario"}
+
+
+@pytest.mark.parametrize("secret", [secrets.token_urlsafe(48), secrets.token_urlsafe(24), secrets.token_hex(16),
+                                    "test-pepper-do-not-use-anywhere-0123456789"])
+def test_generated_secrets_are_strong(secret: str) -> None:
+    assert secret_weakness(secret) is None
+
+
+@pytest.mark.parametrize(("secret", "why"), [
+    ("short", "shorter"),
+    ("changeme" * 5, "placeholder"),
+    ("my-example-token-for-the-ledger-service-2026", "placeholder"),
+    ("a" * 64, "entropy"),
+    ("abab" * 16, "entropy"),
+])
+def test_weak_secrets_say_why(secret: str, why: str) -> None:
+    weakness = secret_weakness(secret)
+    assert weakness is not None and why in weakness
+
+
+def test_postgres_needs_a_pepper_and_sqlite_does_not() -> None:
+    assert "INVARIO_AUTH_PEPPER" in secret_problems(PG)
+    assert secret_problems({}) == {}
+
+
+def test_a_signing_key_must_be_32_random_bytes() -> None:
+    good = base64.b64encode(secrets.token_bytes(32)).decode()
+    assert secret_problems({"INVARIO_SIGNING_KEY": good}) == {}
+    for bad in ("not base64!", base64.b64encode(b"k" * 32).decode(), base64.b64encode(b"short").decode()):
+        assert "INVARIO_SIGNING_KEY" in secret_problems({"INVARIO_SIGNING_KEY": bad})
+
+
+def test_serving_refuses_every_problem_in_one_message_without_the_secret() -> None:
+    environ = {**PG, "INVARIO_ADMIN_TOKEN": "z" * 40}
+    with pytest.raises(ConfigError) as raised:
+        unsafe_to_serve(environ)
+    message = str(raised.value)
+    assert "\n" not in message and "INVARIO_AUTH_PEPPER" in message and "INVARIO_ADMIN_TOKEN" in message
+    assert "z" * 40 not in message
+    unsafe_to_serve({"INVARIO_AUTH_PEPPER": secrets.token_urlsafe(48)})
