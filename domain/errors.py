@@ -242,3 +242,22 @@ class AccountHasHolds(LedgerError):
     """An account with open holds cannot be closed."""
 
     code = "account_has_holds"
+
+
+# --- recurring transactions ---------------------------------------------------------
+
+
+class InvalidRecurringTransaction(LedgerError):
+    """A schedule or template that can never be run (bad frequency, day, dates)."""
+
+    code = "invalid_recurring_transaction"
+
+
+class RecurringTransactionNotFound(LedgerError):
+    code = "recurring_transaction_not_found"
+
+
+class RecurringTransactionCancelled(LedgerError):
+    """The schedule was cancelled: it runs no more and cannot be cancelled again."""
+
+    code = "recurring_transaction_cancelled"

@@ -150,6 +150,10 @@ from interfaces.cli import integrity_cmds  # noqa: E402 - verify, digest, genera
 
 integrity_cmds.register(app)
 
+from interfaces.cli import jobs_cmds  # noqa: E402 - jobs status|run (docs/jobs.md)
+
+jobs_cmds.register(app)
+
 
 def main() -> None:  # pragma: no cover - console entry point
     app()

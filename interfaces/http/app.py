@@ -12,7 +12,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from infrastructure.bootstrap import ApiServices, Runtime, build_api_services
-from interfaces.http import routes_accounts, routes_admin, routes_transactions
+from interfaces.http import routes_accounts, routes_admin, routes_recurring, routes_transactions
 from interfaces.http.docs import API_DESCRIPTION
 from interfaces.http.handlers import install_exception_handlers
 from interfaces.http.metrics import NATIVE_TELEMETRY_OFF, install_metrics
@@ -26,6 +26,7 @@ TAGS = [
     {"name": "transactions", "description": "Balanced journal entries and their reversals"},
     {"name": "admin", "description": "Operators: tenants (INVARIO_ADMIN_TOKEN)"},
     {"name": "operations", "description": "Health and readiness"},
+    {"name": "recurring", "description": "Standing orders: transactions the worker posts on a schedule"},
     {"name": "integrity", "description": "Signed digests of the hash chains (see docs/integrity.md)"},
 ]
 
@@ -38,7 +39,7 @@ def create_app(runtime: Runtime, services: ApiServices | None = None) -> FastAPI
     app.state.services = services
     app.state.read_models, app.state.tenant_directory = build_read_models(runtime.engine)
     install_exception_handlers(app)
-    for module in (routes_accounts, routes_transactions, routes_admin):
+    for module in (routes_accounts, routes_transactions, routes_admin, routes_recurring):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.http_body_max_bytes)
     app.add_middleware(RequestContextMiddleware)  # added last: outermost

@@ -76,6 +76,9 @@ STATUS_BY_ERROR: dict[type[e.LedgerError], int] = {
     e.InvalidCapture: 422,
     e.TransactionNotPosted: 409,
     e.AccountHasHolds: 409,
+    e.InvalidRecurringTransaction: 422,
+    e.RecurringTransactionNotFound: 404,
+    e.RecurringTransactionCancelled: 409,
 }
 
 _RESERVED = frozenset({"type", "title", "status", "detail", "code", "instance", "request_id"})
