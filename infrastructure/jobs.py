@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -263,7 +264,12 @@ class JobRunner:
 
 
 class JobScheduler:
-    """The hook of ``invario worker``: runs due jobs at most every ``tick_seconds``, with a follower's interface."""
+    """The hook of ``invario worker``: every ``tick_seconds`` it runs the due jobs, in a thread of their own.
+
+    It has a follower's interface, so the worker's loop calls it between
+    follower batches; the jobs run beside the followers, not in their way (a
+    reconciliation of a large ledger takes minutes). One cycle at a time.
+    """
 
     name = "jobs"
 
@@ -271,14 +277,30 @@ class JobScheduler:
         self.runner = runner
         self.tick_seconds = tick_seconds
         self._next_tick = 0.0
+        self._cycle: threading.Thread | None = None
 
     def process_batch(self) -> int:
-        """Run the due jobs if a tick has come; 0 always, so the worker's loop idles between ticks."""
+        """Start a cycle if one is due and none is running; 0 always, so the worker's loop idles."""
+        if self._cycle is not None and self._cycle.is_alive():
+            return 0
         if time.monotonic() < self._next_tick:
             return 0
         self._next_tick = time.monotonic() + self.tick_seconds
-        self.runner.run_due()
+        # A daemon: a worker that stops mid-job leaves the job to be run again (every job is idempotent).
+        self._cycle = threading.Thread(target=self._run_cycle, name="invario-jobs", daemon=True)
+        self._cycle.start()
         return 0
+
+    def _run_cycle(self) -> None:
+        try:
+            self.runner.run_due()
+        except Exception as exc:  # noqa: BLE001 - the database may be down: the next tick tries again
+            instruments().job_failures.add(1, {"job": self.name})
+            self.record_error(f"{type(exc).__name__}: {' '.join(str(exc).split())[:DETAIL_LENGTH_MAX]}")
+
+    def join(self, timeout_seconds: float) -> None:
+        if self._cycle is not None:
+            self._cycle.join(timeout_seconds)
 
     def record_error(self, message: str, names: object = None) -> None:  # noqa: ARG002
         log.error("job scheduler failed: %s", message, extra={"event": "job_scheduler_failed", "error": message})
