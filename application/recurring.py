@@ -40,7 +40,7 @@ class RecurringTransactions:
         self.ledger.get_tenant(tenant_id).check_writable()
         resolved = tuple(self._resolve(tenant_id, instruction) for instruction in postings)
         recurring = RecurringTransaction.create(tenant_id, schedule, start_date, resolved, description, metadata,
-                                                end_date)
+                                                end_date, today=self.ledger.clock().date())
         return Recorded(recurring, self._save(recurring))
 
     def cancel(self, tenant_id: UUID, recurring_id: UUID) -> Recorded:

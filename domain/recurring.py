@@ -33,6 +33,9 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 ACTIVE, CANCELLED = "active", "cancelled"
 # How far ahead the first run may be looked for: the longest gap between runs is a month.
 _SEARCH_DAYS_MAX = 62
+# A schedule may start this far back (its missed runs are posted at once) or ahead.
+START_DAYS_BACK_MAX = 366
+START_DAYS_AHEAD_MAX = 3660
 
 
 @dataclass(frozen=True)
@@ -99,10 +102,17 @@ class RecurringTransaction(ChainedAggregate):
         description: str = "",
         metadata: dict[str, str] | None = None,
         end_date: date | None = None,
+        *,
+        today: date,
     ) -> RecurringTransaction:
         if not isinstance(start_date, date) or (end_date is not None and not isinstance(end_date, date)):
             raise InvalidRecurringTransaction("start_date and end_date are calendar dates (YYYY-MM-DD)",
                                               field="start_date")
+        earliest, latest = today - timedelta(days=START_DAYS_BACK_MAX), today + timedelta(days=START_DAYS_AHEAD_MAX)
+        if not earliest <= start_date <= latest:
+            raise InvalidRecurringTransaction(
+                f"start_date must be from {earliest} to {latest}: at most {START_DAYS_BACK_MAX} days back "
+                f"(its missed runs are all posted) and {START_DAYS_AHEAD_MAX} days ahead", field="start_date")
         if end_date is not None and end_date < start_date:
             raise InvalidRecurringTransaction("end_date is before start_date", field="end_date")
         if not isinstance(description, str) or len(description) > DESCRIPTION_LENGTH_MAX:

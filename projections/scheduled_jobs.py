@@ -134,6 +134,8 @@ class RecurringRunner:
         first = self._next_run_date(view.id) or view.start_date
         last = min(today, view.end_date) if view.end_date is not None else today
         handled = posted = rejected = 0
+        if first > last:
+            return 0, 0, 0
         for run_date in schedule.runs_between(first, last):
             if handled == budget:
                 break

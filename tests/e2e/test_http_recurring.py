@@ -21,6 +21,7 @@ def schedule(api: Api, tenant: Tenant, **overrides: object) -> dict[str, object]
 
 
 def open_book(api: Api, tenant: Tenant) -> None:
+    api.runtime.ledger.clock = lambda: datetime(2026, 1, 15, tzinfo=timezone.utc)  # "today" at creation
     api.open_account(tenant, "cash")
     api.open_account(tenant, "rent", type="expense")
 
@@ -88,6 +89,7 @@ def test_rejections_change_nothing(api: Api, acme: Tenant, globex: Tenant) -> No
         (schedule(api, acme, day_of_month=None), 422, "invalid_recurring_transaction"),
         (schedule(api, acme, day_of_month=32), 422, "invalid_recurring_transaction"),
         (schedule(api, acme, end_date="2025-12-31"), 422, "invalid_recurring_transaction"),
+        (schedule(api, acme, start_date="1900-01-01"), 422, "invalid_recurring_transaction"),
         (schedule(api, acme, postings=[{"account_id": cash, "amount": "1"},
                                        {"account_id": "00000000-0000-0000-0000-000000000000", "amount": "-1"}]),
          404, "account_not_found"),

@@ -72,6 +72,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> FakeInstruments:
 def ready(open_rt: OpenRuntime, url: str, **settings: Any) -> Runtime:
     runtime = open_rt(url, **settings)
     upgrade_to_head(runtime.engine)
+    runtime.ledger.clock = lambda: NOON  # "today" for the schedules created (their start_date is checked)
     return runtime
 
 

@@ -13,6 +13,7 @@ from domain.transaction import Posting, check_external_id
 from infrastructure.jobs import CronSchedule, IntervalSchedule, JobState, check_cron
 
 A, B = uuid4(), uuid4()
+TODAY = date(2026, 1, 15)
 LEGS = (Posting(A, 100, "BRL"), Posting(B, -100, "BRL"))
 
 
@@ -41,7 +42,7 @@ def test_bad_schedules_are_refused(frequency: str, weekday: str | None, day: int
 
 def test_create_cancel_and_run_dates() -> None:
     recurring = RecurringTransaction.create(uuid4(), Schedule("daily"), date(2026, 1, 1), LEGS, "fee",
-                                            end_date=date(2026, 1, 31))
+                                            end_date=date(2026, 1, 31), today=TODAY)
     external_id = recurring.check_run(date(2026, 1, 5))
     assert external_id == run_external_id(recurring.id, date(2026, 1, 5)) == check_external_id(external_id)
     for outside in (date(2025, 12, 31), date(2026, 2, 1)):
@@ -58,9 +59,13 @@ def test_create_cancel_and_run_dates() -> None:
 def test_templates_must_balance_and_dates_be_ordered() -> None:
     with pytest.raises(TransactionUnbalanced):
         RecurringTransaction.create(uuid4(), Schedule("daily"), date(2026, 1, 1),
-                                    (Posting(A, 100, "BRL"), Posting(B, -99, "BRL")))
+                                    (Posting(A, 100, "BRL"), Posting(B, -99, "BRL")), today=TODAY)
     with pytest.raises(InvalidRecurringTransaction):
-        RecurringTransaction.create(uuid4(), Schedule("daily"), date(2026, 1, 2), LEGS, end_date=date(2026, 1, 1))
+        RecurringTransaction.create(uuid4(), Schedule("daily"), date(2026, 1, 2), LEGS, end_date=date(2026, 1, 1),
+                                    today=TODAY)
+    for start in (date(2024, 12, 31), date(2037, 1, 1), date(1, 1, 1)):  # too far back, too far ahead
+        with pytest.raises(InvalidRecurringTransaction, match="start_date"):
+            RecurringTransaction.create(uuid4(), Schedule("daily"), start, LEGS, today=TODAY)
 
 
 def test_cron_schedules_and_due_times() -> None:
