@@ -40,6 +40,17 @@ read_recurring_transactions = Table(
 )
 
 
+# Not a read model: the recurring job's own state (each schedule's next run date), so a
+# rebuild of the read model never makes it forget what it posted (docs/jobs.md).
+recurring_progress = Table(
+    "invario_recurring_progress",
+    metadata,
+    Column("recurring_id", String(36), primary_key=True),
+    Column("next_run_date", Date, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+
 class RecurringTransactionsProjection:
     name = NAME
     tables = (read_recurring_transactions,)

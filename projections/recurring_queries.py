@@ -8,13 +8,13 @@ from datetime import date, datetime, timezone
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, func, or_, select
 
 from domain.recurring import ACTIVE
 from projections.consistency import snapshot
 from projections.follower import read_tracking
 from projections.queries import Page, _check_page_size, _decode_cursor, _encode_cursor
-from projections.recurring import NAME, read_recurring_transactions
+from projections.recurring import NAME, read_recurring_transactions, recurring_progress
 
 
 @dataclass(frozen=True)
@@ -63,15 +63,31 @@ class RecurringReadModel:
         more = len(rows) > page_size
         return Page(items, _encode_cursor("r", rows[page_size - 1].created_position) if more else None, position)
 
-    def active_after(self, after_id: str, limit: int) -> list[RecurringView]:
-        """One page of active schedules of every tenant, by id after ``after_id`` (the job's walk)."""
-        r = read_recurring_transactions.c
+    def due_after(self, after_id: str, today: date, limit: int) -> list[DueSchedule]:
+        """One page of active schedules (every tenant, by id after ``after_id``) with a run due by ``today``."""
+        r, p = read_recurring_transactions.c, recurring_progress.c
+        next_run = func.coalesce(p.next_run_date, r.start_date)
+        query = (
+            select(read_recurring_transactions, next_run.label("next_run_date"))
+            .select_from(read_recurring_transactions.outerjoin(recurring_progress, p.recurring_id == r.id))
+            .where(r.status == ACTIVE, r.id > after_id, next_run <= today)
+            .where(or_(r.end_date.is_(None), next_run <= r.end_date))
+            .order_by(r.id).limit(limit)
+        )
         with self.engine.connect() as connection:
-            rows = connection.execute(
-                select(read_recurring_transactions).where(r.status == ACTIVE, r.id > after_id)
-                .order_by(r.id).limit(limit)
-            ).all()
-        return [_view(row, 0) for row in rows]
+            rows = connection.execute(query).all()
+        return [DueSchedule(_view(row, 0), _as_date(row.next_run_date)) for row in rows]
+
+
+@dataclass(frozen=True)
+class DueSchedule:
+    view: RecurringView
+    next_run_date: date
+
+
+def _as_date(value: Any) -> date:
+    # SQLite's COALESCE of two DATE columns comes back as text.
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
 def _position(connection: Connection) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from uuid import UUID
 
-from sqlalchemy import Column, Date, DateTime, Engine, String, Table, insert, select, update
+from sqlalchemy import Engine, insert, update
 
 from application.ledger import Ledger
 from application.recurring import RecurringTransactions
@@ -21,12 +21,12 @@ from domain.errors import LedgerError, RecurringTransactionCancelled, RecurringT
 from domain.recurring import Schedule
 from infrastructure.bootstrap import Runtime
 from infrastructure.jobs import CronSchedule, IntervalSchedule, Job, JobResult, JobRunner, JobScheduler
-from infrastructure.schema import metadata
 from projections.encoding import month_of
 from projections.follower import read_tracking
 from projections.monthly import recompute_month
 from projections.reconcile import reconcile
-from projections.recurring_queries import RecurringReadModel, RecurringView
+from projections.recurring import recurring_progress
+from projections.recurring_queries import DueSchedule, RecurringReadModel
 from projections.registry import MONTHLY_SNAPSHOTS
 
 log = logging.getLogger("invario.jobs")
@@ -38,14 +38,6 @@ JOB_NAMES = (MONTHLY_SNAPSHOT, RECONCILE, RECURRING)
 SCHEDULES_PAGE = 200
 # How often the worker's loop looks at the job table; jobs themselves run on their schedules.
 TICK_SECONDS_MAX = 30.0
-
-recurring_progress = Table(
-    "invario_recurring_progress",
-    metadata,
-    Column("recurring_id", String(36), primary_key=True),
-    Column("next_run_date", Date, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-)
 
 
 def build_job_runner(runtime: Runtime, clock: Callable[[], datetime] | None = None) -> JobRunner:
@@ -116,22 +108,23 @@ class RecurringRunner:
         today = now.astimezone(timezone.utc).date()
         budget, posted, rejected, after = self.runs_max, 0, 0, ""
         while budget > 0:
-            page = self.schedules.active_after(after, SCHEDULES_PAGE)
-            for view in page:
-                done, new, refused = self._catch_up(view, today, budget)
+            page = self.schedules.due_after(after, today, SCHEDULES_PAGE)
+            for due in page:
+                done, new, refused = self._catch_up(due, today, budget)
                 budget, posted, rejected = budget - done, posted + new, rejected + refused
                 if budget == 0:
                     break
             if len(page) < SCHEDULES_PAGE:
                 break
-            after = str(page[-1].id)
+            after = str(page[-1].view.id)
         detail = f"{posted} run(s) posted, {rejected} rejected"
         return JobResult(detail + (" (more due: continuing next cycle)" if budget == 0 else ""), more=budget == 0)
 
-    def _catch_up(self, view: RecurringView, today: date, budget: int) -> tuple[int, int, int]:
-        """Post ``view``'s due runs (at most ``budget``): (runs handled, posted, rejected)."""
+    def _catch_up(self, due: DueSchedule, today: date, budget: int) -> tuple[int, int, int]:
+        """Post the schedule's due runs (at most ``budget``): (runs handled, posted, rejected)."""
+        view = due.view
         schedule = Schedule(view.frequency, view.weekday, view.day_of_month)
-        first = self._next_run_date(view.id) or view.start_date
+        first = due.next_run_date
         last = min(today, view.end_date) if view.end_date is not None else today
         handled = posted = rejected = 0
         if first > last:
@@ -155,11 +148,6 @@ class RecurringRunner:
             handled += 1
             self._save_next_run_date(view.id, schedule.first_on_or_after(run_date + timedelta(days=1)))
         return handled, posted, rejected
-
-    def _next_run_date(self, recurring_id: UUID) -> date | None:
-        with self.engine.connect() as connection:
-            return connection.execute(select(recurring_progress.c.next_run_date).where(
-                recurring_progress.c.recurring_id == str(recurring_id))).scalar()
 
     def _save_next_run_date(self, recurring_id: UUID, next_run_date: date) -> None:
         values = {"next_run_date": next_run_date, "updated_at": datetime.now(timezone.utc)}

@@ -354,3 +354,23 @@ def test_reconcile_job_logs_divergences(database_url: str, open_rt: OpenRuntime,
     events = [getattr(r, "event", None) for r in caplog.records]
     assert "snapshot_divergence" in events and "reconciliation_diverged" in events
     assert "0 divergence(s)" not in (read_job_states(runtime.engine, [RECONCILE])[RECONCILE].detail or "")
+
+
+def test_lost_progress_replays_without_posting_twice(database_url: str, open_rt: OpenRuntime,
+                                                     counted: FakeInstruments) -> None:
+    """A crash between posting a run and saving the progress: the next cycle's re-post is a replay."""
+    from projections.recurring import recurring_progress
+
+    runtime = ready(open_rt, database_url)
+    tenant_id, cash, rent = book(runtime)
+    RecurringTransactions(runtime.ledger).create(tenant_id, Schedule("daily"), START,
+                                                 [leg(rent, "2"), leg(cash, "-2")])
+    catch_up(runtime)
+    runner = build_job_runner(runtime, FakeClock(NOON + timedelta(days=4)))
+    runner.run_now(RECURRING)
+    assert balances(runtime, rent) == [5 * 200]
+    with runtime.engine.begin() as connection:
+        connection.execute(recurring_progress.delete())
+    assert runner.run_now(RECURRING) == SUCCEEDED
+    assert balances(runtime, rent) == [5 * 200]
+    assert "0 run(s) posted" in (read_job_states(runtime.engine, [RECURRING])[RECURRING].detail or "")
