@@ -374,3 +374,18 @@ def test_lost_progress_replays_without_posting_twice(database_url: str, open_rt:
     assert runner.run_now(RECURRING) == SUCCEEDED
     assert balances(runtime, rent) == [5 * 200]
     assert "0 run(s) posted" in (read_job_states(runtime.engine, [RECURRING])[RECURRING].detail or "")
+
+
+def test_revision_0007_creates_exactly_the_declared_job_tables(database_url: str, open_rt: OpenRuntime) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from infrastructure.schema import metadata
+    from projections.recurring import read_recurring_transactions, recurring_progress
+
+    runtime = ready(open_rt, database_url)
+    ours = {jobs_module.job_runs.name, recurring_progress.name, read_recurring_transactions.name}
+    with runtime.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        differences = [d for d in compare_metadata(context, metadata) if any(f"'{n}'" in repr(d) for n in ours)]
+    assert differences == []
