@@ -285,3 +285,21 @@ class MissingField(InvalidTransaction):
     """A line of a batch file lacks a required value."""
 
     code = "missing_field"
+
+# --- recurring transactions ---------------------------------------------------------
+
+
+class InvalidRecurringTransaction(LedgerError):
+    """A schedule or template that can never be run (bad frequency, day, dates)."""
+
+    code = "invalid_recurring_transaction"
+
+
+class RecurringTransactionNotFound(LedgerError):
+    code = "recurring_transaction_not_found"
+
+
+class RecurringTransactionCancelled(LedgerError):
+    """The schedule was cancelled: it runs no more and cannot be cancelled again."""
+
+    code = "recurring_transaction_cancelled"

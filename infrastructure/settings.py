@@ -119,6 +119,27 @@ class Settings(BaseSettings):
         2.0, ge=0, le=1000, description="Longest a write waits for others to share its commit, in milliseconds"
     )
 
+    # --- scheduled jobs (docs/jobs.md): run by 'invario worker'; cron expressions are UTC ---
+    job_monthly_snapshot_schedule: str = Field(
+        "0 1 1 * *", description="When the previous month's snapshots are recomputed (cron, UTC; default 01:00 "
+        "on the 1st)"
+    )
+    job_reconcile_schedule: str = Field("30 2 * * *", description="When the daily reconciliation runs (cron, UTC)")
+    job_recurring_interval_seconds: float = Field(
+        60.0, ge=1, le=86_400, description="How often the recurring transactions job looks for runs that are due"
+    )
+    job_recurring_runs_per_cycle_max: int = Field(
+        1000, ge=1, le=100_000, description="Most recurring runs one cycle posts (a long catch-up takes several)"
+    )
+    job_retry_seconds: float = Field(60.0, ge=1, le=86_400, description="How soon a failed job is run again")
+
+    @field_validator("job_monthly_snapshot_schedule", "job_reconcile_schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from infrastructure.jobs import check_cron
+
+        return check_cron(value)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

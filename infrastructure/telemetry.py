@@ -246,11 +246,24 @@ def trace_event_store(recorder: Any) -> None:
 # --- jobs ---------------------------------------------------------------------------------------
 
 _last_success: dict[str, float] = {}  # job -> unix time; bounded by the number of jobs
+_next_run: dict[str, float] = {}  # scheduled job -> unix time its next run is due (docs/jobs.md)
 
 
 def job_succeeded(job: str) -> None:
     """Note that ``job`` just ran to completion (even with nothing to do): it is alive, not stuck."""
     _last_success[job] = time.time()
+
+
+def job_scheduled(job: str, next_run_unix: float) -> None:
+    """Note when scheduled ``job`` is next due; long past due means no worker runs it (stuck)."""
+    _next_run[job] = next_run_unix
+
+
+def _observe_next_run(_options: Any) -> Iterator[Any]:
+    from opentelemetry.metrics import Observation
+
+    for job, moment in list(_next_run.items()):
+        yield Observation(moment, {"job": job})
 
 
 def _observe_last_success(_options: Any) -> Iterator[Any]:
@@ -264,4 +277,8 @@ def _register_job_gauge() -> None:
     metrics.get_meter(METER_NAME).create_observable_gauge(
         "job_last_success_timestamp_seconds", callbacks=[_observe_last_success], unit="s",
         description="Unix time at which a background job last ran to completion, by job (stuck: too long ago)",
+    )
+    metrics.get_meter(METER_NAME).create_observable_gauge(
+        "job_next_run_timestamp_seconds", callbacks=[_observe_next_run], unit="s",
+        description="Unix time at which a scheduled job is next due, by job (long past: no worker runs it)",
     )

@@ -14,6 +14,7 @@ from projections.accounts import AccountsProjection
 from projections.follower import Projection, projection_tracking
 from projections.global_chain import GlobalChainProjection, ledger_chain
 from projections.monthly import MonthlySnapshotsProjection
+from projections.recurring import RecurringTransactionsProjection
 from projections.statements import StatementsProjection
 from projections.tenant_directory import TenantDirectoryProjection, tenant_directory
 from projections.transactions import TransactionsProjection
@@ -24,8 +25,9 @@ STATEMENTS = StatementsProjection.name
 TRANSACTIONS = TransactionsProjection.name
 MONTHLY_SNAPSHOTS = MonthlySnapshotsProjection.name
 TENANT_DIRECTORY = TenantDirectoryProjection.name  # the HTTP API's tenant queries (issue 3)
+RECURRING = RecurringTransactionsProjection.name  # standing orders (docs/jobs.md)
 
-READ_MODELS: tuple[str, ...] = (ACCOUNTS, STATEMENTS, TRANSACTIONS, MONTHLY_SNAPSHOTS, TENANT_DIRECTORY)
+READ_MODELS: tuple[str, ...] = (ACCOUNTS, STATEMENTS, TRANSACTIONS, MONTHLY_SNAPSHOTS, TENANT_DIRECTORY, RECURRING)
 ALL_PROJECTIONS: tuple[str, ...] = (GLOBAL_CHAIN, *READ_MODELS)
 READ_MODELS_GROUP = "read_models"
 
@@ -36,6 +38,7 @@ _TABLES: dict[str, tuple[Table, ...]] = {
     TRANSACTIONS: TransactionsProjection.tables,
     MONTHLY_SNAPSHOTS: MonthlySnapshotsProjection.tables,
     TENANT_DIRECTORY: (tenant_directory,),
+    RECURRING: RecurringTransactionsProjection.tables,
 }
 TRACKING_TABLE = projection_tracking
 
@@ -48,6 +51,7 @@ def make_projection(name: str) -> Projection:
         TRANSACTIONS: TransactionsProjection,
         MONTHLY_SNAPSHOTS: MonthlySnapshotsProjection,
         TENANT_DIRECTORY: TenantDirectoryProjection,
+        RECURRING: RecurringTransactionsProjection,
     }
     return factories[name]()
 

@@ -207,6 +207,10 @@ from interfaces.cli import config_cmds  # noqa: E402 - check-config
 
 app.command("check-config")(config_cmds.check_config)
 
+from interfaces.cli import jobs_cmds  # noqa: E402 - jobs status|run (docs/jobs.md)
+
+jobs_cmds.register(app)
+
 
 def main() -> None:  # pragma: no cover - console entry point
     app()

@@ -146,6 +146,7 @@ def worker(
     it polls every INVARIO_FOLLOWER_POLL_SECONDS.
     """
     from projections.runner import FollowerLoop, waiter_for
+    from projections.scheduled_jobs import build_job_scheduler
     from projections.wiring import build_followers
 
     _worker_logging()
@@ -153,7 +154,8 @@ def worker(
     with _runtime() as runtime:
         metrics_server = None if once else _serve_worker_metrics(runtime)
         waiter, idle_seconds = waiter_for(runtime, stop)
-        loop = FollowerLoop(build_followers(runtime), stop, waiter, idle_seconds)
+        jobs = [] if once else [build_job_scheduler(runtime)]  # scheduled jobs (docs/jobs.md)
+        loop = FollowerLoop([*build_followers(runtime), *jobs], stop, waiter, idle_seconds)
         how = f"LISTEN {waiter.channel}" if hasattr(waiter, "channel") else f"polling every {idle_seconds:g} s"
         typer.echo(f"invario worker: following {runtime.database.describe()} ({how})", err=True)
         previous = _stop_on_signals(stop) if not once else {}

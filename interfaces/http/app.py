@@ -12,7 +12,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from infrastructure.bootstrap import ApiServices, Runtime, build_api_services
-from interfaces.http import routes_accounts, routes_admin, routes_transactions
+from interfaces.http import routes_accounts, routes_admin, routes_recurring, routes_transactions
 from interfaces.http.docs import API_DESCRIPTION
 from interfaces.http.handlers import install_exception_handlers
 from interfaces.http.metrics import NATIVE_TELEMETRY_OFF, install_metrics
@@ -29,6 +29,7 @@ TAGS = [
     {"name": "admin", "description": "Operators: tenants (INVARIO_ADMIN_TOKEN)"},
     {"name": "operations", "description": "Health and readiness"},
     {"name": "batches", "description": "Files of transactions (CSV, JSONL) posted in the background"},
+    {"name": "recurring", "description": "Standing orders: transactions the worker posts on a schedule"},
     {"name": "integrity", "description": "Signed digests of the hash chains (see docs/integrity.md)"},
 ]
 
@@ -41,7 +42,7 @@ def create_app(runtime: Runtime, services: ApiServices | None = None) -> FastAPI
     app.state.services = services
     app.state.read_models, app.state.tenant_directory = build_read_models(runtime.engine)
     install_exception_handlers(app)
-    for module in (routes_accounts, routes_transactions, routes_admin):
+    for module in (routes_accounts, routes_transactions, routes_admin, routes_recurring):
         app.include_router(module.router)
     install_batches(app, runtime)  # /v1/batches, its store and (SQLite) its in-process runner
     app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.http_body_max_bytes,

@@ -84,6 +84,9 @@ STATUS_BY_ERROR: dict[type[e.LedgerError], int] = {
     e.MalformedJsonLine: 422,
     e.InvalidDate: 422,
     e.MissingField: 422,
+    e.InvalidRecurringTransaction: 422,
+    e.RecurringTransactionNotFound: 404,
+    e.RecurringTransactionCancelled: 409,
 }
 
 # The one table of database failures (codes from ``infrastructure.db_errors``): status, Retry-After

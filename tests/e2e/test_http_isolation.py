@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from tests.e2e.http_fixtures import Api, Tenant, acme, api, assert_problem, globex  # noqa: F401
@@ -20,9 +21,12 @@ PROBES: list[tuple[str, str, Any]] = [
     ("POST", "/v1/transactions/{transaction_id}/post", None),
     ("POST", "/v1/transactions/{transaction_id}/void", None),
     ("POST", "/v1/transactions", "steal"),
+    ("GET", "/v1/recurring-transactions/{recurring_id}", None),  # standing orders (docs/jobs.md)
+    ("DELETE", "/v1/recurring-transactions/{recurring_id}", None),
 ]
 LISTS = [("GET", "/v1/accounts"), ("GET", "/v1/transactions"), ("POST", "/v1/accounts"),
-         ("GET", "/v1/ledger/digest")]  # the signed head of the whole ledger: no tenant's ids (issue 5)
+         ("GET", "/v1/ledger/digest"),  # the signed head of the whole ledger: no tenant's ids (issue 5)
+         ("GET", "/v1/recurring-transactions"), ("POST", "/v1/recurring-transactions")]
 
 
 def test_every_v1_route_is_probed(api: Api) -> None:
@@ -35,17 +39,21 @@ def test_another_tenants_ids_are_not_found(api: Api, acme: Tenant, globex: Tenan
     cash = api.open_account(acme, "cash")
     wallet = api.open_account(acme, "wallet", type="liability")
     posted = api.post(acme, "t1", (cash, "3.00"), (wallet, "-3.00")).json()
+    recurring = api.client.post("/v1/recurring-transactions", headers=acme.headers, json={
+        "frequency": "daily", "start_date": date.today().isoformat(),
+        "postings": [{"account_id": cash, "amount": "1"}, {"account_id": wallet, "amount": "-1"}]}).json()
     api.open_account(globex, "own")
     api.catch_up()
     before = api.balances()
-    ids = {"account_id": cash, "transaction_id": posted["id"]}
+    ids = {"account_id": cash, "transaction_id": posted["id"], "recurring_id": recurring["id"]}
     for method, template, body in PROBES:
         path = template.format(**ids)
         if body == "steal":
             response = api.post(globex, "steal", (cash, "-3.00"), (wallet, "3.00"))
         else:
             response = api.client.request(method, path, headers=globex.headers)
-        code = "transaction_not_found" if "{transaction_id}" in template else "account_not_found"
+        code = ("transaction_not_found" if "{transaction_id}" in template
+                else "recurring_transaction_not_found" if "{recurring_id}" in template else "account_not_found")
         assert_problem(response, 404, code)
     assert api.balances() == before
     # and the owner still sees everything unchanged

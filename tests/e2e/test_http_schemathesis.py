@@ -8,6 +8,7 @@ as the operator (``/admin``), with read models kept up to date between examples.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import date
 from typing import Any
 
 import pytest
@@ -35,10 +36,14 @@ def seeded(database_url: str) -> Iterator[tuple[Api, dict[str, str], dict[str, A
     cash = api.open_account(tenant, "cash")
     wallet = api.open_account(tenant, "wallet", type="liability")
     posted = api.post(tenant, "seed", (cash, "5.00"), (wallet, "-5.00")).json()
+    recurring = api.client.post("/v1/recurring-transactions", headers=tenant.headers, json={
+        "frequency": "daily", "start_date": date.today().isoformat(),
+        "postings": [{"account_id": cash, "amount": "1"}, {"account_id": wallet, "amount": "-1"}]}).json()
     api.catch_up()
     batch = api.client.post("/v1/batches", content=b"external_id,effective_date,postings\nb-1,2026-11-23,cash=1;wallet=-1\n",
                             headers={**tenant.headers, "Content-Type": "text/csv"}).json()
-    ids = {"account_id": cash, "transaction_id": posted["id"], "tenant_id": str(tenant.id), "batch_id": batch["id"]}
+    ids = {"account_id": cash, "transaction_id": posted["id"], "tenant_id": str(tenant.id), "batch_id": batch["id"],
+           "recurring_id": recurring["id"]}
     yield api, tenant.headers, ids
     apps.close()
 
