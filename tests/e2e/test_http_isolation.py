@@ -23,10 +23,12 @@ PROBES: list[tuple[str, str, Any]] = [
     ("POST", "/v1/transactions", "steal"),
     ("GET", "/v1/recurring-transactions/{recurring_id}", None),  # standing orders (docs/jobs.md)
     ("DELETE", "/v1/recurring-transactions/{recurring_id}", None),
+    ("GET", "/v1/batches/{batch_id}", None),  # batch files (docs/batches.md)
 ]
 LISTS = [("GET", "/v1/accounts"), ("GET", "/v1/transactions"), ("POST", "/v1/accounts"),
          ("GET", "/v1/ledger/digest"),  # the signed head of the whole ledger: no tenant's ids (issue 5)
-         ("GET", "/v1/recurring-transactions"), ("POST", "/v1/recurring-transactions")]
+         ("GET", "/v1/recurring-transactions"), ("POST", "/v1/recurring-transactions"),
+         ("POST", "/v1/batches")]
 
 
 def test_every_v1_route_is_probed(api: Api) -> None:
@@ -42,10 +44,13 @@ def test_another_tenants_ids_are_not_found(api: Api, acme: Tenant, globex: Tenan
     recurring = api.client.post("/v1/recurring-transactions", headers=acme.headers, json={
         "frequency": "daily", "start_date": date.today().isoformat(),
         "postings": [{"account_id": cash, "amount": "1"}, {"account_id": wallet, "amount": "-1"}]}).json()
+    # a batch that posts nothing (an unknown account), so balances cannot move in the background
+    batch = api.client.post("/v1/batches", content=b"external_id,effective_date,postings\nb-1,2026-11-23,cash=1;ghost=-1\n",
+                            headers={**acme.headers, "Content-Type": "text/csv"}).json()
     api.open_account(globex, "own")
     api.catch_up()
     before = api.balances()
-    ids = {"account_id": cash, "transaction_id": posted["id"], "recurring_id": recurring["id"]}
+    ids = {"account_id": cash, "transaction_id": posted["id"], "recurring_id": recurring["id"], "batch_id": batch["id"]}
     for method, template, body in PROBES:
         path = template.format(**ids)
         if body == "steal":
@@ -53,7 +58,8 @@ def test_another_tenants_ids_are_not_found(api: Api, acme: Tenant, globex: Tenan
         else:
             response = api.client.request(method, path, headers=globex.headers)
         code = ("transaction_not_found" if "{transaction_id}" in template
-                else "recurring_transaction_not_found" if "{recurring_id}" in template else "account_not_found")
+                else "recurring_transaction_not_found" if "{recurring_id}" in template
+                else "batch_not_found" if "{batch_id}" in template else "account_not_found")
         assert_problem(response, 404, code)
     assert api.balances() == before
     # and the owner still sees everything unchanged
