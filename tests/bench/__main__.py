@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tests.bench.measurement import REFERENCE_LATENCY, REFERENCE_TPS, Measurement
-from tests.bench.support import describe_machine
+from tests.bench.support import describe_machine, load_average
 
 PACKAGE = "tests.bench"
 REFERENCE = "bench_pgbench"
@@ -77,14 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="run only benchmark modules whose name contains this (and the reference)")
     parser.add_argument("--no-reference", action="store_true", help="with --only: do not run pgbench as well")
     options = parser.parse_args(argv)
-    began = time.monotonic()
+    began, load_before = time.monotonic(), load_average()
     measurements: list[Measurement] = []
     all_ran = True
     for name in discover(options.only, reference=not options.no_reference):
         results, ran = run_module(name, options.smoke)
         measurements += results
         all_ran = all_ran and ran
-    machine = [*describe_machine(), f"whole run: {time.monotonic() - began:.0f} s"]
+    machine = [*describe_machine(), f"whole run: {time.monotonic() - began:.0f} s; load average before: {load_before}"]
     print_table(measurements, options.smoke, machine)
     return 0 if all_ran else 1
 

@@ -97,13 +97,17 @@ def process_cpu_seconds(pid: int) -> float | None:
 def describe_machine() -> list[str]:
     """Lines naming what the figures were measured on."""
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return [
         f"machine: {os.cpu_count()} cores ({_cpu_model()}), {memory:.1f} GiB RAM, {platform.platform(terse=True)}, "
-        f"load average {load}",
+        f"load average {load_average()}",
         f"python {platform.python_version()} ({platform.python_implementation()}); "
         f"PostgreSQL {postgres_version() or 'not found'}; {pgbench_version() or 'pgbench not found'}",
     ]
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages: other work on the machine skews every figure."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def _cpu_model() -> str:

@@ -7,6 +7,8 @@ that the table keeps its reference column and machine description.
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from tests.bench import __main__ as bench_main
@@ -28,11 +30,16 @@ def test_a_missing_pgbench_is_a_row_that_says_so(monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.postgres
-def test_the_http_benchmark_serves_and_measures_every_shape() -> None:
+@pytest.mark.parametrize("tool", ["httpx", "wrk"])
+def test_the_http_benchmark_serves_and_measures_every_shape(tool: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if tool == "wrk" and shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (optional: the benchmark falls back to httpx)")
+    monkeypatch.setenv(bench_http.TOOL_VARIABLE, tool)
     measurements = bench_http.run(smoke=True)
     throughput = [m for m in measurements if m.name.startswith("API: ")]
     assert len(throughput) == 2 * len(bench_http.SMOKE["clients"])
-    assert all(m.value > 0 and "not 201" not in m.note for m in throughput), [m.note for m in throughput]
+    assert all(m.value > 0 and "not 201" not in m.note and tool in m.note for m in throughput), [
+        m.note for m in throughput]
     assert sum(m.name.strip().startswith("p99") for m in measurements) == len(throughput)
 
 
