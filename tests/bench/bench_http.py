@@ -43,7 +43,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -158,12 +158,12 @@ def _server(database_url: str, *options: str) -> Iterator[tuple[str, int]]:
             _stop(process)
 
 
-def _wait_until_up(base_url: str, process: subprocess.Popen[bytes], errors: object) -> None:
+def _wait_until_up(base_url: str, process: subprocess.Popen[bytes], errors: IO[bytes]) -> None:
     deadline = time.monotonic() + SERVER_START_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            errors.seek(0)  # type: ignore[attr-defined]
-            tail = errors.read().decode(errors="replace")[-1500:]  # type: ignore[attr-defined]
+            errors.seek(0)
+            tail = errors.read().decode(errors="replace")[-1500:]
             raise RuntimeError(f"invario serve exited with status {process.returncode}: {tail}")
         with contextlib.suppress(httpx.TransportError):
             httpx.get(f"{base_url}/health", timeout=5)
