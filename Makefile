@@ -4,7 +4,7 @@
 #   make test    install with the test extra, check import contracts, run pytest
 #                (extra pytest arguments: make test PYTEST_ARGS='-k ledger -x')
 #   make bench   install with the test extra and run the benchmarks (one table, ~10 min on 2 cores;
-#                needs PostgreSQL, see docs/performance.md; e.g. make bench BENCH_ARGS='--only http')
+#                needs PostgreSQL, see docs/performance.md; e.g. BENCH_ARGS='--only http' or '--skip import')
 #   make bench-smoke  the same at tiny sizes, in about a minute: checks they run, numbers mean nothing
 #   make clean   remove .venv, var/ and caches
 #

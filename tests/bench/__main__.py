@@ -18,6 +18,7 @@ import pkgutil
 import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -30,10 +31,10 @@ PACKAGE = "tests.bench"
 REFERENCE = "bench_pgbench"
 
 
-def discover(only: str | None, reference: bool = True) -> list[str]:
+def discover(only: str | None, reference: bool = True, skip: Sequence[str] = ()) -> list[str]:
     """Module names to run, the physical reference first (kept with ``--only`` unless ``reference`` is off)."""
     names = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name.startswith("bench_"))
-    chosen = [name for name in names if only is None or only in name]
+    chosen = [name for name in names if (only is None or only in name) and not any(s in name for s in skip)]
     if reference and REFERENCE in names and REFERENCE not in chosen:
         chosen.append(REFERENCE)
     return sorted(chosen, key=lambda name: (name != REFERENCE, name))
@@ -75,12 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: check the benchmarks run, fast")
     parser.add_argument("--only", help="run only benchmark modules whose name contains this (and the reference)")
+    parser.add_argument("--skip", action="append", default=[], metavar="NAME",
+                        help="leave out modules whose name contains this (repeatable), e.g. to stay in a time budget")
     parser.add_argument("--no-reference", action="store_true", help="with --only: do not run pgbench as well")
     options = parser.parse_args(argv)
     began, load_before = time.monotonic(), load_average()
     measurements: list[Measurement] = []
     all_ran = True
-    for name in discover(options.only, reference=not options.no_reference):
+    for name in discover(options.only, reference=not options.no_reference, skip=options.skip):
         results, ran = run_module(name, options.smoke)
         measurements += results
         all_ran = all_ran and ran

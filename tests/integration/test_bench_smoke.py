@@ -74,3 +74,4 @@ def test_a_benchmark_that_cannot_run_becomes_a_row(monkeypatch: pytest.MonkeyPat
 def test_the_reference_runs_first_even_with_only() -> None:
     assert bench_main.discover("http")[0] == "bench_pgbench"
     assert bench_main.discover("http", reference=False) == ["bench_http"]
+    assert not any("rebuild" in name or "verify" in name for name in bench_main.discover(None, skip=["rebuild", "verify"]))
