@@ -3,7 +3,9 @@
 #   make run     install into .venv (once per pyproject.toml change) and serve
 #   make test    install with the test extra, check import contracts, run pytest
 #                (extra pytest arguments: make test PYTEST_ARGS='-k ledger -x')
-#   make bench   run tests/bench if it exists
+#   make bench   install with the test extra and run the benchmarks (one table, ~10 min on 2 cores;
+#                needs PostgreSQL, see docs/performance.md; e.g. BENCH_ARGS='--only http' or '--skip import')
+#   make bench-smoke  the same at tiny sizes, in about a minute: checks they run, numbers mean nothing
 #   make clean   remove .venv, var/ and caches
 #
 # The venv is built with the first of $(PYTHON_CANDIDATES) that is Python >= 3.11,
@@ -18,6 +20,7 @@ PIP := $(VENV_PY) -m pip -q --disable-pip-version-check
 PYTHON ?=
 PYTHON_CANDIDATES := python3 python3.13 python3.12 python3.11
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 # Stamps record what is installed; they are older than pyproject.toml after it
 # changes, which triggers a reinstall. Removing .venv removes them too.
@@ -26,7 +29,7 @@ TEST_STAMP := $(VENV)/.installed-test
 
 PY_OK := import sys; sys.exit(sys.version_info < (3, 11))
 
-.PHONY: run test bench clean
+.PHONY: run test bench bench-smoke clean
 
 run: $(RUN_STAMP)
 	mkdir -p var
@@ -36,12 +39,11 @@ test: $(TEST_STAMP)
 	$(VENV)/bin/lint-imports --config pyproject.toml
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-bench:
-	@if [ -f tests/bench/__main__.py ]; then \
-		$(MAKE) -s --no-print-directory $(TEST_STAMP) && exec $(VENV_PY) -m tests.bench; \
-	else \
-		echo "No benchmarks yet: they arrive with the throughput issue (tests/bench/__main__.py)."; \
-	fi
+bench: $(TEST_STAMP)
+	$(VENV_PY) -m tests.bench $(BENCH_ARGS)
+
+bench-smoke: $(TEST_STAMP)
+	$(VENV_PY) -m tests.bench --smoke $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var build dist *.egg-info .pytest_cache .hypothesis .import_linter_cache .coverage htmlcov

@@ -1,0 +1,48 @@
+-- wrk script of tests/bench/bench_http.py: every request posts a new two-posting transfer.
+-- Arguments after "--": a file of account ids (one a line), the hot account's id or "-", a run id.
+-- wrk gives each thread its own Lua state; "id" is set per thread by setup().
+
+local accounts, hot, run, counter = {}, nil, "", 0
+local started = 0
+
+function setup(thread)
+  started = started + 1
+  thread:set("id", started)
+end
+
+function init(args)
+  for line in io.lines(args[1]) do
+    accounts[#accounts + 1] = line
+  end
+  if args[2] ~= "-" then hot = args[2] end
+  run = args[3]
+  math.randomseed(id * 7919 + os.time())
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+end
+
+local function any_account()
+  return accounts[math.random(#accounts)]
+end
+
+function request()
+  counter = counter + 1
+  local debit, credit = any_account(), hot
+  if credit == nil then
+    repeat credit = any_account() until credit ~= debit
+  end
+  local body = string.format(
+    '{"external_id":"%s-%d-%d","effective_date":"2026-11-23","postings":' ..
+    '[{"account_id":"%s","amount":"1.00"},{"account_id":"%s","amount":"-1.00"}]}',
+    run, id, counter, debit, credit)
+  return wrk.format(nil, "/v1/transactions", nil, body)
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_RESULT {"requests": %d, "duration_us": %d, "non_2xx": %d, "socket_errors": %d, ' ..
+    '"p50_us": %d, "p95_us": %d, "p99_us": %d}\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+end

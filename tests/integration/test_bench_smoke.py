@@ -1,0 +1,77 @@
+"""The write-path benchmarks keep working: smoke mode runs them in seconds (numbers are never checked).
+
+``make bench`` itself is not run here; these run each new benchmark module the
+way ``python -m tests.bench --smoke`` does and check the rows they report, and
+that the table keeps its reference column and machine description.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.bench import __main__ as bench_main
+from tests.bench import bench_http, bench_inprocess, bench_pgbench
+from tests.bench.measurement import REFERENCE_LATENCY, REFERENCE_TPS, Measurement
+
+
+@pytest.mark.postgres
+def test_the_pgbench_reference_runs() -> None:
+    tps, latency = bench_pgbench.run(smoke=True)
+    assert (tps.role, latency.role) == (REFERENCE_TPS, REFERENCE_LATENCY)
+    assert tps.value > 0 and latency.value > 0
+
+
+def test_a_missing_pgbench_is_a_row_that_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench_pgbench.shutil, "which", lambda _: None)
+    (row,) = bench_pgbench.run(smoke=True)
+    assert row.value == 0 and "pgbench not found" in row.note
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("tool", ["httpx", "wrk"])
+def test_the_http_benchmark_serves_and_measures_every_shape(tool: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if tool == "wrk" and shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (optional: the benchmark falls back to httpx)")
+    monkeypatch.setenv(bench_http.TOOL_VARIABLE, tool)
+    measurements = bench_http.run(smoke=True)
+    throughput = [m for m in measurements if m.name.startswith("API: ")]
+    assert len(throughput) == 2 * len(bench_http.SMOKE["clients"])
+    assert all(m.value > 0 and "not 201" not in m.note and tool in m.note for m in throughput), [
+        m.note for m in throughput]
+    assert sum(m.name.strip().startswith("p99") for m in measurements) == len(throughput)
+
+
+@pytest.mark.postgres
+def test_the_in_process_benchmark_measures_both_settings() -> None:
+    measurements = bench_inprocess.run(smoke=True)
+    ungrouped, grouped, bulk = measurements
+    assert "ungrouped" in ungrouped.name and "grouped (" in grouped.name
+    assert ungrouped.value > 0 and grouped.value > 0
+    assert bulk.value > 0 or bulk.note.startswith("skipped")
+
+
+def test_the_table_compares_with_pgbench_and_describes_the_machine(capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [Measurement("pgbench", 2_000, "tps", role=REFERENCE_TPS),
+            Measurement("latency", 2.0, "ms", role=REFERENCE_LATENCY),
+            Measurement("API", 500, "transfers/s", 2_000), Measurement("p99", 20.0, "ms", 50, higher_is_better=False)]
+    bench_main.print_table(rows, smoke=True, machine=["machine: test box"])
+    out = capsys.readouterr().out
+    assert "vs pgbench" in out and "machine: test box" in out
+    assert "0.25" in out and "10.0x" in out
+
+
+def test_a_benchmark_that_cannot_run_becomes_a_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(smoke: bool) -> list[Measurement]:
+        raise RuntimeError("no luck")
+
+    monkeypatch.setattr(bench_pgbench, "run", broken)
+    rows, ran = bench_main.run_module("bench_pgbench", smoke=True)
+    assert not ran and rows[0].note == "RuntimeError: no luck"
+
+
+def test_the_reference_runs_first_even_with_only() -> None:
+    assert bench_main.discover("http")[0] == "bench_pgbench"
+    assert bench_main.discover("http", reference=False) == ["bench_http"]
+    assert not any("rebuild" in name or "verify" in name for name in bench_main.discover(None, skip=["rebuild", "verify"]))
