@@ -67,6 +67,21 @@ class Settings(BaseSettings):
     )
     worker_metrics_host: str = Field("127.0.0.1", description="Address the worker's /metrics listens on")
 
+    # --- evidence collection ('invario evidence DIR'; docs/backup-restore.md) ---
+    evidence_log_file: str | None = Field(
+        None, description="File the service's logs are kept in (a redirect, docker's log file): "
+        "'invario evidence' includes its tail"
+    )
+    evidence_journal_unit: str | None = Field(
+        None, description="systemd unit whose journal 'invario evidence' includes (journalctl -u UNIT)"
+    )
+    evidence_log_tail_bytes: int = Field(
+        1_048_576, ge=1024, le=64 * 1_048_576, description="Most bytes of logs 'invario evidence' includes per source"
+    )
+    evidence_http_timeout_seconds: float = Field(
+        2.0, gt=0, le=30, description="Bound on each HTTP call of 'invario evidence' (/health, /metrics)"
+    )
+
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _case_insensitive(cls, value: object) -> object:

@@ -150,6 +150,18 @@ from interfaces.cli import integrity_cmds  # noqa: E402 - verify, digest, genera
 
 integrity_cmds.register(app)
 
+from interfaces.cli import backup_cmds  # noqa: E402 - backup, restore
+
+backup_cmds.register(app)
+
+from interfaces.cli import evidence_cmds  # noqa: E402 - evidence
+
+evidence_cmds.register(app)
+
+from interfaces.cli import demo_cmds  # noqa: E402 - invario demo
+
+app.command()(demo_cmds.demo)
+
 
 def main() -> None:  # pragma: no cover - console entry point
     app()
