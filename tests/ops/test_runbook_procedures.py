@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from tests.ops.conftest import Deployment, Server
@@ -428,6 +429,7 @@ def test_read_only_database_refuses_writes_serves_reads(deployment: Deployment) 
     database = deployment.database_url.rsplit("/", 1)[-1]
     with server.client(key) as client:
         cash, wallet = open_accounts(client, "cash", "wallet")
+        assert balance(client, cash) == "0.00"  # in the read models before they, too, cannot write
         deployment.sql(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
         deployment.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
                        "AND pid <> pg_backend_pid()", (database,))
@@ -436,8 +438,62 @@ def test_read_only_database_refuses_writes_serves_reads(deployment: Deployment) 
                        "writes refused with 503")
             refused = post(client, transfer("while-read-only", cash, wallet))
             assert problem_code(refused) == "database_read_only" and refused.headers["Retry-After"]
-            assert client.get(f"/v1/accounts/{cash}/balance").status_code == 200
+            assert balance(client, cash) == "0.00"
+            assert server.get("/health").status_code == 200
         finally:
-            deployment.sql(f'ALTER DATABASE "{database}" SET default_transaction_read_only = off')
+            # The runbook's fix, as psql runs it: this session first, then the database's setting.
+            with psycopg.connect(deployment.database_url, autocommit=True) as session:
+                session.execute("SET default_transaction_read_only = off")
+                session.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = off')
+                # Pooled connections keep the read-only default they started with: end them, they reconnect.
+                session.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                                "AND pid <> pg_backend_pid()", (database,))
         wait_until(lambda: post(client, transfer("after-read-only", cash, wallet)).status_code == 201,
                    "writes accepted again")
+
+
+def test_broken_chain_evidence_backup_and_restore(deployment: Deployment) -> None:
+    """INC-3 as written: last night's backup, the break, evidence, a damaged copy, restore --force, restart."""
+    _, key = deployment.create_tenant_with_key("acme")
+    server = deployment.serve()
+    with server.client(key) as client:
+        cash, wallet = open_accounts(client, "cash", "wallet")
+        for n in range(3):
+            assert post(client, transfer(f"t-{n}", cash, wallet)).status_code == 201
+    wait_until(lambda: all_current(deployment), "every projection current")
+    nightly = deployment.workdir / "invario-nightly.dump"
+    backed_up = deployment.invario("backup", str(nightly))
+    assert backed_up.returncode == 0, backed_up.stderr
+    assert backed_up.stdout.startswith("backup written: ") and "events: " in backed_up.stdout
+
+    original = deployment.sql("SELECT state FROM invario_events WHERE originator_id = %s "
+                              "AND originator_version = 2", (cash,))[0][0]
+    deployment.sql("UPDATE invario_events SET state = %s WHERE originator_id = %s AND originator_version = 2",
+                   (amount_digit_changed(bytes(original)), cash))
+    located = deployment.invario("verify", "--json")
+    assert located.returncode == 1 and json.loads(located.stdout)["first_break"]["aggregate_id"] == cash
+    server.wait_for("/health", 503)
+
+    evidence_dir = deployment.workdir / "evidence"
+    evidence_dir.mkdir()
+    collected = deployment.invario("evidence", str(evidence_dir), "--api-url", server.base_url)
+    assert collected.returncode == 0, collected.stderr
+    assert [p.name for p in evidence_dir.iterdir() if p.name.startswith("invario-evidence-")
+            and p.name.endswith(".tar.gz")]
+    damaged = deployment.invario("backup", str(deployment.workdir / "damaged.dump"))
+    assert damaged.returncode == 0, damaged.stderr
+
+    assert server.stop() in (0, -signal.SIGTERM)  # the restore wants the API and workers stopped
+    refused = deployment.invario("restore", str(nightly))
+    assert refused.returncode == 2  # the database holds data: only with --force
+    restored = deployment.invario("restore", "--force", str(nightly))
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert "restore CONSISTENT" in restored.stdout
+
+    server = deployment.serve()
+    assert server.get("/health").json() == {"status": "ok", "database": "ok", "integrity": "ok"}
+    assert server.metric("invario_ledger_integrity_status") == 1.0
+    with server.client(key) as client:
+        again = post(client, transfer("after-restore", cash, wallet))
+        assert again.status_code == 201, again.text
+        assert balance(client, cash, again.json()["position"]) == "40.00"
