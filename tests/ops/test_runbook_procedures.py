@@ -255,7 +255,8 @@ def test_409_spike_codes_and_counters(deployment: Deployment) -> None:
         reused = post(client, transfer("pay-1", cash, wallet, "99.00"))
         assert reused.status_code == 409 and problem_code(reused) == "duplicate_external_id"
 
-        account = client.get(f"/v1/accounts/{cash}")
+        account = client.get(f"/v1/accounts/{cash}", params={"min_position": position})
+        assert account.status_code == 200, account.text
         stale = str(int(account.headers["ETag"].strip('"')) - 1)
         mismatch = client.post(f"/v1/accounts/{cash}/freeze", headers={"If-Match": f'"{stale}"'})
         assert mismatch.status_code == 409 and problem_code(mismatch) == "version_mismatch"
