@@ -156,6 +156,23 @@ def test_daily_checklist_commands(deployment: Deployment) -> None:
     caught_up = deployment.invario("worker", "--once")
     assert caught_up.returncode == 0, caught_up.stderr
 
+    unsigned = deployment.invario("digest")
+    assert unsigned.returncode == 2  # no INVARIO_SIGNING_KEY where it ran
+    signing_key = deployment.invario("generate-signing-key").stdout.strip()
+    signed = deployment.invario("digest", env={"INVARIO_SIGNING_KEY": signing_key})
+    assert signed.returncode == 0, signed.stderr
+    assert {"sequence", "hash", "key_id", "signature"} <= set(json.loads(signed.stdout))
+    kept = deployment.workdir / "digest-today.json"
+    kept.write_text(signed.stdout)
+    matched = deployment.invario("verify", "--digest", str(kept), env={"INVARIO_SIGNING_KEY": signing_key})
+    assert matched.returncode == 0, matched.stdout + matched.stderr
+
+    nightly = deployment.workdir / "invario-nightly.dump"
+    assert deployment.invario("backup", str(nightly)).returncode == 0
+    exists = deployment.invario("backup", str(nightly))
+    assert exists.returncode == 2  # an existing file is replaced only with --force
+    assert deployment.invario("backup", "--force", str(nightly)).returncode == 0
+
 
 # --- INC-12 API key compromise and INC-5 401 storm ----------------------------------------------
 
