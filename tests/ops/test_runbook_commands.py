@@ -223,6 +223,13 @@ def test_the_incidents_the_issue_lists_have_procedures() -> None:
         assert incident in sections, f"no section about {incident}"
 
 
+def test_every_incident_procedure_starts_with_its_first_five_minutes() -> None:
+    incidents = {anchor: text for anchor, text in headings(runbook()).items() if anchor.startswith("inc-")}
+    assert len(incidents) >= 13
+    lacking = sorted(anchor for anchor, text in incidents.items() if "First five minutes" not in text)
+    assert not lacking, f"incident procedures without their first five minutes: {lacking}"
+
+
 # --- metrics ---------------------------------------------------------------------------------------
 
 
