@@ -339,6 +339,13 @@ def test_divergence_found_then_repaired_by_rebuild_and_recompute(deployment: Dep
     assert "0 row(s) corrected" in deployment.invario("projections", "recompute-month", month).stdout
     assert deployment.invario("reconcile").returncode == 0
 
+    # INC-4 by hand, the global chain last: verified first, rebuilt, caught up, verified again.
+    assert deployment.invario("verify", "--json").returncode == 0
+    chain = deployment.invario("projections", "rebuild", "global_chain")
+    assert chain.returncode == 0 and "warning: rebuilding the global chain" in chain.stderr
+    assert deployment.invario("worker", "--once").returncode == 0
+    assert deployment.invario("verify").returncode == 0
+
 
 def test_projection_lag_shows_and_worker_once_catches_up(deployment: Deployment) -> None:
     _, key = deployment.create_tenant_with_key("acme")
