@@ -15,11 +15,12 @@ import threading
 import uuid
 from uuid import UUID
 
-from application.batches import CSV, BatchInfo, BatchProcessor, LeaseLost, LineChunker, Progress
+from application.batches import COMPLETED, CSV, BatchInfo, BatchProcessor, LeaseLost, LineChunker, Progress
 from application.ledger import Ledger
 from domain.errors import InvalidBatch
 from infrastructure.batch_store import BatchStore
 from infrastructure.bootstrap import Runtime
+from infrastructure.telemetry import instruments
 
 log = logging.getLogger("invario.batches")
 
@@ -116,6 +117,7 @@ class BatchRunner:
             self.store.release(batch.id, self.owner)
             log.info("batch %s: stopping; it resumes from its last recorded chunk", batch.id)
             return 0
+        instruments().batch_outcomes.add(1, {"outcome": "accepted" if done.status == COMPLETED else "rejected"})
         log.info("batch %s %s: %d accepted, %d replayed, %d rejected", done.id, done.status, done.accepted_count,
                  done.replayed_count, done.rejected_count,
                  extra={"event": "batch_finished", "batch_id": str(done.id), "status": done.status,

@@ -13,6 +13,7 @@ from typing import Any
 
 from infrastructure.batch_runner import runner_for
 from tests.e2e.http_fixtures import Api, Tenant, acme, api, assert_problem, globex  # noqa: F401
+from tests.e2e.test_metrics_endpoint import moved, scrape
 from tests.support.batch_files import HEADER, good_line
 
 CSV = {"Content-Type": "text/csv"}
@@ -43,6 +44,7 @@ def test_upload_poll_balances_errors_and_reupload(api: Api, acme: Tenant) -> Non
     cash = api.open_account(acme, "cash")
     api.open_account(acme, "sales", type="income")
     body = _file("bad-1,2026-11-23,cash=1.00;sales=-2.00,unbalanced\n", "bad-2,2026-11-23,cash=1.00;ghost=-1.00,x\n")
+    metrics_before = scrape(api)
 
     rejected = _upload(api, acme, body)
     assert rejected.status_code == 202, rejected.text
@@ -64,6 +66,9 @@ def test_upload_poll_balances_errors_and_reupload(api: Api, acme: Tenant) -> Non
     report = _finished(api, acme, again.headers["location"])
     assert (report["accepted"], report["replayed"], report["rejected"]) == (0, 5, 2)
     assert api.balance(acme, cash) == "50.00"
+    metrics_after = scrape(api)
+    assert moved(metrics_before, metrics_after, "invario_batch_outcomes_total", outcome="rejected") == 1
+    assert moved(metrics_before, metrics_after, "invario_batch_outcomes_total", outcome="accepted") == 2
 
 
 def test_jsonl_files(api: Api, acme: Tenant) -> None:
