@@ -65,6 +65,9 @@ class BatchStore(Protocol):
 
     def save_events(self, events: Sequence[Any], aggregates: Iterable[Any]) -> dict[tuple[UUID, int], int]: ...
 
+    def keep_committed(self, aggregates: Iterable[tuple[Any, bool]]) -> None:
+        """Stored aggregates as just committed, each with whether a result still holds it."""
+
 
 @dataclass
 class _Entry:
@@ -172,6 +175,12 @@ class WorkingSet:
 
     def stale_ids(self) -> set[UUID]:
         return {i for i, e in self.entries.items() if self._store.stored_version(i) != e.base_version}
+
+    def committed(self) -> list[tuple[Any, bool]]:
+        """After the commit: the aggregates that were in the store before the batch,
+        each with whether a command's result holds that very object."""
+        return [(e.aggregate, i in self._shared) for i, e in self.entries.items()
+                if e.base_version and e.aggregate is not None]
 
     def aggregates(self) -> list[Any]:
         return [e.aggregate for e in self.entries.values() if e.aggregate is not None]
@@ -287,6 +296,7 @@ class Batch:
                 self.outcomes[index] = replace(outcome, position=position)
             if hasattr(getattr(outcome, "aggregate", None), "collect_events"):
                 outcome.aggregate.collect_events()  # its events are stored now
+        self._store.keep_committed(self.ws.committed())
 
     def _redecide_affected(self, *, give_up: bool) -> None:
         """Reload what another writer changed and decide again only what depended on it."""

@@ -312,6 +312,16 @@ class Ledger(Application):
         return {(r.domain_event.originator_id, r.domain_event.originator_version): r.notification.id
                 for r in recordings}
 
+    def _keep_committed(self, aggregates: Iterable[tuple[Any, bool]]) -> None:
+        # The next batch then finds these aggregates current in the cache instead of
+        # decoding and replaying this batch's events again. A committed state is always
+        # a safe cache entry: every read fast-forwards it from the store first.
+        cache = self.repository.cache
+        if cache is None or not self.repository.fastforward:
+            return  # without fast-forwarding, Application._record has cached them already
+        for aggregate, held_by_a_result in aggregates:
+            cache.put(aggregate.id, deepcopy(aggregate) if held_by_a_result else aggregate)
+
     def _batch_store(self) -> _LedgerBatchStore:
         return _LedgerBatchStore(self)
 
@@ -748,3 +758,6 @@ class _LedgerBatchStore:
 
     def save_events(self, events: Sequence[Any], aggregates: Iterable[Any]) -> dict[tuple[UUID, int], int]:
         return self.ledger._save_events(events, aggregates)
+
+    def keep_committed(self, aggregates: Iterable[tuple[Any, bool]]) -> None:
+        self.ledger._keep_committed(aggregates)
