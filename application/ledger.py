@@ -14,9 +14,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
-from copy import deepcopy
+from copy import copy, deepcopy
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from decimal import Decimal
+from enum import Enum
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
@@ -271,7 +273,7 @@ class Ledger(Application):
                 for stored_event in stored:
                     if stored_event.originator_version > cached.version:  # another reader may be ahead
                         cached = self.mapper.to_domain_event(stored_event).mutate(cached)
-                return deepcopy(cached) if repository.deepcopy_from_cache else cached
+                return _copied(cached) if repository.deepcopy_from_cache else cached
         finally:
             repository._disuse_fastforward_lock(aggregate_id)  # noqa: SLF001
 
@@ -286,7 +288,7 @@ class Ledger(Application):
         if aggregate is None or cache is None:
             return aggregate
         cache.put(aggregate_id, aggregate)
-        return deepcopy(aggregate) if self.repository.deepcopy_from_cache else aggregate
+        return _copied(aggregate) if self.repository.deepcopy_from_cache else aggregate
 
     def _load_at(self, aggregate_id: UUID, version: int) -> Any:
         latest = self._load(aggregate_id)
@@ -337,7 +339,7 @@ class Ledger(Application):
         if cache is None or not self.repository.fastforward:
             return  # without fast-forwarding, Application._record has cached them already
         for aggregate, held_by_a_result in aggregates:
-            cache.put(aggregate.id, deepcopy(aggregate) if held_by_a_result else aggregate)
+            cache.put(aggregate.id, _copied(aggregate) if held_by_a_result else aggregate)
 
     def _batch_store(self) -> _LedgerBatchStore:
         return _LedgerBatchStore(self)
@@ -746,6 +748,24 @@ def _apply_postings(transaction: Transaction, accounts: dict[UUID, Account]) -> 
         accounts[posting.account_id].check_posting(posting.amount_minor, posting.currency)
     for posting in transaction.postings:
         accounts[posting.account_id].record_posting(transaction.id, posting.amount_minor, posting.currency)
+
+
+# Values that are immutable: a copy may share them (deepcopy copies UUIDs and datetimes anyway).
+_SHAREABLE = (str, int, float, bool, type(None), UUID, Enum, datetime, date, Decimal, bytes)
+
+
+def _copied(aggregate: Any) -> Any:
+    """``copy.deepcopy(aggregate)`` at a fraction of the cost (a batch copies every
+    aggregate it loads): the object is copied as deepcopy does, immutable attribute
+    values are shared, and every other value (lists, dicts, tuples, ...) is
+    deep-copied with one memo, as deepcopy would."""
+    duplicate = copy(aggregate)
+    memo: dict[int, Any] = {id(aggregate): duplicate}
+    state = duplicate.__dict__
+    for name, value in state.items():
+        if not isinstance(value, _SHAREABLE):
+            state[name] = deepcopy(value, memo)
+    return duplicate
 
 
 def _rejected(error: LedgerError) -> Callable[[], Recorded]:
