@@ -61,7 +61,8 @@ class BatchStore(Protocol):
 
     def load_at(self, aggregate_id: UUID, version: int) -> Any: ...
 
-    def stored_version(self, aggregate_id: UUID) -> int: ...
+    def changed_since(self, versions: dict[UUID, int]) -> set[UUID]:
+        """The aggregates whose stored version is no longer the one given."""
 
     def save_events(self, events: Sequence[Any], aggregates: Iterable[Any]) -> dict[tuple[UUID, int], int]: ...
 
@@ -174,7 +175,7 @@ class WorkingSet:
         return aggregate
 
     def stale_ids(self) -> set[UUID]:
-        return {i for i, e in self.entries.items() if self._store.stored_version(i) != e.base_version}
+        return self._store.changed_since({i: e.base_version for i, e in self.entries.items()})
 
     def committed(self) -> list[tuple[Any, bool]]:
         """After the commit: the aggregates that were in the store before the batch,

@@ -296,6 +296,13 @@ class Ledger(Application):
             return latest  # the usual case, served from the cache
         return self.repository.get(aggregate_id, version=version)
 
+    def _changed_since(self, versions: Mapping[UUID, int]) -> set[UUID]:
+        # After a conflict, which of a batch's aggregates another writer has moved on:
+        # one query for all of them where the store has bulk reads.
+        if self.bulk_reads is not None:
+            return set(self.bulk_reads.events_after(versions))
+        return {i for i, version in versions.items() if self._stored_version(i) != version}
+
     def _stored_version(self, aggregate_id: UUID) -> int:
         last = self.recorder.select_events(aggregate_id, desc=True, limit=1)
         return last[0].originator_version if last else 0
@@ -790,8 +797,8 @@ class _LedgerBatchStore:
     def load_at(self, aggregate_id: UUID, version: int) -> Any:
         return self.ledger._load_at(aggregate_id, version)
 
-    def stored_version(self, aggregate_id: UUID) -> int:
-        return self.ledger._stored_version(aggregate_id)
+    def changed_since(self, versions: dict[UUID, int]) -> set[UUID]:
+        return self.ledger._changed_since(versions)
 
     def save_events(self, events: Sequence[Any], aggregates: Iterable[Any]) -> dict[tuple[UUID, int], int]:
         return self.ledger._save_events(events, aggregates)
