@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
+from uuid import UUID
 
 from sqlalchemy import BigInteger, Column, Connection, DateTime, Engine, String, Table, Text, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -131,28 +132,43 @@ def event_identity(event: Any) -> str:
 class TransactionBoundaries:
     """Tells, event by event, whether the events so far end between ledger transactions.
 
-    A ``Transaction.Posted`` event is followed, in the same atomic write, by one
-    ``PostingRecorded`` event per posting (and by a ``Transaction.Reversed``
-    event when it is a reversal). Events the ledger does not know are whole on
-    their own, so they never hold a batch back.
+    A ``Transaction.Posted`` event is recorded in the same atomic write as one
+    ``PostingRecorded`` event per posting (and a ``Transaction.Reversed`` event on
+    the original when it is a reversal); holds likewise with their reservations and
+    releases. One write of the group-commit writer holds many commands, saved
+    aggregate by aggregate, so a transaction's events need not be adjacent, nor come
+    after its own ``Posted``: what each transaction still owes (or has been paid
+    ahead) is counted by its id, and a boundary is where every count is back to
+    zero. Events the ledger does not know are whole on their own, so they never
+    hold a batch back.
     """
 
     def __init__(self) -> None:
-        self.owed = 0
+        self._owed: dict[UUID, int] = {}
 
     def after(self, event: Any) -> bool:
         if isinstance(event, Transaction.Posted):
-            self.owed += len(event.postings) + (1 if event.reverses is not None else 0)
+            self._add(event.originator_id, len(event.postings))
+            if event.reverses is not None:
+                self._add(event.reverses, 1)  # the original's Reversed
         elif isinstance(event, Transaction.HoldPlaced):
-            self.owed += len(event.postings)  # one HoldReserved per account
+            self._add(event.originator_id, len(event.postings))  # one HoldReserved per account
         elif isinstance(event, Transaction.HoldPosted):
-            self.owed += len(event.released) + len(event.postings)  # HoldReleased, PostingRecorded
+            self._add(event.originator_id, len(event.released) + len(event.postings))  # HoldReleased, PostingRecorded
         elif isinstance(event, Transaction.HoldVoided | Transaction.HoldExpired):
-            self.owed += len(event.released)
-        elif isinstance(event, Account.PostingRecorded | Transaction.Reversed
-                        | Account.HoldReserved | Account.HoldReleased):
-            self.owed = max(self.owed - 1, 0)
-        return self.owed == 0
+            self._add(event.originator_id, len(event.released))
+        elif isinstance(event, Account.PostingRecorded | Account.HoldReserved | Account.HoldReleased):
+            self._add(event.transaction_id, -1)
+        elif isinstance(event, Transaction.Reversed):
+            self._add(event.originator_id, -1)
+        return not self._owed
+
+    def _add(self, transaction_id: UUID, count: int) -> None:
+        owed = self._owed.get(transaction_id, 0) + count
+        if owed:
+            self._owed[transaction_id] = owed
+        else:
+            self._owed.pop(transaction_id, None)
 
 
 class EveryEvent:
