@@ -343,11 +343,21 @@ def _versions_ascend(traces: Sequence[_Trace]) -> bool:
 # --- the group-commit writer ------------------------------------------------------
 
 
+class CallerContext(Protocol):
+    """Carries a caller's ambient context (a trace) to the writer thread, which runs
+    the batch under its first command's context; the infrastructure supplies one."""
+
+    def capture(self) -> Any: ...
+
+    def attached(self, captured: Any) -> AbstractContextManager[Any]: ...
+
+
 @dataclass
 class _Submission:
     decide: Callable[[], Any]
     lock_keys: Sequence[UUID]
     reads: Sequence[UUID]  # what the decision is expected to read (prefetched with the batch)
+    context: Any = None  # the caller's, from CallerContext.capture()
     future: Future[Any] = field(default_factory=Future)
 
 
@@ -364,9 +374,10 @@ class GroupCommitWriter:
     """
 
     def __init__(self, run_batch: Callable[[list[_Submission]], list[Any]], batch_size_max: int,
-                 wait_seconds: float, queue_max: int) -> None:
+                 wait_seconds: float, queue_max: int, caller_context: CallerContext | None = None) -> None:
         assert batch_size_max >= 1 and wait_seconds >= 0 and queue_max >= batch_size_max
         self._run_batch = run_batch
+        self._caller_context = caller_context
         self._batch_size_max, self._wait_seconds = batch_size_max, wait_seconds
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_max)
         self._accepting = True
@@ -377,7 +388,8 @@ class GroupCommitWriter:
     def submit(self, decide: Callable[[], Any], lock_keys: Sequence[UUID] = (), reads: Sequence[UUID] = ()) -> Any:
         """The command's outcome (a result, or the exception it raised), once committed."""
         assert threading.current_thread() is not self._thread, "a decision must not submit another command"
-        submission = _Submission(decide, lock_keys, reads)
+        context = self._caller_context.capture() if self._caller_context is not None else None
+        submission = _Submission(decide, lock_keys, reads, context)
         with self._accepting_lock:
             if not self._accepting:
                 raise ConcurrencyConflict("the ledger is shutting down and takes no more writes; retry the request")
@@ -418,7 +430,11 @@ class GroupCommitWriter:
 
     def _complete(self, batch: list[_Submission]) -> None:
         try:
-            outcomes = self._run_batch(batch)
+            if self._caller_context is None:
+                outcomes = self._run_batch(batch)
+            else:  # the batch's commit (one for all) shows in its first command's trace
+                with self._caller_context.attached(batch[0].context):
+                    outcomes = self._run_batch(batch)
         except BaseException as error:  # noqa: BLE001 - every waiting caller must hear of it
             for submission in batch:
                 submission.future.set_exception(error)

@@ -25,7 +25,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.persistence import IntegrityError, StoredEvent, Transcoder, Transcoding
 
-from application.group_commit import Batch, GroupCommitWriter, active_working_set
+from application.group_commit import Batch, CallerContext, GroupCommitWriter, active_working_set
 
 from domain.account import Account
 from domain.chain import ChainBreak, verify_chain
@@ -175,13 +175,15 @@ class Ledger(Application):
         positions = [r.notification.id for r in recordings if r.notification.id is not None]
         return max(positions) if positions else None
 
-    def start_group_commit(self, batch_size_max: int, wait_seconds: float) -> None:
+    def start_group_commit(self, batch_size_max: int, wait_seconds: float,
+                           caller_context: CallerContext | None = None) -> None:
         """From now on, writes are queued and committed in batches by one writer thread
         (see ``application.group_commit``); ``close()`` drains the queue first."""
         assert self._writer is None, "group commit is started once"
         if batch_size_max > 1:
             self._writer = GroupCommitWriter(self._run_submissions, batch_size_max, wait_seconds,
-                                             queue_max=max(WRITE_QUEUE_MIN, 8 * batch_size_max))
+                                             queue_max=max(WRITE_QUEUE_MIN, 8 * batch_size_max),
+                                             caller_context=caller_context)
 
     def close(self) -> None:
         if self._writer is not None:

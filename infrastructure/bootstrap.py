@@ -30,7 +30,7 @@ from infrastructure.errors import ConfigError, DatabaseUnavailable
 from infrastructure.idempotency import IdempotencyStore
 from infrastructure.rate_limit import DatabaseTokenBucket, InProcessTokenBucket, RateLimiter, Unlimited
 from infrastructure.settings import SECRET_LENGTH_MIN, Settings, get_settings
-from infrastructure.telemetry import setup_telemetry, trace_event_store
+from infrastructure.telemetry import TraceContext, setup_telemetry, trace_event_store
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
 CONFLICT_LANE_LOCK_KEY = 0x1A7A_C0DE  # pg_advisory_lock key of the group-commit conflict lane
@@ -177,7 +177,8 @@ def _open_ledger(settings: Settings, database: DatabaseURL) -> Ledger:
         ledger = Ledger(env=eventsourcing_env(settings, database))
     except Exception as exc:  # the store's own errors differ per backend
         raise DatabaseUnavailable(f"cannot open the event store in {database.describe()}: {exc}") from None
-    ledger.start_group_commit(settings.write_batch_size_max, settings.write_batch_wait_ms / 1000)
+    ledger.start_group_commit(settings.write_batch_size_max, settings.write_batch_wait_ms / 1000,
+                              caller_context=TraceContext())
     return ledger
 
 

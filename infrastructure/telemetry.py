@@ -22,6 +22,7 @@ API's proxies) start recording once it is.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -31,6 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import Counter, Histogram
 
@@ -241,6 +243,24 @@ def trace_event_store(recorder: Any) -> None:
 
     recorder.insert_events = traced
     recorder._invario_traced = True  # noqa: SLF001 - our own marker on the instance
+
+
+class TraceContext:
+    """Hands a caller's trace context to the group-commit writer thread
+    (``application.group_commit.CallerContext``), so a batch's ``db.commit`` span is a
+    child of its first command's span instead of a root of its own."""
+
+    def capture(self) -> Any:
+        return otel_context.get_current()
+
+    @contextlib.contextmanager
+    def attached(self, captured: Any) -> Iterator[None]:
+        token = otel_context.attach(captured) if captured is not None else None
+        try:
+            yield
+        finally:
+            if token is not None:
+                otel_context.detach(token)
 
 
 # --- jobs ---------------------------------------------------------------------------------------
