@@ -5,6 +5,7 @@
 #                (extra pytest arguments: make test PYTEST_ARGS='-k ledger -x')
 #   make bench   install with the test extra and run the benchmarks (one table, ~10 min on 2 cores;
 #                needs PostgreSQL, see docs/performance.md; e.g. BENCH_ARGS='--only http' or '--skip import')
+#   make bench-import  the 1,000,000-line import benchmark alone (several minutes; `make bench` imports 100,000)
 #   make bench-smoke  the same at tiny sizes, in about a minute: checks they run, numbers mean nothing
 #   make clean   remove .venv, var/ and caches
 #
@@ -29,7 +30,7 @@ TEST_STAMP := $(VENV)/.installed-test
 
 PY_OK := import sys; sys.exit(sys.version_info < (3, 11))
 
-.PHONY: run test bench bench-smoke clean
+.PHONY: run test bench bench-import bench-smoke clean
 
 run: $(RUN_STAMP)
 	mkdir -p var
@@ -41,6 +42,9 @@ test: $(TEST_STAMP)
 
 bench: $(TEST_STAMP)
 	$(VENV_PY) -m tests.bench $(BENCH_ARGS)
+
+bench-import: $(TEST_STAMP)
+	INVARIO_BENCH_IMPORT_LINES=1000000 $(VENV_PY) -m tests.bench --only import $(BENCH_ARGS)
 
 bench-smoke: $(TEST_STAMP)
 	$(VENV_PY) -m tests.bench --smoke $(BENCH_ARGS)
