@@ -33,6 +33,7 @@ from infrastructure.settings import SECRET_LENGTH_MIN, Settings, get_settings
 from infrastructure.telemetry import TraceContext, setup_telemetry, trace_event_store
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
+CONNECTION_AGE_MAX_SECONDS = 300  # pooled PostgreSQL connections are replaced after this long
 CONFLICT_LANE_LOCK_KEY = 0x1A7A_C0DE  # pg_advisory_lock key of the group-commit conflict lane
 PEPPER_FILE_NAME = "auth-pepper"
 
@@ -59,6 +60,10 @@ def eventsourcing_env(settings: Settings, database: DatabaseURL) -> dict[str, st
             POSTGRES_MAX_OVERFLOW=str(settings.db_pool_size),
             POSTGRES_LOCK_TIMEOUT=str(settings.db_lock_timeout_seconds),
             POSTGRES_PRE_PING="y",
+            # Sessions take settings such as default_transaction_read_only when they
+            # connect: replacing pooled connections now and then lets a database that
+            # turned writable again (a failover finished) be written without a restart.
+            POSTGRES_CONN_MAX_AGE=str(CONNECTION_AGE_MAX_SECONDS),
             APPLICATION_RECORDER_TOPIC=pg_store.RECORDER_TOPIC,  # bounded retries: a dead database answers fast
         )
     else:
@@ -188,6 +193,7 @@ def _create_engine(database: DatabaseURL, settings: Settings) -> Engine:
             database.sqlalchemy_url(),
             pool_size=settings.db_pool_size,
             pool_pre_ping=True,
+            pool_recycle=CONNECTION_AGE_MAX_SECONDS,
             connect_args={"connect_timeout": settings.db_connect_timeout_seconds},
         )
     engine = create_engine(database.sqlalchemy_url(), connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
