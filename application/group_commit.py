@@ -57,11 +57,16 @@ class BatchStore(Protocol):
 
     def load(self, aggregate_id: UUID) -> Any | None: ...
 
+    def load_many(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, Any | None]: ...
+
     def load_at(self, aggregate_id: UUID, version: int) -> Any: ...
 
     def stored_version(self, aggregate_id: UUID) -> int: ...
 
     def save_events(self, events: Sequence[Any], aggregates: Iterable[Any]) -> dict[tuple[UUID, int], int]: ...
+
+    def keep_committed(self, aggregates: Iterable[tuple[Any, bool]]) -> None:
+        """Stored aggregates as just committed, each with whether a result still holds it."""
 
 
 @dataclass
@@ -87,6 +92,14 @@ class WorkingSet:
         self.entries: dict[UUID, _Entry] = {}
         self._trace = _Trace()
         self._shared: set[UUID] = set()  # objects an earlier command's result still holds
+
+    def prefetch(self, aggregate_ids: Iterable[UUID]) -> None:
+        """Load, all at once, aggregates the commands are expected to read (a hint:
+        what a command reads without it is still loaded when it asks)."""
+        missing = [i for i in dict.fromkeys(aggregate_ids) if i not in self.entries]
+        if missing:
+            for aggregate_id, aggregate in self._store.load_many(missing).items():
+                self.entries[aggregate_id] = _Entry(aggregate, aggregate.version if aggregate is not None else 0)
 
     def get(self, aggregate_id: UUID) -> Any | None:
         entry = self.entries.get(aggregate_id)
@@ -163,6 +176,12 @@ class WorkingSet:
     def stale_ids(self) -> set[UUID]:
         return {i for i, e in self.entries.items() if self._store.stored_version(i) != e.base_version}
 
+    def committed(self) -> list[tuple[Any, bool]]:
+        """After the commit: the aggregates that were in the store before the batch,
+        each with whether a command's result holds that very object."""
+        return [(e.aggregate, i in self._shared) for i, e in self.entries.items()
+                if e.base_version and e.aggregate is not None]
+
     def aggregates(self) -> list[Any]:
         return [e.aggregate for e in self.entries.values() if e.aggregate is not None]
 
@@ -181,16 +200,20 @@ class Batch:
     """Commands decided in order against one working set, committed in one save."""
 
     def __init__(self, store: BatchStore, commands: Sequence[Callable[[], Any]],
-                 conflict_lane: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
+                 conflict_lane: Callable[[], AbstractContextManager[Any]] = nullcontext,
+                 prefetch: Iterable[UUID] = ()) -> None:
         """Decisions raise ``LedgerError`` to reject; any other exception (a bug, the
         database gone) becomes that command's outcome and is never committed.
 
         ``conflict_lane`` serialises, across processes, the batches that have met a
         conflict: without it, writers of one hot account in several processes can keep
-        invalidating each other's fresh reads until their retries run out."""
+        invalidating each other's fresh reads until their retries run out.
+
+        ``prefetch`` names aggregates the commands will read, loaded in one go first."""
         self._store = store
         self._conflict_lane = conflict_lane
         self._commands = commands
+        self._prefetch = list(prefetch)
         self.ws = WorkingSet(store)
         self._traces: list[_Trace] = [_Trace() for _ in commands]
         self.outcomes: list[Outcome] = [None] * len(commands)
@@ -200,6 +223,7 @@ class Batch:
         """Each command's outcome: its ``Recorded`` (with its position once committed)
         or the exception it raised. With ``failure_stops_all`` an exception that is not
         a ``LedgerError`` is raised instead, before anything is committed."""
+        self.ws.prefetch(self._prefetch)
         for index in range(len(self._commands)):
             self._decide(index)
         failed = [o.error for o in self.outcomes if isinstance(o, _Failed)]
@@ -272,6 +296,7 @@ class Batch:
                 self.outcomes[index] = replace(outcome, position=position)
             if hasattr(getattr(outcome, "aggregate", None), "collect_events"):
                 outcome.aggregate.collect_events()  # its events are stored now
+        self._store.keep_committed(self.ws.committed())
 
     def _redecide_affected(self, *, give_up: bool) -> None:
         """Reload what another writer changed and decide again only what depended on it."""
@@ -299,6 +324,7 @@ class Batch:
         # A re-decided command wrote an aggregate a kept later command also wrote:
         # their order in the log would contradict their versions, so start over.
         self.ws = WorkingSet(self._store)
+        self.ws.prefetch(self._prefetch)
         for index in range(len(self._commands)):
             self._decide(index)
 
@@ -320,6 +346,7 @@ def _versions_ascend(traces: Sequence[_Trace]) -> bool:
 class _Submission:
     decide: Callable[[], Any]
     lock_keys: Sequence[UUID]
+    reads: Sequence[UUID]  # what the decision is expected to read (prefetched with the batch)
     future: Future[Any] = field(default_factory=Future)
 
 
@@ -346,10 +373,10 @@ class GroupCommitWriter:
         self._thread = threading.Thread(target=self._loop, name="invario-group-commit", daemon=True)
         self._thread.start()
 
-    def submit(self, decide: Callable[[], Any], lock_keys: Sequence[UUID] = ()) -> Any:
+    def submit(self, decide: Callable[[], Any], lock_keys: Sequence[UUID] = (), reads: Sequence[UUID] = ()) -> Any:
         """The command's outcome (a result, or the exception it raised), once committed."""
         assert threading.current_thread() is not self._thread, "a decision must not submit another command"
-        submission = _Submission(decide, lock_keys)
+        submission = _Submission(decide, lock_keys, reads)
         with self._accepting_lock:
             if not self._accepting:
                 raise ConcurrencyConflict("the ledger is shutting down and takes no more writes; retry the request")

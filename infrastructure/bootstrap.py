@@ -23,6 +23,7 @@ from sqlalchemy import Engine, create_engine, event
 from application.access import AccessService
 from application.ledger import Ledger
 from infrastructure import pg_store
+from infrastructure.bulk_reads import PostgresBulkReads
 from infrastructure.correlation import install_log_record_factory
 from infrastructure.database import DatabaseURL
 from infrastructure.errors import ConfigError, DatabaseUnavailable
@@ -143,6 +144,8 @@ def open_runtime(settings: Settings | None = None) -> Runtime:
     if database.is_postgres:  # SQLite serialises its writers already
         lane = PostgresConflictLane(database, settings.db_connect_timeout_seconds)
         ledger.conflict_lane = lane.held
+        snapshots = ledger.snapshots.recorder if ledger.snapshots is not None else None
+        ledger.bulk_reads = PostgresBulkReads(ledger.recorder, snapshots)
     return Runtime(settings, database, ledger, _create_engine(database, settings), _lane=lane)
 
 
