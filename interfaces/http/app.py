@@ -9,6 +9,11 @@ operators, and ``/health``.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio.to_thread
 from fastapi import FastAPI
 
 from infrastructure.bootstrap import ApiServices, Runtime, build_api_services
@@ -51,5 +56,23 @@ def create_app(runtime: Runtime, services: ApiServices | None = None) -> FastAPI
     install_openapi(app)
     install_integrity(app, runtime)  # /health, /health/ready, digests, audits and the write guard
     install_metrics(app)  # /metrics, /internal/metrics, /internal/metrics/json
-
+    _size_thread_pool(app, runtime.settings.http_threads_max)
     return app
+
+
+def _size_thread_pool(app: FastAPI, threads: int) -> None:
+    """Let ``threads`` requests run at once (anyio's default is 40).
+
+    The routes are synchronous, and a write waits in its thread until the group commit
+    that holds it is durable: with 40 threads no more than 40 writes could share a
+    commit, and requests beyond that would queue before even reaching the writer.
+    """
+    previous = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app_: Any) -> AsyncIterator[Any]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+        async with previous(app_) as state:
+            yield state
+
+    app.router.lifespan_context = lifespan
