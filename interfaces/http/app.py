@@ -16,7 +16,7 @@ from typing import Any
 import anyio.to_thread
 from fastapi import FastAPI
 
-from infrastructure.bootstrap import ApiServices, Runtime, build_api_services
+from infrastructure.bootstrap import ApiServices, Runtime, build_api_services, open_runtime
 from interfaces.http import routes_accounts, routes_admin, routes_recurring, routes_transactions
 from interfaces.http.docs import API_DESCRIPTION
 from interfaces.http.handlers import install_exception_handlers
@@ -76,3 +76,30 @@ def _size_thread_pool(app: FastAPI, threads: int) -> None:
             yield state
 
     app.router.lifespan_context = lifespan
+
+
+def create_app_in_worker() -> FastAPI:
+    """``invario serve --workers N``: one worker process's app, on a store of its own.
+
+    The parent has checked the settings and the schema. The store is closed when the
+    worker stops (after its requests in flight), which commits what it holds.
+    """
+    from infrastructure.logging_setup import configure_logging
+    from infrastructure.settings import get_settings
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    runtime = open_runtime(settings)
+    app = create_app(runtime)
+    previous = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app_: Any) -> AsyncIterator[Any]:
+        try:
+            async with previous(app_) as state:
+                yield state
+        finally:
+            runtime.close()
+
+    app.router.lifespan_context = lifespan
+    return app
