@@ -135,10 +135,23 @@ class AccessService:
 
     def authenticate(self, secret: str, scope: str) -> Principal:
         """The principal of a presented key, or ``InvalidApiKey``/``ApiKeyRevoked``/``ScopeNotGranted``."""
+        key_id, digest = self.locate(secret)
+        return self.admit(self._read_key(key_id), digest, scope)
+
+    def locate(self, secret: str) -> tuple[UUID, str]:
+        """The id of the key a presented secret names, and its digest (no I/O); ``InvalidApiKey`` if malformed."""
         if not isinstance(secret, str) or not _KEY_FORMAT.match(secret):
             raise InvalidApiKey("the API key is malformed or unknown")
         digest = self.digest(secret)
-        key = self._read_key(api_key_id_for(digest))
+        return api_key_id_for(digest), digest
+
+    def read_key(self, key_id: UUID) -> ApiKey | None:
+        """The key as stored now (one read of the event store)."""
+        return self._get(key_id, ApiKey)
+
+    @staticmethod
+    def admit(key: ApiKey | None, digest: str, scope: str) -> Principal:
+        """The principal of a key read after the request arrived, or ``InvalidApiKey``/``ApiKeyRevoked``/..."""
         if key is None or not hmac.compare_digest(key.digest, digest):
             raise InvalidApiKey("the API key is malformed or unknown")
         key.check_usable(scope)
@@ -163,7 +176,7 @@ class AccessService:
         with shared.lock:
             if shared.began_ns <= arrived:
                 began = time.monotonic_ns()
-                shared.key = self._get(key_id, ApiKey)
+                shared.key = self.read_key(key_id)
                 shared.began_ns = began
             return shared.key
 
