@@ -15,7 +15,9 @@ import random
 import re
 import secrets
 import string
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -40,6 +42,7 @@ PEPPER_LENGTH_MIN = 32
 _ALPHABET = string.ascii_letters + string.digits
 _KEY_FORMAT = re.compile(rf"^{KEY_PREFIX}[A-Za-z0-9]{{32,64}}$")
 SAVE_ATTEMPTS_MAX = 5
+KEY_READS_KEPT_MAX = 10_000  # keys whose last read is remembered (LRU); a forgotten one is simply read again
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class AccessService:
         assert isinstance(pepper, str) and len(pepper) >= PEPPER_LENGTH_MIN, "checked by the bootstrap"
         self.ledger = ledger
         self._pepper = pepper.encode("utf-8")
+        self._key_reads: OrderedDict[UUID, _KeyRead] = OrderedDict()
 
     def __repr__(self) -> str:
         return "AccessService(pepper=<hidden>)"
@@ -131,14 +135,50 @@ class AccessService:
 
     def authenticate(self, secret: str, scope: str) -> Principal:
         """The principal of a presented key, or ``InvalidApiKey``/``ApiKeyRevoked``/``ScopeNotGranted``."""
+        key_id, digest = self.locate(secret)
+        return self.admit(self._read_key(key_id), digest, scope)
+
+    def locate(self, secret: str) -> tuple[UUID, str]:
+        """The id of the key a presented secret names, and its digest (no I/O); ``InvalidApiKey`` if malformed."""
         if not isinstance(secret, str) or not _KEY_FORMAT.match(secret):
             raise InvalidApiKey("the API key is malformed or unknown")
         digest = self.digest(secret)
-        key = self._get(api_key_id_for(digest), ApiKey)
+        return api_key_id_for(digest), digest
+
+    def read_key(self, key_id: UUID) -> ApiKey | None:
+        """The key as stored now (one read of the event store)."""
+        return self._get(key_id, ApiKey)
+
+    @staticmethod
+    def admit(key: ApiKey | None, digest: str, scope: str) -> Principal:
+        """The principal of a key read after the request arrived, or ``InvalidApiKey``/``ApiKeyRevoked``/..."""
         if key is None or not hmac.compare_digest(key.digest, digest):
             raise InvalidApiKey("the API key is malformed or unknown")
         key.check_usable(scope)
         return Principal(key.tenant_id, key.id, key.scopes)
+
+    def _read_key(self, key_id: UUID) -> ApiKey | None:
+        """The key as stored now: read by this request, or by a read that began after it arrived.
+
+        Revocation must hold from the very next request in every process, so every
+        request needs a read of the key that started after the request arrived. Concurrent
+        requests of one key share such a read instead of each making its own round trip:
+        a request waits for the read in flight (which began before it arrived, so cannot
+        serve it), then either finds that a newer read has already served it or reads itself.
+        Under load that is one read per round trip of the database, whatever the request rate.
+        """
+        arrived = time.monotonic_ns()
+        shared = self._key_reads.get(key_id)
+        if shared is None:
+            shared = self._key_reads.setdefault(key_id, _KeyRead())
+            if len(self._key_reads) > KEY_READS_KEPT_MAX:
+                self._key_reads.popitem(last=False)
+        with shared.lock:
+            if shared.began_ns <= arrived:
+                began = time.monotonic_ns()
+                shared.key = self.read_key(key_id)
+                shared.began_ns = began
+            return shared.key
 
     # --- plumbing ---------------------------------------------------------------
 
@@ -159,6 +199,15 @@ class AccessService:
         recordings = self.ledger.save(*aggregates)
         positions = [r.notification.id for r in recordings if r.notification.id is not None]
         return max(positions) if positions else None
+
+
+@dataclass
+class _KeyRead:
+    """The latest read of one key, and when it began (``time.monotonic_ns``)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    began_ns: int = -1
+    key: ApiKey | None = None
 
 
 def _info(ring: KeyRing, key_id: UUID) -> KeyInfo:

@@ -97,6 +97,10 @@ class IntegrityMonitor:
     def is_broken(self) -> bool:
         return self.status().broken
 
+    def needs_refresh(self) -> bool:
+        """Whether ``status()`` would re-read the database (so should not be called on an event loop)."""
+        return time.monotonic() - self._refreshed_at >= self.refresh_seconds
+
     def refresh(self) -> IntegrityStatus:
         """Re-read the shared state now; if the database cannot be read, keep the last view.
 

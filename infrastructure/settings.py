@@ -133,6 +133,12 @@ class Settings(BaseSettings):
     )
     job_retry_seconds: float = Field(60.0, ge=1, le=86_400, description="How soon a failed job is run again")
 
+    # --- HTTP serving (docs/performance.md "Serving the API") ---
+    http_threads_max: int = Field(
+        256, ge=1, le=4096, description="Requests one API process handles at once (threads; writers wait there for "
+        "their group commit, so more threads means fuller batches)"
+    )
+
     @field_validator("job_monthly_snapshot_schedule", "job_reconcile_schedule")
     @classmethod
     def _cron(cls, value: str) -> str:

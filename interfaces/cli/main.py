@@ -75,6 +75,10 @@ def serve(
     followers: Annotated[
         bool, typer.Option(help="Run the log followers (global chain) in this process")
     ] = True,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="API processes (uvicorn workers; PostgreSQL only). Each opens its own "
+                          "store; the followers, if run, stay in this parent process")
+    ] = 1,
 ) -> None:
     """Serve the HTTP API on the configured store (SQLite under ./var/ by default).
 
@@ -106,10 +110,17 @@ def serve(
     thread = FollowerThread(build_followers(runtime), settings.follower_poll_seconds) if followers else None
     if thread:
         thread.start()
-    typer.echo(f"invario: serving {runtime.database.describe()} on http://{host or settings.host}:{port or settings.port}",
-               err=True)
+    if workers > 1 and not runtime.database.is_postgres:
+        runtime.close()
+        raise typer.BadParameter("several workers need PostgreSQL (the embedded SQLite store serves one process)",
+                                 param_hint="--workers")
+    typer.echo(f"invario: serving {runtime.database.describe()} on http://{host or settings.host}:{port or settings.port}"
+               + (f" with {workers} worker processes" if workers > 1 else ""), err=True)
     try:
-        _serve_until_signalled(api, host or settings.host, port or settings.port, settings.log_level.lower())
+        if workers > 1:
+            _serve_workers(workers, host or settings.host, port or settings.port, settings.log_level.lower())
+        else:
+            _serve_until_signalled(api, host or settings.host, port or settings.port, settings.log_level.lower())
     finally:
         if thread:
             thread.stop()
@@ -135,10 +146,20 @@ def _serve_until_signalled(api: object, host: str, port: int, log_level: str) ->
                 finally:
                     self._captured_signals.clear()
 
-    # log_config=None: uvicorn's access and error loggers reach the JSON handler set up by the caller.
-    config = uvicorn.Config(api, host=host, port=port, log_level=log_level, log_config=None, access_log=True,
+    # log_config=None: uvicorn's error logger reaches the JSON handler set up by the caller. Its access
+    # log is off: the middleware's http_request line says the same and more, once per request.
+    config = uvicorn.Config(api, host=host, port=port, log_level=log_level, log_config=None, access_log=False,
                             timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
     Server(config).run()
+
+
+def _serve_workers(workers: int, host: str, port: int, log_level: str) -> None:
+    """uvicorn's process supervisor: each worker builds its own app (and store) with the factory."""
+    import uvicorn
+
+    uvicorn.run("interfaces.http.app:create_app_in_worker", factory=True, workers=workers, host=host, port=port,
+                log_level=log_level, log_config=None, access_log=False,
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
 
 
 def _prepare_schema(runtime: Runtime) -> None:

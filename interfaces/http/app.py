@@ -9,9 +9,14 @@ operators, and ``/health``.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio.to_thread
 from fastapi import FastAPI
 
-from infrastructure.bootstrap import ApiServices, Runtime, build_api_services
+from infrastructure.bootstrap import ApiServices, Runtime, build_api_services, open_runtime
 from interfaces.http import routes_accounts, routes_admin, routes_recurring, routes_transactions
 from interfaces.http.docs import API_DESCRIPTION
 from interfaces.http.handlers import install_exception_handlers
@@ -51,5 +56,50 @@ def create_app(runtime: Runtime, services: ApiServices | None = None) -> FastAPI
     install_openapi(app)
     install_integrity(app, runtime)  # /health, /health/ready, digests, audits and the write guard
     install_metrics(app)  # /metrics, /internal/metrics, /internal/metrics/json
+    _size_thread_pool(app, runtime.settings.http_threads_max)
+    return app
 
+
+def _size_thread_pool(app: FastAPI, threads: int) -> None:
+    """Let ``threads`` requests run at once (anyio's default is 40).
+
+    The routes are synchronous, and a write waits in its thread until the group commit
+    that holds it is durable: with 40 threads no more than 40 writes could share a
+    commit, and requests beyond that would queue before even reaching the writer.
+    """
+    previous = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app_: Any) -> AsyncIterator[Any]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+        async with previous(app_) as state:
+            yield state
+
+    app.router.lifespan_context = lifespan
+
+
+def create_app_in_worker() -> FastAPI:
+    """``invario serve --workers N``: one worker process's app, on a store of its own.
+
+    The parent has checked the settings and the schema. The store is closed when the
+    worker stops (after its requests in flight), which commits what it holds.
+    """
+    from infrastructure.logging_setup import configure_logging
+    from infrastructure.settings import get_settings
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    runtime = open_runtime(settings)
+    app = create_app(runtime)
+    previous = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app_: Any) -> AsyncIterator[Any]:
+        try:
+            async with previous(app_) as state:
+                yield state
+        finally:
+            runtime.close()
+
+    app.router.lifespan_context = lifespan
     return app

@@ -13,17 +13,19 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from application.access import Principal
-from domain.api_key import READ, WRITE
+from domain.api_key import READ, WRITE, ApiKey
 from domain.errors import ApiKeyRevoked, InvalidApiKey, LedgerError
 from infrastructure.bootstrap import ApiServices, Runtime
 from infrastructure.idempotency import IdempotencyKeyInFlight, IdempotencyKeyReused, StoredResponse
-from infrastructure.rate_limit import retry_after_header
+from infrastructure.rate_limit import InProcessTokenBucket, Unlimited, retry_after_header
 from infrastructure.telemetry import instruments
 from interfaces.http.handlers import response_for
-from interfaces.http.metrics import enter_tenant
+from interfaces.http.key_reads import SharedReads
+from interfaces.http.metrics import enter_tenant, has_tenant_name
 from interfaces.http.problems import ApiProblem
 
 POSITION_HEADER = "Invario-Position"
@@ -71,7 +73,8 @@ def runtime_of(request: Request) -> Runtime:
 # --- authentication and rate limit -----------------------------------------------------
 
 
-def _authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None, scope: str) -> Principal:
+async def _authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None, scope: str) -> Principal:
+    """On the event loop: the key's read is shared (``key_reads``); only blocking work takes a thread."""
     counters = instruments()
     if credentials is None:
         counters.auth_failures.add(1, {"reason": "MISSING_TOKEN"})
@@ -79,13 +82,21 @@ def _authenticate(request: Request, credentials: HTTPAuthorizationCredentials | 
                          headers={"WWW-Authenticate": "Bearer"})
     services = services_of(request)
     try:
-        principal = services.access.authenticate(credentials.credentials, scope)
+        key_id, digest = services.access.locate(credentials.credentials)
+        principal = services.access.admit(await _key_reads(request).get(key_id), digest, scope)
     except (InvalidApiKey, ApiKeyRevoked) as exc:
         reason = "REVOKED_TOKEN" if isinstance(exc, ApiKeyRevoked) else "INVALID_TOKEN"
         counters.auth_failures.add(1, {"reason": reason})
         raise
-    tenant = enter_tenant(request, principal.tenant_id)
-    wait_seconds = services.rate_limiter.acquire(str(principal.tenant_id))
+    if has_tenant_name(principal.tenant_id):
+        tenant = enter_tenant(request, principal.tenant_id)
+    else:
+        tenant = await run_in_threadpool(enter_tenant, request, principal.tenant_id)  # reads it once
+    limiter = services.rate_limiter
+    if isinstance(limiter, (Unlimited, InProcessTokenBucket)):
+        wait_seconds = limiter.acquire(str(principal.tenant_id))
+    else:
+        wait_seconds = await run_in_threadpool(limiter.acquire, str(principal.tenant_id))  # the shared bucket
     if wait_seconds > 0:
         # Tenant names are bounded by the number of tenants, and say who to call.
         counters.rate_limited.add(1, {"tenant": tenant})
@@ -94,12 +105,20 @@ def _authenticate(request: Request, credentials: HTTPAuthorizationCredentials | 
     return principal
 
 
-def read_access(request: Request, credentials: Credentials) -> Principal:
-    return _authenticate(request, credentials, READ)
+def _key_reads(request: Request) -> SharedReads[ApiKey | None]:
+    state = request.app.state
+    reads: SharedReads[ApiKey | None] | None = getattr(state, "key_reads", None)
+    if reads is None:
+        reads = state.key_reads = SharedReads(services_of(request).access.read_key)
+    return reads
 
 
-def write_access(request: Request, credentials: Credentials) -> Principal:
-    return _authenticate(request, credentials, WRITE)
+async def read_access(request: Request, credentials: Credentials) -> Principal:
+    return await _authenticate(request, credentials, READ)
+
+
+async def write_access(request: Request, credentials: Credentials) -> Principal:
+    return await _authenticate(request, credentials, WRITE)
 
 
 def admin_access(request: Request, credentials: AdminCredentials) -> None:

@@ -34,7 +34,10 @@ class IntegrityWriteGuard:
         if scope["type"] != "http" or scope["method"] in READ_METHODS:
             await self.app(scope, receive, send)
             return
-        status = await to_thread.run_sync(self.monitor.status)  # may re-read the shared state
+        if self.monitor.needs_refresh():
+            status = await to_thread.run_sync(self.monitor.status)  # re-reads the shared state
+        else:
+            status = self.monitor.status(refresh=False)  # fresh in memory: no thread hop per write
         if not status.broken:
             await self.app(scope, receive, send)
             return

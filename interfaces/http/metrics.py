@@ -74,6 +74,11 @@ _TENANT_NAMES_MAX = 100_000
 _tenant_names: dict[UUID, str] = {}
 
 
+def has_tenant_name(tenant_id: UUID) -> bool:
+    """Whether ``tenant_name`` answers from memory (no read of the store)."""
+    return tenant_id in _tenant_names
+
+
 def tenant_name(request: Request, tenant_id: UUID) -> str:
     """A tenant's name: its identity (ids are derived from it), so it never changes and may be cached."""
     name = _tenant_names.get(tenant_id)

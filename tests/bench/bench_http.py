@@ -1,7 +1,9 @@
 """The HTTP API under load, served as in production.
 
-``invario serve`` (uvicorn, one process, log followers in-process, JSON access
-log) runs as a subprocess against a throwaway PostgreSQL database; N concurrent
+``invario serve --no-followers`` (uvicorn, one API process, JSON request log)
+and ``invario worker`` (the log followers) run as subprocesses, the layout
+docs/performance.md recommends for production, against a throwaway PostgreSQL
+database (``INVARIO_BENCH_SERVE_OPTIONS`` adds options, e.g. ``--workers 2``); N concurrent
 keep-alive clients post two-posting transfers as
 fast as they are answered, first between random pairs of 10,000 accounts, then
 always through one hot account. Each run is warmed up, then measured for a
@@ -64,6 +66,7 @@ SMOKE = {"accounts": 200, "clients": (2, 8), "warmup": 0.3, "seconds": 1.0}
 WRK_SCRIPT = Path(__file__).with_name("wrk_transfers.lua")
 WRK_THREADS_MAX = 2
 TOOL_VARIABLE = "INVARIO_BENCH_LOAD_TOOL"
+SERVE_OPTIONS_VARIABLE = "INVARIO_BENCH_SERVE_OPTIONS"
 OPEN_CHUNK = 500  # accounts per save()
 SERVER_START_SECONDS = 60
 SERVER_STOP_SECONDS = 15
@@ -102,7 +105,9 @@ def run(smoke: bool) -> list[Measurement]:
             return [Measurement("API transfers", 0, "transfers/s", note="skipped: no PostgreSQL server found")]
         book = _open_book(found[1], shape["accounts"])
         results = []
-        with _server(found[1]) as (base_url, pid), tempfile.TemporaryDirectory(prefix="invario-bench-") as scratch:
+        options = ("--no-followers", *os.environ.get(SERVE_OPTIONS_VARIABLE, "").split())
+        with (_server(found[1], *options) as (base_url, pid), _worker(found[1]),
+              tempfile.TemporaryDirectory(prefix="invario-bench-") as scratch):
             for scenario in ("random accounts", "hot account"):
                 for clients in shape["clients"]:
                     if tool == "wrk":
@@ -156,6 +161,20 @@ def _server(database_url: str, *options: str) -> Iterator[tuple[str, int]]:
             yield base_url, process.pid
         finally:
             _stop(process)
+
+
+@contextlib.contextmanager
+def _worker(database_url: str) -> Iterator[int]:
+    """``invario worker``: the followers, in their own process as in production."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(REPOSITORY), os.environ.get("PYTHONPATH")))),
+           "INVARIO_DATABASE_URL": database_url, "INVARIO_AUTH_PEPPER": PEPPER, "INVARIO_LOG_LEVEL": "INFO"}
+    command = [sys.executable, "-m", "interfaces.cli.main", "worker"]
+    process = subprocess.Popen(command, cwd=REPOSITORY, env=env, stdout=subprocess.DEVNULL,  # noqa: S603
+                               stderr=subprocess.DEVNULL)
+    try:
+        yield process.pid
+    finally:
+        _stop(process)
 
 
 def _wait_until_up(base_url: str, process: subprocess.Popen[bytes], errors: IO[bytes]) -> None:

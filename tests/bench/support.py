@@ -83,12 +83,27 @@ def mean(values: Sequence[float]) -> float:
 
 
 def process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of another process (Linux ``/proc``), or ``None`` elsewhere."""
+    """User + system CPU time of another process and its live children (Linux ``/proc``), or ``None`` elsewhere."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    for child in _children(pid):  # uvicorn's worker processes
+        try:
+            child_fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        ticks += int(child_fields[11]) + int(child_fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
 
 
 # --- the machine ---------------------------------------------------------------------------------
