@@ -94,7 +94,8 @@ class RequestContextMiddleware:
                 log.info("%s %s -> %s in %.1f ms", scope.get("method"), scope.get("path"), state["status"],
                          elapsed * 1000, extra={"event": "http_request", "method": scope.get("method"),
                                                 "route": route, "status": state["status"],
-                                                "duration_ms": round(elapsed * 1000, 3)})
+                                                "duration_ms": round(elapsed * 1000, 3),
+                                                "client": _client_address(scope)})
                 request_id_var.reset(tokens[0])
                 request_facts.reset(tokens[1])
 
@@ -137,3 +138,9 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+def _client_address(scope: Scope) -> str | None:
+    """``host:port`` of the peer (uvicorn's access log used to say it; a 401 storm is traced by it)."""
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else None

@@ -222,7 +222,7 @@ def test_401_storm_moves_the_auth_failure_counters(deployment: Deployment) -> No
     # The runbook follows a request by its X-Request-ID in the JSON logs.
     wait_until(lambda: any(r.get("correlation_id") == "storm-3" and r.get("status") == 401
                            for r in server.log_records()), "the 401 logged with its correlation_id")
-    access = [r for r in server.log_records() if r.get("event") == "http_access" and r.get("status") == 401]
+    access = [r for r in server.log_records() if r.get("event") == "http_request" and r.get("status") == 401]
     assert access and all(r["client"].startswith("127.0.0.1:") for r in access)
     assert "inv_live_xxxx" not in server.log_path.read_text()
 
