@@ -14,13 +14,11 @@ the 24 bytes a line of the duplicate check).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import resource
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 
 from infrastructure.batch_runner import Upload, runner_for
@@ -28,7 +26,7 @@ from infrastructure.bootstrap import open_runtime
 from infrastructure.migrate import upgrade_to_head
 from infrastructure.settings import Settings
 from tests.bench.measurement import Measurement
-from tests.support import postgres
+from tests.bench.support import postgres_database
 from tests.support.batch_files import HEADER
 
 TRANSACTIONS_PER_SECOND_TARGET = 10_000
@@ -40,7 +38,7 @@ READ_BYTES = 1 << 20
 
 def run(smoke: bool) -> list[Measurement]:
     lines = SMOKE_LINES if smoke else FULL_LINES
-    with _postgres_database() as url:
+    with postgres_database() as url:
         if url is None:
             return [Measurement("import on PostgreSQL", 0, "tx/s", note="skipped: no server found")]
         return _measure(url, lines)
@@ -99,16 +97,3 @@ def _write_file(path: Path, lines: int, start: int) -> None:
             handle.write("".join(f"b-{i},2026-11-23,cash=1.00;sales=-1.00,\n"
                                  for i in range(block, min(block + 10_000, start + lines))))
 
-
-@contextlib.contextmanager
-def _postgres_database() -> Iterator[str | None]:
-    with contextlib.ExitStack() as stack:
-        found = postgres.locate_server(stack)
-        if found.url is None:
-            yield None
-            return
-        url = postgres.create_database(found.url)
-        try:
-            yield url
-        finally:
-            postgres.drop_database(found.url, url)

@@ -22,7 +22,7 @@ from projections.registry import GLOBAL_CHAIN, READ_MODELS
 from projections.schema import ensure_schema
 from tests.bench.ledger_data import populate
 from tests.bench.measurement import Measurement
-from tests.support import postgres
+from tests.bench.support import postgres_database
 
 EVENTS_PER_SECOND_TARGET = 20_000
 MEMORY_GROWTH_MAX = 1.25
@@ -32,7 +32,7 @@ SMOKE_EVENTS = (1_500, 3_000)
 
 def run(smoke: bool) -> list[Measurement]:
     results = []
-    for store, database in (("PostgreSQL", _postgres_database), ("SQLite", _sqlite_database)):
+    for store, database in (("PostgreSQL", postgres_database), ("SQLite", _sqlite_database)):
         with database() as url:
             if url is None:
                 results.append(Measurement(f"rebuild on {store}", 0, "events/s", note="skipped: no server found"))
@@ -82,19 +82,6 @@ def _replay_peak_bytes(runtime: Runtime) -> int:
     finally:
         tracemalloc.stop()
 
-
-@contextlib.contextmanager
-def _postgres_database() -> Iterator[str | None]:
-    with contextlib.ExitStack() as stack:
-        found = postgres.locate_server(stack)
-        if found.url is None:
-            yield None
-            return
-        url = postgres.create_database(found.url)
-        try:
-            yield url
-        finally:
-            postgres.drop_database(found.url, url)
 
 
 @contextlib.contextmanager

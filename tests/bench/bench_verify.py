@@ -29,7 +29,7 @@ from projections.schema import ensure_schema
 from projections.verification import PAGE_SIZE, LedgerLookups, LedgerVerification, check_event, stored_chain_rows
 from tests.bench.ledger_data import populate
 from tests.bench.measurement import Measurement
-from tests.support import postgres
+from tests.bench.support import postgres_database
 
 EVENTS_PER_SECOND_TARGET = 100_000
 MEMORY_GROWTH_MAX = 1.25
@@ -39,7 +39,7 @@ SMOKE_EVENTS = (1_500, 3_000)
 
 def run(smoke: bool) -> list[Measurement]:
     results = []
-    for store, database in (("PostgreSQL", _postgres_database), ("SQLite", _sqlite_database)):
+    for store, database in (("PostgreSQL", postgres_database), ("SQLite", _sqlite_database)):
         with database() as url:
             if url is None:
                 results.append(Measurement(f"verify on {store}", 0, "events/s", note="skipped: no server found"))
@@ -136,19 +136,6 @@ def _seconds(work: Callable[[], object]) -> float:
     work()
     return max(time.perf_counter() - began, 1e-9)
 
-
-@contextlib.contextmanager
-def _postgres_database() -> Iterator[str | None]:
-    with contextlib.ExitStack() as stack:
-        found = postgres.locate_server(stack)
-        if found.url is None:
-            yield None
-            return
-        url = postgres.create_database(found.url)
-        try:
-            yield url
-        finally:
-            postgres.drop_database(found.url, url)
 
 
 @contextlib.contextmanager

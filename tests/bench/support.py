@@ -40,6 +40,13 @@ def throwaway_postgres() -> Iterator[tuple[str, str] | None]:
 
 
 @contextlib.contextmanager
+def postgres_database() -> Iterator[str | None]:
+    """The URL of a fresh database dropped afterwards, or ``None`` without a server."""
+    with throwaway_postgres() as found:
+        yield found[1] if found is not None else None
+
+
+@contextlib.contextmanager
 def sqlite_database() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="invario-bench-") as directory:
         yield f"sqlite:///{directory}/bench.db"
