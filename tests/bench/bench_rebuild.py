@@ -9,11 +9,8 @@ batches and writes are batched). Measured through the same code as
 
 from __future__ import annotations
 
-import contextlib
-import tempfile
 import time
 import tracemalloc
-from collections.abc import Iterator
 
 from infrastructure.bootstrap import Runtime, open_runtime
 from infrastructure.settings import Settings
@@ -22,7 +19,7 @@ from projections.registry import GLOBAL_CHAIN, READ_MODELS
 from projections.schema import ensure_schema
 from tests.bench.ledger_data import populate
 from tests.bench.measurement import Measurement
-from tests.bench.support import postgres_database
+from tests.bench.support import on_each_store
 
 EVENTS_PER_SECOND_TARGET = 20_000
 MEMORY_GROWTH_MAX = 1.25
@@ -31,14 +28,7 @@ SMOKE_EVENTS = (1_500, 3_000)
 
 
 def run(smoke: bool) -> list[Measurement]:
-    results = []
-    for store, database in (("PostgreSQL", postgres_database), ("SQLite", _sqlite_database)):
-        with database() as url:
-            if url is None:
-                results.append(Measurement(f"rebuild on {store}", 0, "events/s", note="skipped: no server found"))
-                continue
-            results += _measure(store, url, smoke)
-    return results
+    return on_each_store("rebuild", lambda store, url: _measure(store, url, smoke))
 
 
 def _measure(store: str, url: str, smoke: bool) -> list[Measurement]:
@@ -83,8 +73,3 @@ def _replay_peak_bytes(runtime: Runtime) -> int:
         tracemalloc.stop()
 
 
-
-@contextlib.contextmanager
-def _sqlite_database() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="invario-bench-") as directory:
-        yield f"sqlite:///{directory}/bench.db"

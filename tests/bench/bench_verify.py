@@ -12,9 +12,7 @@ the peak for the smaller log (pages, a bounded LRU of aggregate heads).
 
 from __future__ import annotations
 
-import contextlib
 import gc
-import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -29,7 +27,7 @@ from projections.schema import ensure_schema
 from projections.verification import PAGE_SIZE, LedgerLookups, LedgerVerification, check_event, stored_chain_rows
 from tests.bench.ledger_data import populate
 from tests.bench.measurement import Measurement
-from tests.bench.support import postgres_database
+from tests.bench.support import on_each_store
 
 EVENTS_PER_SECOND_TARGET = 100_000
 MEMORY_GROWTH_MAX = 1.25
@@ -38,14 +36,7 @@ SMOKE_EVENTS = (1_500, 3_000)
 
 
 def run(smoke: bool) -> list[Measurement]:
-    results = []
-    for store, database in (("PostgreSQL", postgres_database), ("SQLite", _sqlite_database)):
-        with database() as url:
-            if url is None:
-                results.append(Measurement(f"verify on {store}", 0, "events/s", note="skipped: no server found"))
-                continue
-            results += _measure(store, url, smoke)
-    return results
+    return on_each_store("verify", lambda store, url: _measure(store, url, smoke))
 
 
 def _measure(store: str, url: str, smoke: bool) -> list[Measurement]:
@@ -137,8 +128,3 @@ def _seconds(work: Callable[[], object]) -> float:
     return max(time.perf_counter() - began, 1e-9)
 
 
-
-@contextlib.contextmanager
-def _sqlite_database() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="invario-bench-") as directory:
-        yield f"sqlite:///{directory}/bench.db"

@@ -13,10 +13,11 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from tests.bench.measurement import Measurement
 from tests.support import postgres
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -50,6 +51,19 @@ def postgres_database() -> Iterator[str | None]:
 def sqlite_database() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="invario-bench-") as directory:
         yield f"sqlite:///{directory}/bench.db"
+
+
+def on_each_store(what: str, measure: Callable[[str, str], list[Measurement]]) -> list[Measurement]:
+    """``measure(store, url)`` on a throwaway PostgreSQL database, then on a SQLite file;
+    a row saying so when no PostgreSQL server is found."""
+    results: list[Measurement] = []
+    for store, database in (("PostgreSQL", postgres_database), ("SQLite", sqlite_database)):
+        with database() as url:
+            if url is None:
+                results.append(Measurement(f"{what} on {store}", 0, "events/s", note="skipped: no server found"))
+                continue
+            results += measure(store, url)
+    return results
 
 
 @contextlib.contextmanager
