@@ -302,10 +302,9 @@ def test_429_storm_names_the_tenant(deployment: Deployment) -> None:
     assert server.metric("rate_limited_total", tenant="acme") == len(limited)
 
 
-# --- INC-9 projection lag and INC-10 reconciliation divergence ------------------------------------
-
-
-def test_divergence_found_then_repaired_by_rebuild_and_recompute(deployment: Deployment) -> None:
+def _serve_three_transfers(deployment: Deployment) -> tuple[Server, str, str, str]:
+    """A served tenant ``acme`` with three transfers from cash to wallet, every projection current:
+    the starting point of the repair procedures. Returns the server, the key and the two account ids."""
     _, key = deployment.create_tenant_with_key("acme")
     server = deployment.serve()
     with server.client(key) as client:
@@ -313,6 +312,14 @@ def test_divergence_found_then_repaired_by_rebuild_and_recompute(deployment: Dep
         for n in range(3):
             assert post(client, transfer(f"t-{n}", cash, wallet)).status_code == 201
     wait_until(lambda: all_current(deployment), "every projection current")
+    return server, key, cash, wallet
+
+
+# --- INC-9 projection lag and INC-10 reconciliation divergence ------------------------------------
+
+
+def test_divergence_found_then_repaired_by_rebuild_and_recompute(deployment: Deployment) -> None:
+    server, key, cash, wallet = _serve_three_transfers(deployment)
     assert deployment.invario("reconcile").returncode == 0
 
     # A read model edited behind the service's back: reconcile finds it, exit 1.
@@ -367,13 +374,7 @@ def test_projection_lag_shows_and_worker_once_catches_up(deployment: Deployment)
 
 
 def test_broken_chain_refuses_writes_keeps_reads_and_recovers(deployment: Deployment) -> None:
-    _, key = deployment.create_tenant_with_key("acme")
-    server = deployment.serve()
-    with server.client(key) as client:
-        cash, wallet = open_accounts(client, "cash", "wallet")
-        for n in range(3):
-            assert post(client, transfer(f"t-{n}", cash, wallet)).status_code == 201
-    wait_until(lambda: all_current(deployment), "every projection current")
+    server, key, cash, wallet = _serve_three_transfers(deployment)
     assert deployment.invario("verify").returncode == 0
 
     # Someone edits one stored event with psql (keeping a copy, standing in for last night's backup).
@@ -481,13 +482,7 @@ def test_read_only_database_refuses_writes_serves_reads(deployment: Deployment) 
 
 def test_broken_chain_evidence_backup_and_restore(deployment: Deployment) -> None:
     """INC-3 as written: last night's backup, the break, evidence, a damaged copy, restore --force, restart."""
-    _, key = deployment.create_tenant_with_key("acme")
-    server = deployment.serve()
-    with server.client(key) as client:
-        cash, wallet = open_accounts(client, "cash", "wallet")
-        for n in range(3):
-            assert post(client, transfer(f"t-{n}", cash, wallet)).status_code == 201
-    wait_until(lambda: all_current(deployment), "every projection current")
+    server, key, cash, wallet = _serve_three_transfers(deployment)
     nightly = deployment.workdir / "invario-nightly.dump"
     backed_up = deployment.invario("backup", str(nightly))
     assert backed_up.returncode == 0, backed_up.stderr
