@@ -41,6 +41,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from application.ledger import Ledger
 from domain.account import Account
 from domain.transaction import POSTINGS_MAX, Transaction
+from infrastructure.db_errors import classify_database_error
 from infrastructure.schema import metadata
 from infrastructure.telemetry import instruments
 
@@ -103,6 +104,24 @@ class Projection(Protocol):
 
 class LogDiverged(Exception):
     """The log no longer holds the event a projection last applied: rebuild it."""
+
+
+class ProjectionFailed(Exception):
+    """A read model could not apply one event of the log: which projection, which event, and why.
+
+    Events are immutable, so the follower retries the same event until the cause
+    is removed (a fixed release, a database that is back); ops/RUNBOOK.md says how.
+    """
+
+    def __init__(self, projection: str, logged: LoggedEvent, cause: BaseException) -> None:
+        self.projection, self.position, self.cause = projection, logged.position, cause
+        self.event_type = type(logged.event).__qualname__
+        self.aggregate_id = str(getattr(logged.event, "originator_id", ""))
+        reason = " ".join(str(cause).split())[:500] or type(cause).__name__
+        super().__init__(
+            f"projection {projection} cannot apply the event at position {logged.position} "
+            f"({self.event_type} of {self.aggregate_id}): {type(cause).__name__}: {reason}"
+        )
 
 
 @dataclass(frozen=True)
@@ -248,6 +267,17 @@ class FollowerGroup:
                     .values(last_error=message[:2000])
                 )
 
+    def clear_error(self) -> None:
+        """Forget a recorded failure once the follower works again (a diverged log stays reported)."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(projection_tracking)
+                .where(projection_tracking.c.name.in_(sorted(self.projections)),
+                       projection_tracking.c.last_error.is_not(None),
+                       projection_tracking.c.last_error.not_like("LogDiverged%"))
+                .values(last_error=None)
+            )
+
     # --- internals --------------------------------------------------------------
 
     def _active_states(self) -> dict[str, TrackingState]:
@@ -275,15 +305,42 @@ class FollowerGroup:
         # A worker that moves a projection takes over its abandoned rebuild; a
         # rebuild's own replay ends it when it reaches the head of the log.
         ends_rebuild = reached_head or self.defer_to_rebuilds
-        with self.engine.begin() as connection:
-            for state in cohort:
-                if not _advance_position(connection, state.name, start, batch[-1], ends_rebuild=ends_rebuild):
-                    connection.rollback()
-                    instruments().job_lock_contended.add(1, {"job": self.name})
-                    return 0  # another follower applied it first
-            for state in cohort:
-                self.projections[state.name].handle(connection, batch)
+        try:
+            with self.engine.begin() as connection:
+                for state in cohort:
+                    if not _advance_position(connection, state.name, start, batch[-1], ends_rebuild=ends_rebuild):
+                        connection.rollback()
+                        instruments().job_lock_contended.add(1, {"job": self.name})
+                        return 0  # another follower applied it first
+                for state in cohort:
+                    self.projections[state.name].handle(connection, batch)
+        except Exception as exc:
+            if classify_database_error(exc) is not None:
+                raise  # the database failed, not the event: nothing to pin on one event
+            raise self._culprit(cohort, batch, exc) from exc
         return len(batch)
+
+    def _culprit(self, cohort: list[TrackingState], batch: list[LoggedEvent], error: Exception) -> Exception:
+        """Find the first event (and projection) of a failed batch that cannot be applied.
+
+        Replays the batch one event at a time in a transaction that is always
+        rolled back, so an operator is told which event and why instead of a bare
+        driver error. If the replay does not fail, the batch's own error stands.
+        """
+        try:
+            with self.engine.connect() as connection, connection.begin() as transaction:
+                try:
+                    for logged in batch:
+                        for state in cohort:
+                            try:
+                                self.projections[state.name].handle(connection, [logged])
+                            except Exception as cause:  # noqa: BLE001 - reported, with its event
+                                return ProjectionFailed(state.name, logged, cause)
+                finally:
+                    transaction.rollback()
+        except Exception:  # noqa: BLE001 - the diagnosis must never hide the original failure
+            log.debug("could not replay the failed batch of %s event by event", self.name, exc_info=True)
+        return error
 
     def _fetch(self, start: int, stop: int | None) -> _Fetched:
         """Read the log after ``start`` (up to ``stop``) and decode the next whole batch."""

@@ -11,16 +11,28 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+
 from infrastructure.bootstrap import Runtime
+from infrastructure.db_errors import classify_database_error
 from infrastructure.log_notifications import LogWaiter, PostgresNotifyWaiter, SleepingWaiter
-from infrastructure.telemetry import instruments, job_succeeded
+from infrastructure.telemetry import METER_NAME, instruments, job_succeeded
+from projections.follower import ProjectionFailed
 
 log = logging.getLogger(__name__)
 
 RETRY_PAUSE_MAX_SECONDS = 30.0
+# A database that was unreachable is retried often, so the read models resume
+# within seconds of its return (docs/failure-modes.md); an event that cannot be
+# applied is retried with the longer back-off, since only a release or an
+# operator removes its cause.
+DATABASE_RETRY_PAUSE_MAX_SECONDS = 2.0
+FAILING_GAUGE = "invario_projection_failing"
 # With LISTEN/NOTIFY the followers still look at the log this often, in case a
 # notification was missed while the listening connection was being re-opened.
 NOTIFY_FALLBACK_SECONDS = 5.0
@@ -40,6 +52,7 @@ class FollowerLoop:
         self.idle_seconds = idle_seconds
         self._failures: dict[str, int] = {}
         self._retry_at: dict[str, float] = {}
+        _register_failing_gauge(self)
 
     def run(self, *, until_idle: bool = False) -> None:
         """Run until stopped (or, with ``until_idle``, until every follower is caught up)."""
@@ -79,24 +92,89 @@ class FollowerLoop:
         try:
             applied = follower.process_batch() > 0
         except Exception as exc:  # a follower must survive a bad moment of its database
-            instruments().job_failures.add(1, {"job": follower.name})
-            failures = self._failures.get(follower.name, 0) + 1
-            self._failures[follower.name] = failures
-            pause = min(self.idle_seconds * 2 ** failures, RETRY_PAUSE_MAX_SECONDS)
-            self._retry_at[follower.name] = time.monotonic() + pause
-            log.exception("follower %s failed (attempt %d); retrying in %.1f s", follower.name, failures, pause)
-            try:
-                follower.record_error(f"{type(exc).__name__}: {exc}")
-            except Exception:  # noqa: BLE001 - the database may be the thing that is down
-                log.debug("could not record the error of follower %s", follower.name)
+            self._failed(follower, exc)
             return False
-        self._failures.pop(follower.name, None)
+        if self._failures.pop(follower.name, None) is not None:
+            _clear_error(follower)
         self._retry_at.pop(follower.name, None)
         # Idle polls are not runs worth a histogram sample, but they prove the job is alive.
         if applied:
             instruments().job_duration.record(time.perf_counter() - started, {"job": follower.name})
         job_succeeded(follower.name)
         return applied
+
+    def _failed(self, follower: Any, exc: Exception) -> None:
+        instruments().job_failures.add(1, {"job": follower.name})
+        failures = self._failures.get(follower.name, 0) + 1
+        self._failures[follower.name] = failures
+        database_down = classify_database_error(exc) is not None
+        pause_max = DATABASE_RETRY_PAUSE_MAX_SECONDS if database_down else RETRY_PAUSE_MAX_SECONDS
+        pause = min(self.idle_seconds * 2 ** failures, pause_max)
+        self._retry_at[follower.name] = time.monotonic() + pause
+        if isinstance(exc, ProjectionFailed):
+            # Said once per failure streak at error level, with the event named, for the alert's runbook.
+            level = logging.ERROR if failures == 1 else logging.WARNING
+            log.log(level, "%s; retrying in %.1f s", exc, pause, extra={
+                "event": "projection_failed", "projection": exc.projection, "position": exc.position,
+                "event_type": exc.event_type, "aggregate_id": exc.aggregate_id, "attempt": failures,
+                "error": type(exc.cause).__name__,
+            })
+        else:
+            log.exception("follower %s failed (attempt %d); retrying in %.1f s", follower.name, failures, pause)
+        try:
+            follower.record_error(f"{type(exc).__name__}: {exc}")
+        except Exception:  # noqa: BLE001 - the database may be the thing that is down
+            log.debug("could not record the error of follower %s", follower.name)
+
+    def failing_projections(self) -> dict[str, bool]:
+        """Every projection these followers move, and whether its follower's last attempt failed."""
+        found: dict[str, bool] = {}
+        for follower in self.followers:
+            failing = follower.name in self._failures
+            for name in getattr(follower, "projections", ()):  # jobs have their own job_* metrics
+                found[name] = found.get(name, False) or failing
+        return found
+
+
+def _clear_error(follower: Any) -> None:
+    """A follower that works again clears the error it recorded, even with nothing to apply."""
+    clear = getattr(follower, "clear_error", None)
+    if clear is None:
+        return
+    try:
+        clear()
+    except Exception:  # noqa: BLE001 - cleared by its next applied batch anyway
+        log.debug("could not clear the error of follower %s", follower.name, exc_info=True)
+
+
+# The loops of this process whose followers the failing gauge reports (tests run several).
+_loops: weakref.WeakSet[FollowerLoop] = weakref.WeakSet()
+_gauge_registered = False
+
+
+def _observe_failing(_options: CallbackOptions) -> Iterable[Observation]:
+    states: dict[str, bool] = {}
+    for loop in list(_loops):
+        for name, failing in loop.failing_projections().items():
+            states[name] = states.get(name, False) or failing
+    return [Observation(int(failing), {"projection": name}) for name, failing in sorted(states.items())]
+
+
+def _register_failing_gauge(loop: FollowerLoop) -> None:
+    """``invario_projection_failing{projection}``: 1 while the follower of a projection keeps failing.
+
+    Read from this process's memory, never from the database, so a scrape
+    answers at once even while the database does not.
+    """
+    global _gauge_registered  # noqa: PLW0603 - one instrument per process
+    _loops.add(loop)
+    if _gauge_registered:
+        return
+    metrics.get_meter(METER_NAME).create_observable_gauge(
+        FAILING_GAUGE, callbacks=[_observe_failing], unit="1",
+        description="1 while this process's follower of a projection fails to apply the log (see its last error)",
+    )
+    _gauge_registered = True
 
 
 def waiter_for(runtime: Runtime, stop: threading.Event) -> tuple[LogWaiter, float]:

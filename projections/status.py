@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import inspect
 
@@ -77,3 +78,21 @@ def _log_still_holds(runtime: Runtime, state: TrackingState) -> bool:
     if state.event_hash is None:
         return True
     return event_identity(runtime.ledger.mapper.to_domain_event(found[0])) == state.event_hash
+
+
+def describe_event(runtime: Runtime, position: int) -> dict[str, Any] | None:
+    """The event at ``position`` of the log, as plain data for an operator (``None``: no such event).
+
+    Read-only: it is how a failing projection's event is inspected, never changed.
+    """
+    found = runtime.ledger.recorder.select_notifications(start=position, limit=1)
+    if not found or found[0].id != position:
+        return None
+    event = runtime.ledger.mapper.to_domain_event(found[0])
+    envelope = ("originator_id", "originator_version", "originator_topic", "timestamp")
+    data = {name: value for name, value in vars(event).items() if not name.startswith("_") and name not in envelope}
+    return {
+        "position": position, "event_type": type(event).__qualname__, "topic": found[0].topic,
+        "aggregate_id": event.originator_id, "aggregate_version": event.originator_version,
+        "timestamp": event.timestamp, "data": data,
+    }

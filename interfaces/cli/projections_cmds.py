@@ -1,5 +1,5 @@
 """Operator commands of the read side: ``invario worker``, ``invario reconcile`` and
-``invario projections status|rebuild|recompute-month``.
+``invario projections status|event|rebuild|recompute-month``.
 
 Registered on the main app by ``interfaces/cli/main.py``. Every expected failure
 is one line on stderr and an exit code, never a traceback:
@@ -277,6 +277,24 @@ def _print_status_table(head: int, statuses: list[ProjectionStatus]) -> None:
 
 
 # --- invario projections rebuild --------------------------------------------------------------
+
+
+@projections_app.command("event")
+def show_event(
+    position: Annotated[int, typer.Argument(min=1, help="The event's log position (a failing projection's error names it)")],
+) -> None:
+    """Print the event at a log position as JSON (read-only), e.g. the one a projection cannot apply.
+
+    Text is printed with every non-ASCII and control character escaped
+    (``\\u0000``), so what a read model could not store is visible.
+    """
+    from projections.status import describe_event
+
+    with _runtime() as runtime:
+        found = describe_event(runtime, position)
+    if found is None:
+        raise _fail(f"the log holds no event at position {position}", EXIT_USAGE)
+    typer.echo(json.dumps(found, indent=2, default=str, ensure_ascii=True))
 
 
 @projections_app.command("rebuild")

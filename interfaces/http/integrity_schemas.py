@@ -44,7 +44,7 @@ class HealthOut(BaseModel):
 class ReadyOut(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"status": "ready", "database": "ok", "migrations": "current", "projection_lag": 0,
-         "max_projection_lag": 1000, "integrity": "ok", "reasons": []},
+         "max_projection_lag": 1000, "failing_projections": [], "integrity": "ok", "reasons": []},
     ]})
 
     status: Literal["ready", "not_ready"]
@@ -52,6 +52,9 @@ class ReadyOut(BaseModel):
     migrations: Literal["current", "pending", "unknown"]
     projection_lag: int | None = Field(description="Events the slowest projection has yet to apply")
     max_projection_lag: int = Field(description="INVARIO_READY_MAX_LAG")
+    failing_projections: list[str] = Field(
+        default_factory=list,
+        description="Projections stuck on an event they cannot apply (not ready while any is; see 'invario projections status')")
     integrity: Literal["ok", "broken"]
     reasons: list[str] = Field(description="Why the process is not ready (empty when ready)")
 

@@ -150,31 +150,46 @@ def health(request: Request) -> JSONResponse:
 def ready(request: Request) -> JSONResponse:
     parts, runtime = _parts(request), runtime_of(request)
 
-    def check() -> tuple[bool, int | None]:
+    def check() -> tuple[bool, _Projections | None]:
         with runtime.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         current = is_current(runtime.engine)
-        return current, _projection_lag(runtime) if current else None
+        return current, _projections(runtime) if current else None
 
     found = parts.probe.run(check)
-    current, lag = found if found is not None else (None, None)
+    current, projections = found if found is not None else (None, None)
+    body = _ready_body(parts, found is not None, current, projections)
+    if not body["reasons"]:
+        return JSONResponse(body)
+    return JSONResponse(body, status_code=503, headers={"Retry-After": str(_retry_after(found is not None))})
+
+
+@dataclass(frozen=True)
+class _Projections:
+    lag: int | None  # of the slowest projection; None: no projection has a tracking row
+    failing: dict[str, str]  # projection -> its last error, for those stuck behind it
+
+
+def _ready_body(parts: IntegrityParts, database_ok: bool, current: bool | None,
+                projections: _Projections | None) -> dict[str, Any]:
     limit = parts.settings.ready_max_lag
+    lag = projections.lag if projections is not None else None
+    failing = projections.failing if projections is not None else {}
     reasons = []
-    if found is None:
+    if not database_ok:
         reasons.append("the database does not answer")
     elif not current:
         reasons.append("the schema is not at the head revision: run 'invario migrate'")
-    elif lag is None or lag > limit:
-        reasons.append(f"the projections are {lag} events behind the log (more than {limit})")
-    body = {
-        "status": "not_ready" if reasons else "ready", "database": "ok" if found is not None else "error",
+    else:
+        reasons.extend(f"projection {name} is failing: {error}" for name, error in sorted(failing.items()))
+        if lag is None or lag > limit:
+            reasons.append(f"the projections are {lag} events behind the log (more than {limit})")
+    return {
+        "status": "not_ready" if reasons else "ready", "database": "ok" if database_ok else "error",
         "migrations": "unknown" if current is None else "current" if current else "pending",
-        "projection_lag": lag, "max_projection_lag": limit,
+        "projection_lag": lag, "max_projection_lag": limit, "failing_projections": sorted(failing),
         "integrity": "broken" if parts.monitor.status(refresh=False).broken else "ok", "reasons": reasons,
     }
-    if not reasons:
-        return JSONResponse(body)
-    return JSONResponse(body, status_code=503, headers={"Retry-After": str(_retry_after(found is not None))})
 
 
 def _retry_after(database_ok: bool) -> int:
@@ -182,11 +197,18 @@ def _retry_after(database_ok: bool) -> int:
     return DATABASE_FAILURES["database_unavailable"][1] if not database_ok else 60
 
 
-def _projection_lag(runtime: Runtime) -> int | None:
+def _projections(runtime: Runtime) -> _Projections:
+    """The slowest projection's lag, and the projections that failed on an event they have not applied.
+
+    An error left on a projection that has since caught up (the database was
+    down while the log stood still) does not count: nothing is stuck behind it.
+    """
     head = runtime.ledger.recorder.max_notification_id() or 0
     with runtime.engine.connect() as connection:
-        positions = [state.position for state in read_tracking(connection, ALL_PROJECTIONS).values()]
-    return max(head - min(positions), 0) if positions else None
+        states = list(read_tracking(connection, ALL_PROJECTIONS).values())
+    lag = max(head - min(state.position for state in states), 0) if states else None
+    failing = {s.name: s.last_error[:300] for s in states if s.last_error and s.position < head}
+    return _Projections(lag, failing)
 
 
 def _document_health_bodies(app: FastAPI) -> None:

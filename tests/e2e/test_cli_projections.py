@@ -211,3 +211,22 @@ def test_an_interrupted_rebuild_resumes_when_run_again(
     assert resumed.exit_code == 0, resumed.output
     assert "resuming the interrupted rebuild of accounts" in resumed.stderr
     assert read_model_rows(runtime.engine) == rows
+
+
+def test_projections_event_prints_the_event_at_a_position_read_only(database_url: str, open_rt: OpenRuntime) -> None:  # noqa: F811
+    runtime = open_ready(open_rt, database_url)
+    book = open_book(runtime.ledger)
+    post(book, runtime.ledger, "evt-1", date(2026, 11, 23), {"cash": 100, "wallet": -100}, description="caf\u00e9")
+    head = book.last_position
+    runtime.close()
+
+    shown = invoke(database_url, "projections", "event", str(head))
+    assert shown.exit_code == 0, shown.output
+    event = json.loads(shown.output)
+    assert event["position"] == head and event["event_type"] == "Transaction.Posted"
+    assert event["data"]["external_id"] == "evt-1"
+    assert "caf\\u00e9" in shown.output, "text is shown escaped, so a control character would be visible"
+
+    missing = invoke(database_url, "projections", "event", str(head + 1000))
+    assert missing.exit_code == 2 and f"no event at position {head + 1000}" in missing.output
+    assert "Traceback" not in missing.output

@@ -60,5 +60,6 @@ def test_the_worker_serves_metrics_and_logs_json(
     assert "invario_ledger_integrity_status 1.0" in text
     assert 'job_last_success_timestamp_seconds{job="read_models"}' in text
     assert 'job_duration_seconds_count{job="read_models"}' in text
+    assert 'invario_projection_failing{projection="transactions"} 0' in text
     records = [json.loads(line) for line in stdout.splitlines() if line.strip()]
     assert records and all({"timestamp", "level", "event"} <= set(r) for r in records)
