@@ -24,6 +24,7 @@ app = typer.Typer(
 
 EXIT_CONFIG = 2
 EXIT_DATABASE = 3
+EXIT_PROJECTION_FAILED = 1  # like a failing follower of 'worker --once' or an inconsistent restore
 
 
 @contextmanager
@@ -39,7 +40,12 @@ def operator_errors() -> Iterator[None]:
         raise typer.Exit(EXIT_DATABASE) from None
     except Exception as exc:
         from infrastructure.db_errors import classify_database_error
+        from projections.follower import ProjectionFailed
 
+        if isinstance(exc, ProjectionFailed):  # a rebuild or restore met an event a read model cannot apply
+            typer.secho(f"invario: {exc}; the events are untouched: see ops/RUNBOOK.md, INC-14 Failing projection",
+                        err=True, fg=typer.colors.RED)
+            raise typer.Exit(EXIT_PROJECTION_FAILED) from None
         failure = classify_database_error(exc)  # the database failed mid-command (docs/failure-modes.md)
         if failure is None:
             raise

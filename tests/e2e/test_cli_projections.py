@@ -230,3 +230,24 @@ def test_projections_event_prints_the_event_at_a_position_read_only(database_url
     missing = invoke(database_url, "projections", "event", str(head + 1000))
     assert missing.exit_code == 2 and f"no event at position {head + 1000}" in missing.output
     assert "Traceback" not in missing.output
+
+
+def test_a_rebuild_that_meets_an_event_it_cannot_apply_says_which_without_a_traceback(
+    database_url: str, open_rt: OpenRuntime, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    from projections.transactions import TransactionsProjection
+
+    runtime = open_ready(open_rt, database_url)
+    book = open_book(runtime.ledger)
+    post(book, runtime.ledger, "fine-1", date(2026, 11, 23), {"cash": 100, "wallet": -100})
+    runtime.close()
+
+    def refuse(self: Any, connection: Any, batch: Any) -> None:
+        raise ValueError("cannot store this text")
+
+    monkeypatch.setattr(TransactionsProjection, "handle", refuse)
+    result = invoke(database_url, "projections", "rebuild", "--all")
+    assert result.exit_code == 1, result.output
+    assert "projection transactions cannot apply the event at position" in result.output
+    assert "ValueError: cannot store this text" in result.output and "INC-14" in result.output
+    assert "Traceback" not in result.output
