@@ -46,6 +46,7 @@ from domain.tenant import Tenant
 from infrastructure.integrity_monitor import IntegrityMonitor, process_monitor
 from infrastructure.integrity_store import read_checkpoint, utc_now
 from projections.global_chain import ledger_chain
+from projections.stored_hash import hashes_from_stored
 
 PAGE_SIZE = 1000
 
@@ -56,6 +57,10 @@ PAGE_SIZE = 1000
 def check_event(ledger: Ledger, notification: Any) -> CheckedEvent:
     """Decode one stored event and recompute its hash; an undecodable event is still accounted for."""
     position, version = notification.id, notification.originator_version
+    if _stored_json(ledger):
+        found = hashes_from_stored(notification.topic, notification.originator_id, version, notification.state)
+        if found is not None:  # the fast path vouches only for a matching hash (projections/stored_hash.py)
+            return CheckedEvent(position, _uuid(notification.originator_id), version, *found)
     try:
         event = ledger.mapper.to_domain_event(notification)
         recomputed = compute_event_hash(event)
@@ -64,6 +69,12 @@ def check_event(ledger: Ledger, notification: Any) -> CheckedEvent:
                             raw_digest(bytes(notification.state or b"")))
     return CheckedEvent(position, event.originator_id, version, type(event).__qualname__,
                         _text(getattr(event, "hash", "")), _text(getattr(event, "prev_hash", "")), recomputed)
+
+
+def _stored_json(ledger: Ledger) -> bool:
+    """Whether events are stored as plain JSON (no compressor, no cipher configured)."""
+    mapper = ledger.mapper
+    return getattr(mapper, "compressor", None) is None and getattr(mapper, "cipher", None) is None
 
 
 def _uuid(value: Any) -> UUID:
