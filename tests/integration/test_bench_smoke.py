@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from tests.bench import __main__ as bench_main
-from tests.bench import bench_http, bench_inprocess, bench_pgbench
+from tests.bench import bench_http, bench_inprocess, bench_lag, bench_pgbench
 from tests.bench.measurement import REFERENCE_LATENCY, REFERENCE_TPS, Measurement
 
 
@@ -50,6 +50,19 @@ def test_the_in_process_benchmark_measures_both_settings() -> None:
     assert "ungrouped" in ungrouped.name and "grouped (" in grouped.name
     assert ungrouped.value > 0 and grouped.value > 0
     assert bulk.value > 0 or bulk.note.startswith("skipped")
+
+
+@pytest.mark.postgres
+def test_the_lag_benchmark_samples_the_followers_under_load() -> None:
+    seconds, events = bench_lag.run(smoke=True)
+    assert seconds.name.startswith("follower lag p99") and seconds.unit == "s" and "samples" in seconds.note
+    assert events.unit == "events"
+
+
+def test_lag_in_seconds_is_how_long_ago_the_head_was_where_the_read_models_are() -> None:
+    samples = [bench_lag.Sample(0.0, 10, 10), bench_lag.Sample(1.0, 20, 10), bench_lag.Sample(2.0, 30, 20),
+               bench_lag.Sample(3.0, 30, 30)]
+    assert bench_lag.lag_seconds(samples) == [0.0, 1.0, 1.0, 0.0]
 
 
 def test_the_table_compares_with_pgbench_and_describes_the_machine(capsys: pytest.CaptureFixture[str]) -> None:
