@@ -38,6 +38,7 @@ STATUS_BY_ERROR: dict[type[e.LedgerError], int] = {
     e.AmountOutOfRange: 422,
     e.UnknownCurrency: 422,
     e.InvalidMetadata: 422,
+    e.InvalidText: 422,
     e.InvalidTenant: 422,
     e.TenantNotFound: 404,
     e.TenantAlreadyExists: 409,
