@@ -45,7 +45,8 @@ from domain.errors import (
 )
 from domain.ids import tenant_id_for, transaction_id_for
 from domain.money import parse_amount_minor
-from domain.tenant import Tenant
+from domain.tenant import Tenant, is_tenant_name
+from domain.text import quoted
 from domain.metadata import check_metadata
 from domain.transaction import (
     Posting,
@@ -379,9 +380,10 @@ class Ledger(Application):
         return tenant
 
     def get_tenant_by_name(self, name: str) -> Tenant:
-        tenant = self._get(tenant_id_for(name), Tenant)
+        # A name no tenant may have is not looked up: it might not even be encodable as an id.
+        tenant = self._get(tenant_id_for(name), Tenant) if is_tenant_name(name) else None
         if tenant is None:
-            raise TenantNotFound(f"tenant {name} not found", tenant=name)
+            raise TenantNotFound(f"tenant {quoted(name)} not found", tenant=quoted(name))
         return tenant
 
     def suspend_tenant(self, tenant_id: UUID, reason: str = "", expected_version: int | None = None) -> Recorded:

@@ -17,6 +17,10 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{1,62}")
 REASON_LENGTH_MAX = 500
 
 
+def is_tenant_name(value: object) -> bool:
+    return isinstance(value, str) and _NAME.fullmatch(value) is not None
+
+
 class TenantStatus(StrEnum):
     ACTIVE = "active"
     SUSPENDED = "suspended"
@@ -25,7 +29,7 @@ class TenantStatus(StrEnum):
 class Tenant(ChainedAggregate):
     @classmethod
     def create(cls, name: str) -> Tenant:
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
+        if not is_tenant_name(name):
             raise InvalidTenant(
                 "tenant name must be 2-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit",
                 name=quoted(name),

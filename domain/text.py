@@ -51,9 +51,11 @@ def is_clean_line(value: Any) -> bool:
 
 
 def quoted(value: Any, limit: int = 80) -> str:
-    """A rejected value as an error's details may show it: itself if it is clean one-line
-    text, else its escaped ``repr`` (a problem document must never carry an unencodable string)."""
-    return str(value)[:limit] if is_clean_line(value) else ascii(value)[:limit]
+    """A rejected value as an error's details may show it: clean one-line text as it is, other
+    text as its escaped ``repr`` (a problem document must never carry an unencodable string)."""
+    if not isinstance(value, str) or is_clean_line(value):
+        return str(value)[:limit]
+    return ascii(value)[:limit]
 
 
 def _check(value: str, field: str, refused: re.Pattern[str]) -> str:

@@ -17,7 +17,7 @@ import pytest
 from application.batches import JSONL, BatchInfo, LineError, StoredChunk, parse_chunk
 from application.ledger import TransactionRequest
 from application.recurring import RecurringTransactions
-from domain.errors import InvalidText, LedgerError
+from domain.errors import InvalidText, LedgerError, TenantNotFound
 from domain.recurring import Schedule
 from domain.text import check_line, check_text, quoted
 from tests.unit.books import DAY, Books, leg
@@ -67,6 +67,14 @@ def test_quoted_escapes_what_a_problem_document_cannot_carry() -> None:
     assert quoted("acme") == "acme"
     assert quoted("a\ud800\x00") == "'a\\ud800\\x00'"
     assert quoted("x" * 200) == "x" * 80
+    assert quoted(None) == "None"
+
+
+def test_looking_up_a_tenant_by_a_name_no_tenant_may_have_is_not_found(books: Books) -> None:
+    for name in ("acme\ud800", "acme\x00", 7):
+        with pytest.raises(TenantNotFound) as info:
+            books.ledger.get_tenant_by_name(name)  # type: ignore[arg-type]
+        json.dumps(info.value.details, ensure_ascii=False).encode("utf-8")
 
 
 # --- every command ----------------------------------------------------------------
