@@ -44,10 +44,10 @@ from domain.errors import (
     VersionMismatch,
 )
 from domain.ids import tenant_id_for, transaction_id_for
+from domain.metadata import check_metadata
 from domain.money import parse_amount_minor
 from domain.tenant import Tenant, is_tenant_name
 from domain.text import quoted
-from domain.metadata import check_metadata
 from domain.transaction import (
     Posting,
     Transaction,

@@ -45,7 +45,8 @@ def currency_exponent(currency: str) -> int:
     try:
         return CURRENCY_EXPONENTS[currency]
     except (KeyError, TypeError):
-        raise UnknownCurrency(f"unknown currency {currency!r}", currency=quoted(currency) if isinstance(currency, str) else currency) from None
+        shown = quoted(currency) if isinstance(currency, str) else currency
+        raise UnknownCurrency(f"unknown currency {currency!r}", currency=shown) from None
 
 
 def parse_amount_minor(text: str, currency: str) -> int:

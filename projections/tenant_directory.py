@@ -62,7 +62,8 @@ class TenantDirectoryProjection:
             event = logged.event
             if isinstance(event, Tenant.Created):
                 connection.execute(insert(tenant_directory).values(
-                    id=str(event.originator_id), name=storable_text(event.name), status="active", suspension_reason=None,
+                    id=str(event.originator_id), name=storable_text(event.name), status="active",
+                    suspension_reason=None,
                     version=event.originator_version, created_at=event.timestamp, updated_at=event.timestamp,
                     position=logged.position,
                 ))
