@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.http_fixtures import ADMIN, DAY, Api, Tenant, acme, api, assert_problem  # noqa: F401
+from tests.integration.test_projections_text import STORED, write_legacy_log
 
 NUL, SURROGATE = "\x00", "\ud800"
 
@@ -107,3 +108,22 @@ def test_a_tampered_cursor_with_bad_text_is_400_not_500(shop: tuple[Api, Tenant,
         cursor = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
         response = api.client.get("/v1/accounts", headers=acme.headers, params={"cursor": cursor})
         assert_problem(response, 400, "invalid_cursor")
+
+
+def test_text_an_earlier_version_stored_reads_back_with_the_replacement(api: Api,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    log = write_legacy_log(api.runtime.ledger, monkeypatch)
+    api.catch_up()
+    headers = {"Authorization": f"Bearer {api.key(log.tenant_id)}"}
+    account = api.client.get(f"/v1/accounts/{log.account_id}", headers=headers)
+    assert account.status_code == 200, account.text
+    assert (account.json()["name"], account.json()["metadata"]) == (f"Odd {STORED}", {f"k{STORED}": f"v{STORED}"})
+    entries = api.client.get(f"/v1/accounts/{log.account_id}/entries", headers=headers).json()["items"]
+    assert {entry["description"] for entry in entries} == {STORED}
+    for transaction_id in (log.transaction_id, log.hold_id, log.reversal_id):
+        read = api.client.get(f"/v1/transactions/{transaction_id}", headers=headers)
+        assert read.status_code == 200 and read.json()["description"] == STORED
+    recurring = api.client.get(f"/v1/recurring-transactions/{log.recurring_id}", headers=headers).json()
+    assert (recurring["description"], recurring["metadata"]) == (STORED, {STORED: STORED})
+    tenant = api.client.get(f"/admin/tenants/{log.other_id}", headers=ADMIN).json()
+    assert tenant["suspension_reason"] == STORED
