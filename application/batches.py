@@ -43,6 +43,7 @@ from domain.errors import (
     MissingField,
 )
 from domain.ids import account_id_for
+from domain.text import check_line
 
 log = logging.getLogger("invario.batches")
 
@@ -132,11 +133,13 @@ def _line(tenant_id: UUID, line_no: int, fields: dict[str, Any], postings: list[
         raise MissingField("external_id is required", field="external_id")
     if not isinstance(external_id, str):
         raise MalformedJsonLine("external_id must be a string")
+    check_line(external_id, "external_id")  # before it is hashed: a JSON line can carry a lone surrogate
     effective_date = _parse_date(fields.get("effective_date"))
     instructions = []
     for reference, amount, currency in postings:
         if not isinstance(reference, str) or not reference:
             raise MissingField("every posting names an account (code or id)", field="postings")
+        check_line(reference, "account")  # before an account id is derived from it
         if not isinstance(amount, str):
             raise InvalidAmount(f"amount {str(amount)[:40]!r} must be a decimal string such as '12.34'")
         if currency is not None and not isinstance(currency, str):

@@ -44,9 +44,18 @@ from domain.errors import (
     VersionMismatch,
 )
 from domain.ids import tenant_id_for, transaction_id_for
+from domain.metadata import check_metadata
 from domain.money import parse_amount_minor
-from domain.tenant import Tenant
-from domain.transaction import Posting, Transaction, check_external_id, check_posting_count
+from domain.tenant import Tenant, is_tenant_name
+from domain.text import quoted
+from domain.transaction import (
+    Posting,
+    Transaction,
+    check_description,
+    check_external_id,
+    check_posting_count,
+    is_external_id,
+)
 
 T = TypeVar("T")
 
@@ -371,9 +380,10 @@ class Ledger(Application):
         return tenant
 
     def get_tenant_by_name(self, name: str) -> Tenant:
-        tenant = self._get(tenant_id_for(name), Tenant)
+        # A name no tenant may have is not looked up: it might not even be encodable as an id.
+        tenant = self._get(tenant_id_for(name), Tenant) if is_tenant_name(name) else None
         if tenant is None:
-            raise TenantNotFound(f"tenant {name} not found", tenant=name)
+            raise TenantNotFound(f"tenant {quoted(name)} not found", tenant=quoted(name))
         return tenant
 
     def suspend_tenant(self, tenant_id: UUID, reason: str = "", expected_version: int | None = None) -> Recorded:
@@ -492,7 +502,9 @@ class Ledger(Application):
         decisions = [self._request_decision(tenant_id, request) for request in requests]
         keys = [p.account_id for r in requests for p in r.postings]
         with self._write_locks.holding(keys):
-            reads = [tenant_id, *keys, *(transaction_id_for(tenant_id, r.external_id) for r in requests)]
+            # A malformed external id (already rejected above) may not even be encodable as an id.
+            existing = [transaction_id_for(tenant_id, r.external_id) for r in requests if is_external_id(r.external_id)]
+            reads = [tenant_id, *keys, *existing]
             batch = Batch(self._batch_store(), decisions, self.conflict_lane, reads)
             return batch.run(commit=commit, failure_stops_all=True)
 
@@ -531,6 +543,9 @@ class Ledger(Application):
         check_external_id(external_id)
         check_posting_count(len(postings))
         _check_effective_date(effective_date)
+        # The text rules too are checked before any state is read (the aggregate checks them again).
+        check_description(description)
+        check_metadata(metadata)
         expires_at = hold.expires_at if hold is not None else None
 
         def decide() -> Recorded:
@@ -637,6 +652,7 @@ class Ledger(Application):
     ) -> Recorded:
         if effective_date is not None:
             _check_effective_date(effective_date)
+        check_description(description)
 
         def decide() -> Recorded:
             self._writable_tenant(tenant_id)

@@ -45,6 +45,7 @@ from domain.errors import (
 from domain.ids import account_id_for
 from domain.metadata import check_metadata
 from domain.money import check_amount_range, check_balance_range, currency_exponent, format_amount
+from domain.text import check_line
 
 _CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}")
 NAME_LENGTH_MAX = 200
@@ -88,6 +89,7 @@ class Account(ChainedAggregate):
             raise InvalidAccount("account code must be 1-64 characters of letters, digits and ._:/-", field="code")
         if not isinstance(name, str) or not name.strip() or len(name) > NAME_LENGTH_MAX:
             raise InvalidAccount(f"account name must be 1-{NAME_LENGTH_MAX} characters", field="name")
+        check_line(name, "name")
         currency_exponent(currency)
         try:
             account_type = AccountType(type)

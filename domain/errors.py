@@ -45,6 +45,16 @@ class InvalidMetadata(LedgerError):
     code = "invalid_metadata"
 
 
+# --- text ---------------------------------------------------------------------
+
+
+class InvalidText(LedgerError):
+    """A text field holds a character no field may hold (domain/text.py): a control
+    character, a surrogate or a noncharacter; ``field`` names it, ``character`` says which."""
+
+    code = "invalid_text"
+
+
 # --- tenants ------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from domain.errors import AmountOutOfRange, AmountPrecisionExceeded, InvalidAmount, UnknownCurrency
+from domain.text import quoted
 
 # Exponent (number of minor-unit digits) of every active ISO 4217 currency.
 # Most have 2; the exceptions are listed explicitly so a review can check them.
@@ -44,7 +45,8 @@ def currency_exponent(currency: str) -> int:
     try:
         return CURRENCY_EXPONENTS[currency]
     except (KeyError, TypeError):
-        raise UnknownCurrency(f"unknown currency {currency!r}", currency=currency) from None
+        shown = quoted(currency) if isinstance(currency, str) else currency
+        raise UnknownCurrency(f"unknown currency {currency!r}", currency=shown) from None
 
 
 def parse_amount_minor(text: str, currency: str) -> int:
@@ -53,7 +55,7 @@ def parse_amount_minor(text: str, currency: str) -> int:
     match = _DECIMAL.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise InvalidAmount(
-            f"amount {text!r} is not a decimal string such as '12.34' or '-5'", amount=str(text)
+            f"amount {text!r} is not a decimal string such as '12.34' or '-5'", amount=quoted(text)
         )
     sign, whole, fraction = match.group(1), match.group(2), match.group(3) or ""
     if len(fraction.rstrip("0")) > exponent:

@@ -25,7 +25,7 @@ from eventsourcing.domain import event
 from domain.chain import ChainedAggregate
 from domain.errors import InvalidRecurringTransaction, RecurringTransactionCancelled
 from domain.metadata import check_metadata
-from domain.transaction import DESCRIPTION_LENGTH_MAX, Posting, check_postings
+from domain.transaction import Posting, check_description, check_postings
 
 DAILY, WEEKLY, MONTHLY = "daily", "weekly", "monthly"
 FREQUENCIES = (DAILY, WEEKLY, MONTHLY)
@@ -115,9 +115,7 @@ class RecurringTransaction(ChainedAggregate):
                 f"(its missed runs are all posted) and {START_DAYS_AHEAD_MAX} days ahead", field="start_date")
         if end_date is not None and end_date < start_date:
             raise InvalidRecurringTransaction("end_date is before start_date", field="end_date")
-        if not isinstance(description, str) or len(description) > DESCRIPTION_LENGTH_MAX:
-            raise InvalidRecurringTransaction(f"description is at most {DESCRIPTION_LENGTH_MAX} characters",
-                                              field="description")
+        check_description(description, InvalidRecurringTransaction)
         check_postings(postings)
         return cls(
             id=uuid4(), tenant_id=tenant_id, frequency=schedule.frequency, weekday=schedule.weekday,

@@ -11,9 +11,14 @@ from eventsourcing.domain import event
 from domain.chain import ChainedAggregate
 from domain.errors import InvalidTenant, TenantAlreadySuspended, TenantNotSuspended, TenantSuspended
 from domain.ids import tenant_id_for
+from domain.text import check_text, quoted
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{1,62}")
 REASON_LENGTH_MAX = 500
+
+
+def is_tenant_name(value: object) -> bool:
+    return isinstance(value, str) and _NAME.fullmatch(value) is not None
 
 
 class TenantStatus(StrEnum):
@@ -24,10 +29,10 @@ class TenantStatus(StrEnum):
 class Tenant(ChainedAggregate):
     @classmethod
     def create(cls, name: str) -> Tenant:
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
+        if not is_tenant_name(name):
             raise InvalidTenant(
                 "tenant name must be 2-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit",
-                name=str(name)[:80],
+                name=quoted(name),
             )
         return cls(id=tenant_id_for(name), name=name)
 
@@ -50,6 +55,7 @@ class Tenant(ChainedAggregate):
             raise TenantAlreadySuspended(f"tenant {self.name} is already suspended", tenant=self.name)
         if not isinstance(reason, str) or len(reason) > REASON_LENGTH_MAX:
             raise InvalidTenant(f"reason must be a string of at most {REASON_LENGTH_MAX} characters")
+        check_text(reason, "reason")
         self._suspend(reason)
 
     @event("Suspended")

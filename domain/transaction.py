@@ -32,6 +32,7 @@ from domain.errors import (
     HoldNotExpired,
     InvalidCapture,
     InvalidTransaction,
+    LedgerError,
     NotAHold,
     TransactionNotPosted,
     ReversalNotReversible,
@@ -45,6 +46,7 @@ from domain.chain import ChainedAggregate
 from domain.ids import reversal_id_for, transaction_id_for
 from domain.metadata import check_metadata
 from domain.money import check_amount_range, format_amount
+from domain.text import check_text
 
 POSTINGS_MIN = 2
 POSTINGS_MAX = 100
@@ -75,13 +77,24 @@ class Posting:
         return cls(UUID(data["account_id"]), data["amount_minor"], data["currency"])
 
 
+def is_external_id(value: Any) -> bool:
+    return isinstance(value, str) and _EXTERNAL_ID.fullmatch(value) is not None
+
+
 def check_external_id(external_id: Any) -> str:
-    if not isinstance(external_id, str) or not _EXTERNAL_ID.fullmatch(external_id):
+    if not is_external_id(external_id):
         raise InvalidTransaction(
             "external_id must be 1-128 characters of letters, digits and ._:/@+-, starting with a letter or digit",
             field="external_id",
         )
     return external_id
+
+
+def check_description(description: Any, rejection: type[LedgerError] = InvalidTransaction) -> str:
+    """A description is free text (``domain.text``) of at most ``DESCRIPTION_LENGTH_MAX`` characters."""
+    if not isinstance(description, str) or len(description) > DESCRIPTION_LENGTH_MAX:
+        raise rejection(f"description is at most {DESCRIPTION_LENGTH_MAX} characters", field="description")
+    return check_text(description, "description")
 
 
 def check_posting_count(count: int) -> None:
@@ -143,8 +156,7 @@ class Transaction(ChainedAggregate):
         reverses: UUID | None,
     ) -> Transaction:
         assert isinstance(effective_date, date)
-        if not isinstance(description, str) or len(description) > DESCRIPTION_LENGTH_MAX:
-            raise InvalidTransaction(f"description is at most {DESCRIPTION_LENGTH_MAX} characters", field="description")
+        check_description(description)
         check_postings(postings)
         return cls(
             id=id,
@@ -214,8 +226,7 @@ class Transaction(ChainedAggregate):
         """A pending transaction; its accounts must ``reserve`` its postings in the same save."""
         check_external_id(external_id)
         assert isinstance(effective_date, date)
-        if not isinstance(description, str) or len(description) > DESCRIPTION_LENGTH_MAX:
-            raise InvalidTransaction(f"description is at most {DESCRIPTION_LENGTH_MAX} characters", field="description")
+        check_description(description)
         if expires_at is not None and (
             not isinstance(expires_at, datetime) or expires_at.tzinfo is None or expires_at <= now
         ):

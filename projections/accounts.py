@@ -17,7 +17,7 @@ from sqlalchemy import BigInteger, Column, Connection, DateTime, Integer, String
 
 from domain.account import Account, AccountStatus
 from infrastructure.schema import metadata
-from projections.encoding import canonical_json
+from projections.encoding import canonical_json, storable_text
 from projections.bulk import execute_many, insert_rows
 from projections.follower import LoggedEvent
 
@@ -112,8 +112,8 @@ def _opened_row(logged: LoggedEvent) -> dict[str, Any]:
     return {
         "account_id": str(event.originator_id),
         "tenant_id": str(event.tenant_id),
-        "code": event.code,
-        "name": event.name,
+        "code": storable_text(event.code),
+        "name": storable_text(event.name),
         "currency": event.currency,
         "type": str(event.type),
         "status": AccountStatus.OPEN.value,

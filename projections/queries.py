@@ -41,7 +41,7 @@ from sqlalchemy import Connection, Engine, Row, func, select, tuple_
 from domain.account import AccountType
 from projections.accounts import read_accounts
 from projections.consistency import snapshot
-from projections.encoding import canonical_json, month_of, month_start
+from projections.encoding import canonical_json, is_storable, month_of, month_start
 from projections.follower import read_tracking
 from projections.monthly import read_monthly_snapshots
 from projections.registry import ACCOUNTS, MONTHLY_SNAPSHOTS, READ_MODELS, STATEMENTS, TRANSACTIONS
@@ -518,6 +518,8 @@ def _decode_cursor(cursor: str, kind: str, shape: tuple[type, ...]) -> list[Any]
     key = value[1:]
     if not all(isinstance(part, kind_) and not isinstance(part, bool) for part, kind_ in zip(key, shape, strict=True)):
         raise problem
+    if not all(is_storable(part) for part in key if isinstance(part, str)):
+        raise problem  # no read model holds such text, and PostgreSQL refuses a NUL even in a query
     return key
 
 

@@ -35,6 +35,7 @@ from application.ledger import Ledger
 from domain.account import Account
 from projections.accounts import read_accounts
 from projections.consistency import PositionsApart, snapshot
+from projections.encoding import storable
 from projections.follower import read_tracking
 from projections.monthly import read_monthly_snapshots
 from projections.registry import READ_MODELS
@@ -201,7 +202,7 @@ def _field_of(account: Account, field: str) -> Any:
         return str(value)
     if field in ("type", "status"):
         return str(value.value if hasattr(value, "value") else value)
-    return value
+    return storable(value)  # the read model's copy of text an earlier version accepted (projections.encoding)
 
 
 def _balance_divergence(row: Row[Any], difference: int, detail: str) -> Divergence:

@@ -14,6 +14,7 @@ from sqlalchemy import BigInteger, Column, Connection, Date, DateTime, Index, In
 
 from domain.recurring import ACTIVE, CANCELLED, RecurringTransaction
 from infrastructure.schema import metadata
+from projections.encoding import storable, storable_text
 from projections.follower import LoggedEvent
 
 NAME = "recurring_transactions"
@@ -62,8 +63,9 @@ class RecurringTransactionsProjection:
                 connection.execute(insert(read_recurring_transactions).values(
                     id=str(event.originator_id), tenant_id=str(event.tenant_id), frequency=event.frequency,
                     weekday=event.weekday, day_of_month=event.day_of_month, start_date=event.start_date,
-                    end_date=event.end_date, postings=json.dumps(event.postings), description=event.description,
-                    metadata=json.dumps(event.metadata, sort_keys=True), status=ACTIVE,
+                    end_date=event.end_date, postings=json.dumps(event.postings),
+                    description=storable_text(event.description),
+                    metadata=json.dumps(storable(event.metadata), sort_keys=True), status=ACTIVE,
                     version=event.originator_version, created_at=event.timestamp, updated_at=event.timestamp,
                     created_position=logged.position,
                 ))

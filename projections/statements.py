@@ -24,6 +24,7 @@ from sqlalchemy import BigInteger, Column, Connection, Date, DateTime, Index, St
 from domain.transaction import Transaction, TransactionStatus
 from infrastructure.schema import metadata
 from projections.bulk import insert_rows
+from projections.encoding import storable_text
 from projections.follower import LoggedEvent
 
 read_statement_entries = Table(
@@ -99,10 +100,11 @@ class StatementsProjection:
             if not isinstance(event, Transaction.Posted | Transaction.HoldPosted):
                 continue
             tenant_id, transaction_id = str(event.tenant_id), str(event.originator_id)
+            description = storable_text(event.description)
             # In the column order of ``read_statement_entries``.
             rows.extend(
                 (p["account_id"], event.effective_date, logged.position, tenant_id, transaction_id,
-                 event.timestamp, p["amount_minor"], p["currency"], event.description)
+                 event.timestamp, p["amount_minor"], p["currency"], description)
                 for p in event.postings
             )
         insert_rows(connection, read_statement_entries, rows)
@@ -114,11 +116,12 @@ class StatementsProjection:
 def _hold_rows(logged: LoggedEvent) -> dict[tuple[str, str], dict[str, Any]]:
     event = logged.event
     transaction_id = str(event.originator_id)
+    description = storable_text(event.description)
     return {
         (p["account_id"], transaction_id): {
             "account_id": p["account_id"], "transaction_id": transaction_id, "tenant_id": str(event.tenant_id),
             "effective_date": event.effective_date, "placed_position": logged.position, "placed_at": event.timestamp,
-            "amount_minor": p["amount_minor"], "currency": p["currency"], "description": event.description,
+            "amount_minor": p["amount_minor"], "currency": p["currency"], "description": description,
             "expires_at": event.expires_at, "status": TransactionStatus.PENDING.value, "captured_minor": None,
             "resolved_position": None, "resolved_at": None,
         }

@@ -33,6 +33,7 @@ from sqlalchemy import (
 
 from domain.tenant import Tenant
 from infrastructure.schema import metadata
+from projections.encoding import is_storable, storable_text
 from projections.follower import LoggedEvent, projection_tracking
 
 NAME = "tenant_directory"
@@ -61,7 +62,8 @@ class TenantDirectoryProjection:
             event = logged.event
             if isinstance(event, Tenant.Created):
                 connection.execute(insert(tenant_directory).values(
-                    id=str(event.originator_id), name=event.name, status="active", suspension_reason=None,
+                    id=str(event.originator_id), name=storable_text(event.name), status="active",
+                    suspension_reason=None,
                     version=event.originator_version, created_at=event.timestamp, updated_at=event.timestamp,
                     position=logged.position,
                 ))
@@ -72,7 +74,7 @@ class TenantDirectoryProjection:
                     .where(tenant_directory.c.id == str(event.originator_id))
                     .values(
                         status="suspended" if suspended else "active",
-                        suspension_reason=event.reason if suspended else None,
+                        suspension_reason=storable_text(event.reason) if suspended else None,
                         version=event.originator_version, updated_at=event.timestamp, position=logged.position,
                     )
                 )
@@ -125,7 +127,7 @@ def _decode_cursor(cursor: str) -> str:
         name = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidTenantCursor("the cursor is not one this API returned") from None
-    if not name or len(name) > 63:
+    if not name or len(name) > 63 or not is_storable(name):  # a NUL would fail the query on PostgreSQL
         raise InvalidTenantCursor("the cursor is not one this API returned")
     return name
 

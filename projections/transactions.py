@@ -16,7 +16,7 @@ from sqlalchemy import BigInteger, Column, Connection, Date, DateTime, Index, St
 
 from domain.transaction import Transaction, TransactionStatus
 from infrastructure.schema import metadata
-from projections.encoding import canonical_json
+from projections.encoding import canonical_json, storable_text
 from projections.bulk import insert_rows
 from projections.follower import LoggedEvent
 
@@ -133,11 +133,11 @@ def _posted_row(logged: LoggedEvent) -> list[Any]:
     return [
         str(event.originator_id),
         str(event.tenant_id),
-        event.external_id,
+        storable_text(event.external_id) if event.external_id is not None else None,
         event.effective_date,
         logged.position,
         event.timestamp,
-        event.description,
+        storable_text(event.description),
         canonical_json(postings),
         canonical_json(event.metadata) if event.metadata else "{}",
         str(event.reverses) if event.reverses is not None else None,

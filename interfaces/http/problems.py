@@ -38,6 +38,7 @@ STATUS_BY_ERROR: dict[type[e.LedgerError], int] = {
     e.AmountOutOfRange: 422,
     e.UnknownCurrency: 422,
     e.InvalidMetadata: 422,
+    e.InvalidText: 422,
     e.InvalidTenant: 422,
     e.TenantNotFound: 404,
     e.TenantAlreadyExists: 409,
@@ -203,6 +204,9 @@ _CODE_BY_PYDANTIC_TYPE = {
     "missing": "missing_field",
     "string_too_long": "string_too_long",
     "too_long": "too_many_items",
+    # A lone surrogate ("\ud800") in a str field: not a Unicode string at all, refused before
+    # the ledger's own text rule (domain/text.py) sees it, under the same code and status.
+    "string_unicode": "invalid_text",
 }
 
 
@@ -217,4 +221,6 @@ def validation_problem(error: RequestValidationError) -> ApiProblem:
         details.append({"location": location, "message": str(item.get("msg", ""))[:300], "type": kind})
     code = codes.pop() if len(codes) == 1 else "invalid_request"
     summary = "; ".join(f"{d['location']}: {d['message']}" for d in details[:3])
-    return ApiProblem(400, code, f"the request is malformed: {summary}", errors=details)
+    # Refused text is 422 wherever it is caught, here or by the ledger (domain/text.py).
+    status = 422 if code == "invalid_text" else 400
+    return ApiProblem(status, code, f"the request is malformed: {summary}", errors=details)

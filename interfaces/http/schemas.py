@@ -6,7 +6,8 @@ from the account's normal side (so money in a customer wallet, a liability, is
 positive); ``raw_balance`` is debit-positive, and raw balances sum to zero per
 tenant and currency. Request bodies reject unknown fields. String limits here
 bound the request; the ledger's own rules (code syntax, amount precision,
-posting counts) answer 422 with their codes.
+posting counts, the characters text may hold: docs/input-rules.md) answer 422
+with their codes.
 """
 
 from __future__ import annotations
