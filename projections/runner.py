@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from infrastructure.bootstrap import Runtime
+from infrastructure.bootstrap import Runtime, postgres_options
 from infrastructure.log_notifications import LogWaiter, PostgresNotifyWaiter, SleepingWaiter
 from infrastructure.telemetry import instruments, job_succeeded
 
@@ -103,7 +103,7 @@ def waiter_for(runtime: Runtime, stop: threading.Event) -> tuple[LogWaiter, floa
     """How this store tells followers the log grew, and how long they may idle."""
     channel = getattr(runtime.ledger.recorder, "channel_name", None)
     if runtime.database.is_postgres and channel:
-        waiter = PostgresNotifyWaiter(runtime.database, channel, runtime.settings.db_connect_timeout_seconds)
+        waiter = PostgresNotifyWaiter(runtime.database, channel, postgres_options(runtime.settings))
         return waiter, NOTIFY_FALLBACK_SECONDS
     return SleepingWaiter(stop), runtime.settings.follower_poll_seconds
 

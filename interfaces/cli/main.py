@@ -98,7 +98,7 @@ def serve(
     with operator_errors():
         settings = get_settings()
         unsafe_to_serve()
-        runtime = open_runtime(settings)
+        runtime = open_runtime(settings, serving=True)
         _prepare_schema(runtime)
         try:
             api = create_app(runtime)  # refuses to start without an auth pepper (one line, exit 2)
