@@ -30,7 +30,9 @@ from typing import Any
 from eventsourcing.persistence import InterfaceError, OperationalError
 from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder, PostgresFactory
 from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolTimeout
 
+from infrastructure.db_errors import DatabaseFailure
 from infrastructure.pg_watch import DatabaseWatch, WatchedConnection, watch_for
 
 ATTEMPTS_MAX = 2
@@ -112,6 +114,33 @@ class BoundedPostgresFactory(PostgresFactory):
         if pool_timeout:
             pool.timeout = float(pool_timeout)
         pool.reconnect_timeout = RECONNECT_TIMEOUT_SECONDS
+        self._watch = watch_for(pool.kwargs)
+        self._release = _releasing_waiters(pool)
+        self._watch.subscribe(self._release)
+
+    def close(self) -> None:
+        self._watch.unsubscribe(self._release)
+        super().close()
+
+
+def _releasing_waiters(pool: ConnectionPool[Any]) -> Any:
+    """A watch listener that fails the callers waiting for a connection once the database is known down:
+    they would otherwise wait out the pool's timeout for a connection that cannot come.
+
+    psycopg_pool has no public call for it; this is what its ``close()`` does to its waiters. Should
+    the internals change, the callers wait out the pool's timeout as before."""
+
+    def release(failure: DatabaseFailure | None) -> None:
+        lock, waiting = getattr(pool, "_lock", None), getattr(pool, "_waiting", None)
+        if failure is None or lock is None or waiting is None:
+            return
+        with lock:
+            released = list(waiting)
+            waiting.clear()
+        for client in released:
+            client.fail(PoolTimeout(f"the database does not answer: {failure.reason}"))
+
+    return release
 
 
 FACTORY_TOPIC = f"{__name__}:{BoundedPostgresFactory.__name__}"

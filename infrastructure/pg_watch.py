@@ -40,7 +40,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from infrastructure.db_errors import DATABASE_UNAVAILABLE, DatabaseFailure
 
-HEARTBEAT_INTERVAL_SECONDS = 0.5
+HEARTBEAT_INTERVAL_SECONDS = 0.25
 PROBES_IN_FLIGHT_MAX = 4  # probes stuck connecting (libpq's connect timeout is at least 2 s) while new ones start
 
 log = logging.getLogger("invario.database")

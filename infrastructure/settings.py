@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     )
     db_probe_timeout_seconds: float = Field(
         1.0, ge=0.2, le=30, description="The API deems the database unreachable when its liveness probe "
-        "(SELECT 1, twice a second) gets no answer within this; requests then answer 503 at once"
+        "(SELECT 1, four times a second) gets no answer within this; requests then answer 503 at once"
     )
     db_tcp_timeout_seconds: int = Field(
         10, ge=2, le=600, description="The operating system drops a database connection whose peer stays "
