@@ -115,24 +115,29 @@ class BoundedPostgresFactory(PostgresFactory):
             pool.timeout = float(pool_timeout)
         pool.reconnect_timeout = RECONNECT_TIMEOUT_SECONDS
         self._watch = watch_for(pool.kwargs)
-        self._release = _releasing_waiters(pool)
-        self._watch.subscribe(self._release)
+        self._on_failure = _emptying(pool)
+        self._watch.subscribe(self._on_failure)
 
     def close(self) -> None:
-        self._watch.unsubscribe(self._release)
+        self._watch.unsubscribe(self._on_failure)
         super().close()
 
 
-def _releasing_waiters(pool: ConnectionPool[Any]) -> Any:
-    """A watch listener that fails the callers waiting for a connection once the database is known down:
-    they would otherwise wait out the pool's timeout for a connection that cannot come.
+def _emptying(pool: ConnectionPool[Any]) -> Any:
+    """A watch listener that, once the database is known down, empties the pool and fails its waiters.
 
-    psycopg_pool has no public call for it; this is what its ``close()`` does to its waiters. Should
-    the internals change, the callers wait out the pool's timeout as before."""
+    The idle connections are suspect: after the outage each would fail its check, and psycopg_pool
+    pauses (up to a second, doubling) between failed checks, so the first requests after the
+    database returned would wait out the pool's timeout on them. Callers waiting for a connection
+    would wait it out too: psycopg_pool has no public call to fail them; this is what its
+    ``close()`` does to them (should the internals change, they wait out the timeout as before)."""
 
-    def release(failure: DatabaseFailure | None) -> None:
+    def empty(failure: DatabaseFailure | None) -> None:
+        if failure is None:
+            return
+        pool.drain()  # idle connections closed; those in use are replaced when they come back
         lock, waiting = getattr(pool, "_lock", None), getattr(pool, "_waiting", None)
-        if failure is None or lock is None or waiting is None:
+        if lock is None or waiting is None:
             return
         with lock:
             released = list(waiting)
@@ -140,7 +145,7 @@ def _releasing_waiters(pool: ConnectionPool[Any]) -> Any:
         for client in released:
             client.fail(PoolTimeout(f"the database does not answer: {failure.reason}"))
 
-    return release
+    return empty
 
 
 FACTORY_TOPIC = f"{__name__}:{BoundedPostgresFactory.__name__}"
