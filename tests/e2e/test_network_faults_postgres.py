@@ -120,6 +120,7 @@ def test_every_request_answers_fast_in_every_fault_and_recovers_fast(pg_database
             proxy.set_mode(mode)
             answers = probes.all_at_once()
             _assert_answers(mode, answers)
+            assert "invario_database_reachable 0.0" in probes.get("/metrics").text
             time.sleep(FAULT_SECONDS)  # a fault that lasts: the liveness probe has failed repeatedly
             healed = time.monotonic()
             proxy.set_mode("pass")
@@ -128,7 +129,9 @@ def test_every_request_answers_fast_in_every_fault_and_recovers_fast(pg_database
                           {name: round(s, 2) for name, s in recovered.items()}))
             assert set(recovered) == {"health", "ready", "read", "write"}, f"{mode}: not recovered: {recovered}"
             assert max(recovered.values()) < RECOVERY_BOUND_SECONDS, f"{mode}: slow recovery: {recovered}"
+            assert "invario_database_reachable 1.0" in probes.get("/metrics").text
         assert '"unhandled_error"' not in api.log()
+        assert api.log().count('"database_unreachable"') == len(FAULTS), "one warning per outage"
         assert api.process.poll() is None
     for mode, answered, recovered in table:
         print(f"\n{mode}: answered in {answered}; recovered after {recovered}")
