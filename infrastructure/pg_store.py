@@ -114,6 +114,8 @@ class BoundedPostgresFactory(PostgresFactory):
         if pool_timeout:
             pool.timeout = float(pool_timeout)
         pool.reconnect_timeout = RECONNECT_TIMEOUT_SECONDS
+        if getattr(pool, "_check", None) is not None:  # POSTGRES_PRE_PING: eventsourcing's check on checkout
+            pool._check = _draining_on_failure(pool, pool._check)
         self._watch = watch_for(pool.kwargs)
         self._on_failure = _emptying(pool)
         self._watch.subscribe(self._on_failure)
@@ -121,6 +123,23 @@ class BoundedPostgresFactory(PostgresFactory):
     def close(self) -> None:
         self._watch.unsubscribe(self._on_failure)
         super().close()
+
+
+def _draining_on_failure(pool: ConnectionPool[Any], check: Any) -> Any:
+    """The pool's check on checkout, emptying the pool when a connection fails it.
+
+    One dead idle connection means the others, opened alike, are most likely dead too (the server
+    restarted, the network dropped them), and psycopg_pool pauses the caller up to a second between
+    two failed checks: better to open fresh connections than to try each dead one in turn."""
+
+    def check_or_drain(connection: Any) -> None:
+        try:
+            check(connection)
+        except Exception:
+            pool.drain()
+            raise
+
+    return check_or_drain
 
 
 def _emptying(pool: ConnectionPool[Any]) -> Any:

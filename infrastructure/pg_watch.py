@@ -7,9 +7,10 @@ pre-ping on a pooled connection waits just as long. ``DatabaseWatch`` is the
 process's knowledge of one database's liveness:
 
 - ``invario serve`` starts its heartbeat: a ``SELECT 1`` every
-  ``HEARTBEAT_INTERVAL_SECONDS`` on a connection of its own. No answer within
-  ``INVARIO_DB_PROBE_TIMEOUT_SECONDS`` (or an error) marks the database down; the
-  next answer marks it up again. Subscribers hear every outcome (the HTTP
+  ``HEARTBEAT_INTERVAL_SECONDS`` on a connection of its own. An error, or no
+  answer within ``INVARIO_DB_PROBE_TIMEOUT_SECONDS`` while no other connection
+  heard from the server either (a loaded database that answers late is not a
+  dead one), marks the database down; the next answer marks it up again. Subscribers hear every outcome (the HTTP
   layer's ``DatabaseGate``: requests are refused at once while it is down, and
   let through again as soon as it answers).
 - Every connection made through ``WatchedConnection`` (the event store's pool
@@ -31,6 +32,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -42,6 +44,8 @@ from infrastructure.db_errors import DATABASE_UNAVAILABLE, DatabaseFailure
 
 HEARTBEAT_INTERVAL_SECONDS = 0.25
 PROBES_IN_FLIGHT_MAX = 4  # probes stuck connecting (libpq's connect timeout is at least 2 s) while new ones start
+PROBE_WAIT_MAX_FACTOR = 5  # a probe that alone stays silent (others answer) is given up after 5 timeouts
+_SLICE_SECONDS = 0.05
 
 log = logging.getLogger("invario.database")
 
@@ -80,6 +84,7 @@ class DatabaseWatch:
         self._listeners: list[Listener] = []
         self._heartbeat: _Heartbeat | None = None
         self._users = 0
+        self.last_answer = 0.0  # monotonic time any watched connection last heard from the server
 
     @property
     def down(self) -> bool:
@@ -107,6 +112,7 @@ class DatabaseWatch:
         finally:
             with self._lock:
                 self._waiting.pop(token, None)
+        self.last_answer = time.monotonic()  # not reached when the wait failed
 
     # --- outcomes -----------------------------------------------------------------------------
 
@@ -118,6 +124,11 @@ class DatabaseWatch:
         if not was_down:
             log.warning("database unreachable: %s", reason, extra={"event": "database_unreachable"})
         self._tell(DatabaseFailure(DATABASE_UNAVAILABLE, reason))
+
+    def remind(self) -> None:
+        """Tell the subscribers again that the database is down (nothing if it is not)."""
+        if self._down:
+            self._tell(DatabaseFailure(DATABASE_UNAVAILABLE, self.reason))
 
     def note_success(self) -> None:
         with self._lock:
@@ -192,7 +203,14 @@ class _Heartbeat:
     def _run(self) -> None:
         while not self._stopping.is_set():
             self._beat()
-            self._stopping.wait(HEARTBEAT_INTERVAL_SECONDS)
+            self._pause()
+
+    def _pause(self) -> None:
+        """Until the next probe; while the database is down, callers that began waiting for a pooled
+        connection meanwhile are failed within a slice instead of waiting out the pool's timeout."""
+        resume_at = time.monotonic() + HEARTBEAT_INTERVAL_SECONDS
+        while not self._stopping.wait(_SLICE_SECONDS) and time.monotonic() < resume_at:
+            self.watch.remind()
 
     def _beat(self) -> None:
         with self._lock:
@@ -201,39 +219,68 @@ class _Heartbeat:
             else:
                 stuck, self._in_flight = False, self._in_flight + 1
         if stuck:
-            self.watch.note_failure("the liveness probes are stuck connecting")
+            if self._silent_since(time.monotonic() - self.timeout_seconds):
+                self.watch.note_failure("the liveness probes are stuck connecting")
             return
         done, outcome = threading.Event(), []
         threading.Thread(target=self._probe, args=(done, outcome), name="invario-db-probe", daemon=True).start()
-        if not done.wait(self.timeout_seconds):
+        if not self._answered(done):
             self.watch.note_failure(f"no answer within {self.timeout_seconds:g} s")  # also shuts the probe's socket
         elif outcome[0] is None:
             self.watch.note_success()
         else:
             self.watch.note_failure(_one_line(outcome[0]))
 
+    def _answered(self, done: threading.Event) -> bool:
+        """Wait for the probe; give it up once it, and every other connection, have been silent for the
+        probe timeout. A busy database that is slow to answer the probe but answers other queries is
+        not down: cutting its requests off would be the outage."""
+        started = time.monotonic()
+        while not done.wait(_SLICE_SECONDS):
+            self.watch.remind()
+            now = time.monotonic()
+            if now - started >= self.timeout_seconds * PROBE_WAIT_MAX_FACTOR:
+                return False
+            if now - started >= self.timeout_seconds and self._silent_since(now - self.timeout_seconds):
+                return False
+        return True
+
+    def _silent_since(self, moment: float) -> bool:
+        return self.watch.last_answer < moment
+
     def _probe(self, done: threading.Event, outcome: list[BaseException | None]) -> None:
-        connection = None
         try:
             with self._lock:
-                connection, self._idle = self._idle, None
-            if connection is None or connection.closed:
-                connection = psycopg.connect(**self._arguments)
-            with self.watch.waiting(connection, probe=True):
-                connection.execute("SELECT 1")
-            with self._lock:
-                if self._idle is None:
-                    self._idle, connection = connection, None  # kept for the next probe
+                kept, self._idle = self._idle, None
+            if kept is not None:
+                try:
+                    self._select_one(kept)
+                    outcome.append(None)
+                    return
+                except psycopg.Error:
+                    pass  # its session may have been ended (pg_terminate_backend, a failover): no verdict yet
+            self._select_one(psycopg.connect(**self._arguments))
             outcome.append(None)
         except Exception as exc:  # noqa: BLE001 - any failure means the database is not usable
             outcome.append(exc)
         finally:
-            if connection is not None:
-                with contextlib.suppress(Exception):
-                    connection.close()
             with self._lock:
                 self._in_flight -= 1
             done.set()
+
+    def _select_one(self, connection: psycopg.Connection[Any]) -> None:
+        """``SELECT 1`` on ``connection``, then keep it for the next probe (or close it)."""
+        try:
+            with self.watch.waiting(connection, probe=True):
+                connection.execute("SELECT 1")
+        except BaseException:
+            connection.close()
+            raise
+        with self._lock:
+            if self._idle is None:
+                self._idle, connection = connection, None  # type: ignore[assignment]
+        if connection is not None:
+            connection.close()
 
 
 _registry_lock = threading.Lock()
