@@ -59,6 +59,10 @@ class FollowerLoop:
             if remaining <= 0 or self.waiter.wait(min(remaining, WAIT_SLICE_SECONDS)):
                 return
 
+    def retry_now(self) -> None:
+        """Forget the followers' retry pauses (the database is back: no need to wait up to 30 s)."""
+        self._retry_at.clear()
+
     @property
     def failing(self) -> list[str]:
         """Followers whose last attempt failed."""

@@ -6,7 +6,9 @@ test asks for a write, a read, ``/metrics`` and ``/health`` at the same moment
 the fault begins, and checks that each answers (503 problem with
 ``Retry-After``; ``/metrics`` 200) within ``ANSWER_BOUND_SECONDS``; then it heals
 the network and checks that ``/health``, ``/health/ready``, a read and a write
-all succeed again within ``RECOVERY_BOUND_SECONDS``, without restarting the API.
+all succeed again within ``RECOVERY_BOUND_SECONDS``, without restarting the API,
+and that the balance (a read model: the in-process followers resumed) shows
+every accepted write.
 
 The specification is 2 s to answer and 5 s to recover; the bounds leave room
 for a busy 2-core test machine. The measured times are printed (``pytest -s``)
@@ -55,18 +57,19 @@ class Probes:
 
     def __init__(self, api: ServedApi, book: Book) -> None:
         self.api, self.book = api, book
-        self.written = 0
+        self.accepted = 0
 
     def _client(self) -> httpx.Client:
         return httpx.Client(base_url=self.api.base_url, timeout=PROBE_TIMEOUT_SECONDS,
                             headers={"Authorization": f"Bearer {self.book.key}"})
 
     def write(self) -> httpx.Response:
-        self.written += 1
         body = {"external_id": f"probe-{time.monotonic_ns()}", "effective_date": "2026-01-15", "postings": [
             {"account_id": self.book.cash, "amount": "1.00"}, {"account_id": self.book.revenue, "amount": "-1.00"}]}
         with self._client() as client:
-            return client.post("/v1/transactions", json=body)
+            response = client.post("/v1/transactions", json=body)
+        self.accepted += response.status_code == 201
+        return response
 
     def read(self) -> httpx.Response:
         with self._client() as client:
@@ -88,7 +91,9 @@ class Probes:
         checks = {"health": lambda: self.get("/health").status_code == 200,
                   "ready": lambda: self.get("/health/ready").status_code == 200,
                   "read": lambda: self.read().status_code == 200,
-                  "write": lambda: self.write().status_code == 201}
+                  "write": lambda: self.write().status_code == 201,
+                  # the followers resumed: the balance shows every accepted write
+                  "balance": lambda: "write" in recovered and self.read().json().get("balance") == f"{self.accepted}.00"}
         recovered: dict[str, float] = {}
         while len(recovered) < len(checks) and time.monotonic() - started < RECOVERY_BOUND_SECONDS + 5:
             for name, check in checks.items():
@@ -127,7 +132,7 @@ def test_every_request_answers_fast_in_every_fault_and_recovers_fast(pg_database
             recovered = probes.recovery(healed)
             table.append((mode, {name: round(s, 2) for name, (s, _) in answers.items()},
                           {name: round(s, 2) for name, s in recovered.items()}))
-            assert set(recovered) == {"health", "ready", "read", "write"}, f"{mode}: not recovered: {recovered}"
+            assert set(recovered) == {"health", "ready", "read", "write", "balance"}, f"{mode}: not recovered: {recovered}"
             assert max(recovered.values()) < RECOVERY_BOUND_SECONDS, f"{mode}: slow recovery: {recovered}"
             assert "invario_database_reachable 1.0" in probes.get("/metrics").text
         assert '"unhandled_error"' not in api.log()
