@@ -32,6 +32,7 @@ from psycopg import sql
 
 from infrastructure.database import DatabaseURL
 from infrastructure.errors import ConfigError
+from infrastructure.pg_connections import connect_arguments, connection_options
 
 PG_MAGIC = b"PGDMP"
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -102,11 +103,15 @@ def pg_environment(database: DatabaseURL, connect_timeout: int) -> dict[str, str
     return env
 
 
+BACKUP_TCP_TIMEOUT_SECONDS = 60  # generous: a restore's COPY may keep the server busy
+
+
 def _connect(database: DatabaseURL, connect_timeout: int) -> psycopg.Connection:
     try:
-        return psycopg.connect(host=database.host, port=database.port, user=database.user,
-                               password=database.password or None, dbname=database.dbname,
-                               connect_timeout=connect_timeout, application_name="invario-backup")
+        # Keepalives, so a vanished server is noticed; no statement timeout: a backup or a restore may
+        # rightly run one statement for minutes.
+        options = connection_options(connect_timeout, BACKUP_TCP_TIMEOUT_SECONDS)
+        return psycopg.connect(**connect_arguments(database, options), application_name="invario-backup")
     except psycopg.Error as exc:
         raise BackupFailed(f"cannot use {database.describe()}: {_one_line(str(exc), database)}") from None
 

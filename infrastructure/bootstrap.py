@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine, create_engine, event
+from psycopg.conninfo import make_conninfo
+from sqlalchemy import Engine, create_engine, event, text
 
 from application.access import AccessService
 from application.ledger import Ledger
@@ -28,6 +29,8 @@ from infrastructure.correlation import install_log_record_factory
 from infrastructure.database import DatabaseURL
 from infrastructure.errors import ConfigError, DatabaseUnavailable
 from infrastructure.idempotency import IdempotencyStore
+from infrastructure.pg_connections import connect_arguments, connection_options
+from infrastructure.pg_watch import DatabaseWatch, WatchedConnection, watch_for
 from infrastructure.rate_limit import DatabaseTokenBucket, InProcessTokenBucket, RateLimiter, Unlimited
 from infrastructure.settings import SECRET_LENGTH_MIN, Settings, get_settings
 from infrastructure.telemetry import TraceContext, setup_telemetry, trace_event_store
@@ -38,7 +41,13 @@ CONFLICT_LANE_LOCK_KEY = 0x1A7A_C0DE  # pg_advisory_lock key of the group-commit
 PEPPER_FILE_NAME = "auth-pepper"
 
 
-def eventsourcing_env(settings: Settings, database: DatabaseURL) -> dict[str, str]:
+def postgres_options(settings: Settings, *, serving: bool = False) -> dict[str, Any]:
+    """libpq options of every connection: the API's statements are bounded too (see pg_connections)."""
+    return connection_options(settings.db_connect_timeout_seconds, settings.db_tcp_timeout_seconds,
+                              settings.db_statement_timeout_seconds if serving else 0)
+
+
+def eventsourcing_env(settings: Settings, database: DatabaseURL, *, serving: bool = False) -> dict[str, str]:
     """The eventsourcing library's settings for this database."""
     env = {
         "CREATE_TABLE": "y",
@@ -49,7 +58,7 @@ def eventsourcing_env(settings: Settings, database: DatabaseURL) -> dict[str, st
         del env["AGGREGATE_CACHE_MAXSIZE"]
     if database.is_postgres:
         env.update(
-            PERSISTENCE_MODULE="eventsourcing.postgres",
+            PERSISTENCE_MODULE=pg_store.FACTORY_TOPIC,  # bounded connections, checkouts and reconnections
             POSTGRES_DBNAME=database.dbname,
             POSTGRES_HOST=database.host,
             POSTGRES_PORT=str(database.port),
@@ -65,6 +74,8 @@ def eventsourcing_env(settings: Settings, database: DatabaseURL) -> dict[str, st
             # turned writable again (a failover finished) be written without a restart.
             POSTGRES_CONN_MAX_AGE=str(CONNECTION_AGE_MAX_SECONDS),
             APPLICATION_RECORDER_TOPIC=pg_store.RECORDER_TOPIC,  # bounded retries: a dead database answers fast
+            POSTGRES_CONNECTION_OPTIONS=make_conninfo("", **postgres_options(settings, serving=serving)),
+            POSTGRES_POOL_TIMEOUT=str(settings.db_pool_timeout_seconds),
         )
     else:
         assert database.path is not None
@@ -86,12 +97,27 @@ class Runtime:
     engine: Engine
     _closed: bool = field(default=False, repr=False)
     _lane: PostgresConflictLane | None = field(default=None, repr=False)
+    watch: DatabaseWatch | None = field(default=None, repr=False)  # started for the API (PostgreSQL)
+
+    def check_database(self) -> None:
+        """Raise unless the database answers both ways the API reaches it: the event store's pool
+        (writes, aggregates) and the engine (read models). A health check that used only one could say
+        ok while the other still fails."""
+        if self.watch is not None:
+            self.watch.raise_if_down()
+        ping = getattr(self.ledger.recorder, "ping", None)
+        if ping is not None:
+            ping()
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
 
     def close(self) -> None:
         """Drain the group-commit writer (queued writes are committed), then close."""
         if self._closed:
             return
         self._closed = True
+        if self.watch is not None:
+            self.watch.stop()
         self.ledger.close()
         if self._lane is not None:
             self._lane.close()
@@ -106,8 +132,8 @@ class PostgresConflictLane:
     session, and only batches that already met a conflict ever ask for it.
     """
 
-    def __init__(self, database: DatabaseURL, timeout_seconds: int) -> None:
-        self._database, self._timeout_seconds = database, timeout_seconds
+    def __init__(self, database: DatabaseURL, options: dict[str, Any]) -> None:
+        self._database, self._options = database, options
         self._connection: psycopg.Connection[Any] | None = None
         self._in_process = threading.Lock()  # the session lock is re-entrant; threads must not share it
 
@@ -123,11 +149,8 @@ class PostgresConflictLane:
 
     def _connect(self) -> psycopg.Connection[Any]:
         if self._connection is None or self._connection.closed:
-            database = self._database
-            self._connection = psycopg.connect(
-                host=database.host, port=database.port, user=database.user,
-                password=database.password or None, dbname=database.dbname,
-                connect_timeout=self._timeout_seconds, autocommit=True,
+            self._connection = WatchedConnection.connect(
+                **connect_arguments(self._database, self._options), autocommit=True
             )
         return self._connection
 
@@ -137,33 +160,32 @@ class PostgresConflictLane:
                 self._connection.close()
 
 
-def open_runtime(settings: Settings | None = None) -> Runtime:
+def open_runtime(settings: Settings | None = None, *, serving: bool = False) -> Runtime:
+    """The process's runtime. ``serving``: for the HTTP API, whose statements are bounded
+    (``INVARIO_DB_STATEMENT_TIMEOUT_SECONDS``) and whose database is watched (``pg_watch``)."""
     settings = settings or get_settings()
     database = DatabaseURL.parse(settings.database_url)
     if database.is_postgres:
-        _check_postgres_reachable(database, settings.db_connect_timeout_seconds)
+        _check_postgres_reachable(database, postgres_options(settings))
     else:
         _prepare_sqlite_file(database)
-    ledger = _open_ledger(settings, database)
-    lane = None
+    ledger = _open_ledger(settings, database, serving)
+    lane = watch = None
     if database.is_postgres:  # SQLite serialises its writers already
-        lane = PostgresConflictLane(database, settings.db_connect_timeout_seconds)
+        lane = PostgresConflictLane(database, postgres_options(settings, serving=serving))
         ledger.conflict_lane = lane.held
         snapshots = ledger.snapshots.recorder if ledger.snapshots is not None else None
         ledger.bulk_reads = PostgresBulkReads(ledger.recorder, snapshots)
-    return Runtime(settings, database, ledger, _create_engine(database, settings), _lane=lane)
+        if serving:
+            watch = watch_for(connect_arguments(database, {}))
+            watch.start(connect_arguments(database, postgres_options(settings)), settings.db_probe_timeout_seconds)
+    engine = _create_engine(database, settings, serving)
+    return Runtime(settings, database, ledger, engine, _lane=lane, watch=watch)
 
 
-def _check_postgres_reachable(database: DatabaseURL, timeout_seconds: int) -> None:
+def _check_postgres_reachable(database: DatabaseURL, options: dict[str, Any]) -> None:
     try:
-        psycopg.connect(
-            host=database.host,
-            port=database.port,
-            user=database.user,
-            password=database.password or None,
-            dbname=database.dbname,
-            connect_timeout=timeout_seconds,
-        ).close()
+        psycopg.connect(**connect_arguments(database, options)).close()
     except psycopg.Error as exc:
         reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
         raise DatabaseUnavailable(f"cannot use {database.describe()}: {reason}") from None
@@ -177,9 +199,9 @@ def _prepare_sqlite_file(database: DatabaseURL) -> None:
         raise ConfigError(f"cannot create the directory for {database.describe()}: {exc.strerror}") from None
 
 
-def _open_ledger(settings: Settings, database: DatabaseURL) -> Ledger:
+def _open_ledger(settings: Settings, database: DatabaseURL, serving: bool) -> Ledger:
     try:
-        ledger = Ledger(env=eventsourcing_env(settings, database))
+        ledger = Ledger(env=eventsourcing_env(settings, database, serving=serving))
     except Exception as exc:  # the store's own errors differ per backend
         raise DatabaseUnavailable(f"cannot open the event store in {database.describe()}: {exc}") from None
     ledger.start_group_commit(settings.write_batch_size_max, settings.write_batch_wait_ms / 1000,
@@ -187,15 +209,22 @@ def _open_ledger(settings: Settings, database: DatabaseURL) -> Ledger:
     return ledger
 
 
-def _create_engine(database: DatabaseURL, settings: Settings) -> Engine:
+def _create_engine(database: DatabaseURL, settings: Settings, serving: bool = False) -> Engine:
     if database.is_postgres:
-        return create_engine(
+        engine = create_engine(
             database.sqlalchemy_url(),
             pool_size=settings.db_pool_size,
             pool_pre_ping=True,
             pool_recycle=CONNECTION_AGE_MAX_SECONDS,
-            connect_args={"connect_timeout": settings.db_connect_timeout_seconds},
+            pool_timeout=settings.db_pool_timeout_seconds,
+            connect_args=postgres_options(settings, serving=serving),
         )
+
+        @event.listens_for(engine, "do_connect")
+        def _watched(_dialect, _record, cargs, cparams):  # type: ignore[no-untyped-def]
+            return WatchedConnection.connect(*cargs, **cparams)  # can be cut off when the database goes silent
+
+        return engine
     engine = create_engine(database.sqlalchemy_url(), connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
 
     @event.listens_for(engine, "connect")

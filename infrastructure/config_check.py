@@ -184,11 +184,21 @@ def _notes(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
         notes[PREFIX + "ADMIN_TOKEN"] = (WARN, "the /admin routes are disabled")
     if not _secret(environ, "SIGNING_KEY"):
         notes[PREFIX + "SIGNING_KEY"] = (WARN, "no signed digests (invario generate-signing-key)")
+    if database is not None and database.is_postgres and _number(environ, "DB_STATEMENT_TIMEOUT_SECONDS") == 0:
+        notes[PREFIX + "DB_STATEMENT_TIMEOUT_SECONDS"] = (
+            WARN, "the API's statements are unbounded: a stuck one holds its request and its connection")
     host = environ.get(PREFIX + "HOST", "127.0.0.1")
     if database is not None and not database.is_postgres and not _loopback(host):
         notes[PREFIX + "HOST"] = (WARN, f"{host} is reachable from other machines, but the SQLite store is "
                                   "meant for development")
     return notes
+
+
+def _number(environ: Mapping[str, str], name: str) -> float | None:
+    try:
+        return float(environ[PREFIX + name])
+    except (KeyError, ValueError):
+        return None
 
 
 def _loopback(host: str) -> bool:

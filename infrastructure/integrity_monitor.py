@@ -72,6 +72,7 @@ class IntegrityMonitor:
         self._status = IntegrityStatus()
         self._refreshed_at = float("-inf")
         self._announced: set[tuple[Any, ...]] = set()
+        self._refreshing = False
 
     # --- reading ----------------------------------------------------------------------
 
@@ -100,6 +101,21 @@ class IntegrityMonitor:
     def needs_refresh(self) -> bool:
         """Whether ``status()`` would re-read the database (so should not be called on an event loop)."""
         return time.monotonic() - self._refreshed_at >= self.refresh_seconds
+
+    def refresh_in_background(self) -> None:
+        """``refresh`` in a thread of its own (one at a time), for callers that must not wait."""
+        with self._lock:
+            if self._refreshing:
+                return
+            self._refreshing = True
+
+        def refresh_once() -> None:
+            try:
+                self.refresh()
+            finally:
+                self._refreshing = False
+
+        threading.Thread(target=refresh_once, name="invario-integrity-refresh", daemon=True).start()
 
     def refresh(self) -> IntegrityStatus:
         """Re-read the shared state now; if the database cannot be read, keep the last view.
@@ -221,7 +237,11 @@ def process_monitor() -> IntegrityMonitor:
 
 
 def _observe_integrity(_options: CallbackOptions) -> Iterable[Observation]:
-    yield Observation(0 if _process_monitor.status().broken else 1)
+    # A scrape never waits on the database (a silent one would hold /metrics for as long as it
+    # stays silent): a stale view is re-read in the background, for the next scrape.
+    if _process_monitor.needs_refresh():
+        _process_monitor.refresh_in_background()
+    yield Observation(0 if _process_monitor.status(refresh=False).broken else 1)
 
 
 def register_integrity_gauge(meter: Meter) -> None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Protocol
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
 
 from infrastructure.database import DatabaseURL
+from infrastructure.pg_connections import connect_arguments
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,12 @@ class SleepingWaiter:
 class PostgresNotifyWaiter:
     """LISTENs on the event store's channel on a connection of its own."""
 
-    def __init__(self, database: DatabaseURL, channel: str, connect_timeout_seconds: int) -> None:
+    def __init__(self, database: DatabaseURL, channel: str, options: dict[str, Any]) -> None:
+        """``options``: libpq's (``infrastructure.pg_connections``): keepalives notice a silent server."""
         assert database.is_postgres
         self._database = database
         self._channel = channel
-        self._connect_timeout_seconds = connect_timeout_seconds
+        self._options = options
         self._connection: psycopg.Connection | None = None
 
     @property
@@ -70,16 +72,7 @@ class PostgresNotifyWaiter:
 
     def _listening_connection(self) -> psycopg.Connection:
         if self._connection is None or self._connection.closed:
-            database = self._database
-            self._connection = psycopg.connect(
-                host=database.host,
-                port=database.port,
-                user=database.user,
-                password=database.password or None,
-                dbname=database.dbname,
-                connect_timeout=self._connect_timeout_seconds,
-                autocommit=True,
-            )
+            self._connection = psycopg.connect(**connect_arguments(self._database, self._options), autocommit=True)
             self._connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
         return self._connection
 

@@ -1,40 +1,171 @@
-"""The PostgreSQL event store with a bounded retry, so a dead database is reported in seconds.
+"""The PostgreSQL event store, bounded: a dead or silent database is reported in seconds, never waited on.
 
 eventsourcing's ``PostgresApplicationRecorder`` retries every read and write up
 to 10 times on ``OperationalError``/``InterfaceError``, and each attempt may wait
-the pool's timeout (``INVARIO_DB_CONNECT_TIMEOUT_SECONDS``) for a connection: a
-request could hang for ten timeouts while the database is down. Here each
-operation gets ``ATTEMPTS_MAX`` attempts: the second one covers a connection that
-broke between the pool's check and its use (the database restarted), which is
-what the retry is for. Selected through eventsourcing's
-``APPLICATION_RECORDER_TOPIC`` by ``infrastructure.bootstrap``.
+the pool's timeout for a connection: a request could hang for ten timeouts
+while the database is down. Here each operation gets ``ATTEMPTS_MAX`` attempts
+(the second covers a connection that broke between the pool's check and its
+use: the database restarted), and none while the process's ``DatabaseWatch``
+knows the database to be down.
+
+``BoundedPostgresFactory`` (selected through eventsourcing's
+``PERSISTENCE_MODULE`` by ``infrastructure.bootstrap``) also bounds the pool's
+connections before it opens: the libpq options of ``infrastructure.pg_connections``
+(``POSTGRES_CONNECTION_OPTIONS``; eventsourcing passes no ``connect_timeout`` at
+all, so psycopg's default of 130 s applied), connections that can be cut off by
+the watch, a checkout timeout of its own (``POSTGRES_POOL_TIMEOUT``; eventsourcing
+uses the connect timeout) and a short ``reconnect_timeout``: psycopg_pool retries
+a failed connection with a delay that doubles up to that bound (5 minutes by
+default), so after an outage the pool would wait up to tens of seconds before
+trying again; given up sooner, the next request that needs a connection asks
+for one at once.
 """
 
 from __future__ import annotations
 
+import time
+from functools import wraps
 from typing import Any
 
 from eventsourcing.persistence import InterfaceError, OperationalError
-from eventsourcing.postgres import PostgresApplicationRecorder
-from eventsourcing.utils import retry
+from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder, PostgresFactory
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from infrastructure.db_errors import DatabaseFailure
+from infrastructure.pg_watch import DatabaseWatch, WatchedConnection, watch_for
 
 ATTEMPTS_MAX = 2
 RETRY_WAIT_SECONDS = 0.2
+RECONNECT_TIMEOUT_SECONDS = 1.0
+
+CONNECTION_OPTIONS = "POSTGRES_CONNECTION_OPTIONS"  # a libpq conninfo string
+POOL_TIMEOUT = "POSTGRES_POOL_TIMEOUT"  # seconds a caller waits for a pooled connection
 
 
-def _bounded(name: str) -> Any:
-    unbounded = getattr(PostgresApplicationRecorder, name)
+def _bounded(recorder_class: type, name: str) -> Any:
+    unbounded = getattr(recorder_class, name)
     undecorated = getattr(unbounded, "__wrapped__", unbounded)
-    return retry((InterfaceError, OperationalError), max_attempts=ATTEMPTS_MAX, wait=RETRY_WAIT_SECONDS)(undecorated)
+
+    @wraps(undecorated)
+    def attempts(self: Any, *args: Any, **kwargs: Any) -> Any:
+        watch: DatabaseWatch = self.watch
+        for attempt in range(1, ATTEMPTS_MAX + 1):
+            if watch.down:
+                raise OperationalError(f"the database does not answer: {watch.reason}")
+            try:
+                return undecorated(self, *args, **kwargs)
+            except (InterfaceError, OperationalError):
+                if attempt == ATTEMPTS_MAX or watch.down:
+                    raise
+                time.sleep(RETRY_WAIT_SECONDS)
+        raise AssertionError("unreachable")
+
+    return attempts
+
+
+def _watch_of(datastore: Any) -> DatabaseWatch:
+    return watch_for(datastore.pool.kwargs)
 
 
 class BoundedRetryPostgresRecorder(PostgresApplicationRecorder):
     """``PostgresApplicationRecorder`` whose reads and writes give up after ``ATTEMPTS_MAX`` attempts."""
 
-    select_events = _bounded("select_events")
-    insert_events = _bounded("insert_events")
-    select_notifications = _bounded("select_notifications")
-    max_notification_id = _bounded("max_notification_id")
+    def __init__(self, datastore: Any, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        self.watch = _watch_of(datastore)
+
+    select_events = _bounded(PostgresApplicationRecorder, "select_events")
+    insert_events = _bounded(PostgresApplicationRecorder, "insert_events")
+    select_notifications = _bounded(PostgresApplicationRecorder, "select_notifications")
+    max_notification_id = _bounded(PostgresApplicationRecorder, "max_notification_id")
+
+    def ping(self) -> None:
+        """One round trip through the pool the writes use (no retry: the health checks want the truth)."""
+        self.watch.raise_if_down()
+        with self.datastore.get_connection() as connection:
+            connection.execute("SELECT 1")
 
 
+class BoundedRetryAggregateRecorder(PostgresAggregateRecorder):
+    """The snapshots' recorder, bounded the same way."""
+
+    def __init__(self, datastore: Any, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        self.watch = _watch_of(datastore)
+
+    select_events = _bounded(PostgresAggregateRecorder, "select_events")
+    insert_events = _bounded(PostgresAggregateRecorder, "insert_events")
+
+
+class BoundedPostgresFactory(PostgresFactory):
+    """eventsourcing's PostgreSQL factory with the pool bounded before it opens."""
+
+    aggregate_recorder_class = BoundedRetryAggregateRecorder
+    application_recorder_class = BoundedRetryPostgresRecorder
+
+    def __init__(self, env: Any) -> None:
+        super().__init__(env)
+        pool = self.datastore.pool
+        assert isinstance(pool.kwargs, dict)
+        pool.kwargs.update(conninfo_to_dict(self.env.get(CONNECTION_OPTIONS) or ""))
+        pool.connection_class = WatchedConnection
+        pool_timeout = self.env.get(POOL_TIMEOUT)
+        if pool_timeout:
+            pool.timeout = float(pool_timeout)
+        pool.reconnect_timeout = RECONNECT_TIMEOUT_SECONDS
+        if getattr(pool, "_check", None) is not None:  # POSTGRES_PRE_PING: eventsourcing's check on checkout
+            pool._check = _draining_on_failure(pool, pool._check)
+        self._watch = watch_for(pool.kwargs)
+        self._on_failure = _emptying(pool)
+        self._watch.subscribe(self._on_failure)
+
+    def close(self) -> None:
+        self._watch.unsubscribe(self._on_failure)
+        super().close()
+
+
+def _draining_on_failure(pool: ConnectionPool[Any], check: Any) -> Any:
+    """The pool's check on checkout, emptying the pool when a connection fails it.
+
+    One dead idle connection means the others, opened alike, are most likely dead too (the server
+    restarted, the network dropped them), and psycopg_pool pauses the caller up to a second between
+    two failed checks: better to open fresh connections than to try each dead one in turn."""
+
+    def check_or_drain(connection: Any) -> None:
+        try:
+            check(connection)
+        except Exception:
+            pool.drain()
+            raise
+
+    return check_or_drain
+
+
+def _emptying(pool: ConnectionPool[Any]) -> Any:
+    """A watch listener that, once the database is known down, empties the pool and fails its waiters.
+
+    The idle connections are suspect: after the outage each would fail its check, and psycopg_pool
+    pauses (up to a second, doubling) between failed checks, so the first requests after the
+    database returned would wait out the pool's timeout on them. Callers waiting for a connection
+    would wait it out too: psycopg_pool has no public call to fail them; this is what its
+    ``close()`` does to them (should the internals change, they wait out the timeout as before)."""
+
+    def empty(failure: DatabaseFailure | None) -> None:
+        if failure is None:
+            return
+        pool.drain()  # idle connections closed; those in use are replaced when they come back
+        lock, waiting = getattr(pool, "_lock", None), getattr(pool, "_waiting", None)
+        if lock is None or waiting is None:
+            return
+        with lock:
+            released = list(waiting)
+            waiting.clear()
+        for client in released:
+            client.fail(PoolTimeout(f"the database does not answer: {failure.reason}"))
+
+    return empty
+
+
+FACTORY_TOPIC = f"{__name__}:{BoundedPostgresFactory.__name__}"
 RECORDER_TOPIC = f"{__name__}:{BoundedRetryPostgresRecorder.__name__}"

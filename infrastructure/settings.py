@@ -25,6 +25,22 @@ class Settings(BaseSettings):
     db_connect_timeout_seconds: int = Field(5, ge=1, le=60, description="Bound on connecting to the database")
     db_pool_size: int = Field(5, ge=1, le=100, description="PostgreSQL connections per process")
     db_lock_timeout_seconds: int = Field(5, ge=0, le=300, description="Bound on waiting for the event table lock")
+    db_statement_timeout_seconds: float = Field(
+        30.0, ge=0, le=86_400, description="Longest one SQL statement of the API may run before the database "
+        "cancels it (503 database_busy); 0: no limit. Operator commands and the worker run without it"
+    )
+    db_pool_timeout_seconds: float = Field(
+        1.5, gt=0, le=60, description="Longest a request waits for a pooled database connection "
+        "(then 503 database_unavailable)"
+    )
+    db_probe_timeout_seconds: float = Field(
+        1.0, ge=0.2, le=30, description="The API deems the database unreachable when its liveness probe "
+        "(SELECT 1, four times a second) gets no answer within this; requests then answer 503 at once"
+    )
+    db_tcp_timeout_seconds: int = Field(
+        10, ge=2, le=600, description="The operating system drops a database connection whose peer stays "
+        "silent this long (TCP keepalives and tcp_user_timeout)"
+    )
     aggregate_cache_size: int = Field(10_000, ge=0, le=1_000_000, description="Aggregates kept hot in memory")
     follower_batch_size: int = Field(500, ge=1, le=10_000, description="Events a follower handles per commit")
     follower_poll_seconds: float = Field(0.5, gt=0, le=60, description="How often followers poll the log")

@@ -1,14 +1,24 @@
 """The gauge ``invario_projection_lag_events{projection}``: log positions each projection has yet to apply.
 
-Read from the database when scraped (the head of the log and the tracking
-rows: two small queries), so every process that serves metrics reports the
-same truth, whichever process runs the followers. The label values are the
-projection names: a fixed set (``projections.registry.ALL_PROJECTIONS``).
+Read from the database (the head of the log and the tracking rows: two small
+queries), so every process that serves metrics reports the same truth, whichever
+process runs the followers. The label values are the projection names: a fixed
+set (``projections.registry.ALL_PROJECTIONS``).
+
+A scrape never waits on the database: a background thread (``LagRefresher``)
+reads the lags every ``REFRESH_SECONDS`` and whenever a scrape asks. The scrape
+waits at most ``SCRAPE_WAIT_SECONDS`` for that fresh reading (a healthy database
+answers in milliseconds, so the gauge is current), then reports the latest
+reading it has, if it is at most ``READING_AGE_MAX_SECONDS`` old, and nothing
+otherwise: while the database is down or silent, ``/metrics`` answers at once
+without the gauge.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,10 +33,13 @@ from projections.registry import ALL_PROJECTIONS
 log = logging.getLogger("invario.telemetry")
 
 LAG_GAUGE = "invario_projection_lag_events"
+REFRESH_SECONDS = 5.0
+SCRAPE_WAIT_SECONDS = 0.25
+READING_AGE_MAX_SECONDS = 60.0
 
-# The runtime whose database the gauge reads: one per process in production (the
-# last one registered wins, which is what tests that open several need).
-_source: dict[str, Runtime] = {}
+# The refresher of the runtime whose database the gauge reads: one per process in production
+# (the last one registered wins, which is what tests that open several need).
+_source: dict[str, LagRefresher] = {}
 _registered = False
 
 
@@ -37,14 +50,60 @@ def projection_lags(runtime: Runtime) -> dict[str, int]:
     return {name: max(head - states[name].position, 0) for name in ALL_PROJECTIONS}
 
 
+class LagRefresher:
+    """Reads the lags in a thread of its own; ``latest`` never blocks for longer than it is told."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._asked = threading.Event()
+        self._stopped = threading.Event()
+        self._changed = threading.Condition()
+        self._reading: dict[str, int] | None = None
+        self._read_at = 0.0  # monotonic time the latest reading started
+        self._failing = False
+        self._thread = threading.Thread(target=self._run, name="invario-lag-refresher", daemon=True)
+        self._thread.start()
+
+    def latest(self, wait_seconds: float = SCRAPE_WAIT_SECONDS) -> dict[str, int] | None:
+        """The newest reading, after waiting at most ``wait_seconds`` for one that starts now."""
+        asked_at = time.monotonic()
+        self._asked.set()
+        watch = getattr(self.runtime, "watch", None)
+        if watch is not None and watch.down:
+            wait_seconds = 0  # no fresh reading will come
+        with self._changed:
+            self._changed.wait_for(lambda: self._read_at >= asked_at, timeout=wait_seconds)
+            reading, read_at = self._reading, self._read_at
+        if reading is None or time.monotonic() - read_at > READING_AGE_MAX_SECONDS:
+            return None
+        return reading
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._asked.set()
+
+    def _run(self) -> None:
+        while not self._stopped.is_set() and not getattr(self.runtime, "_closed", False):
+            self._asked.clear()  # before reading: a scrape that asks meanwhile gets one more reading
+            started = time.monotonic()
+            try:
+                reading = projection_lags(self.runtime)
+            except Exception as exc:  # noqa: BLE001 - the database is down: keep the last reading, try again
+                if not self._failing:
+                    log.warning("cannot read projection lag: %s", type(exc).__name__)
+                self._failing = True
+            else:
+                self._failing = False
+                with self._changed:
+                    self._reading, self._read_at = reading, started
+                    self._changed.notify_all()
+            self._asked.wait(REFRESH_SECONDS)
+
+
 def _observe(_options: CallbackOptions) -> Iterable[Observation]:
-    runtime = _source.get("runtime")
-    if runtime is None:
-        return []
-    try:
-        lags = projection_lags(runtime)
-    except Exception as exc:  # noqa: BLE001 - a scrape must not fail because the database is down
-        log.warning("cannot read projection lag: %s", type(exc).__name__)
+    refresher = _source.get("refresher")
+    lags = refresher.latest() if refresher is not None else None
+    if lags is None:
         return []
     return [Observation(lag, {"projection": name}) for name, lag in lags.items()]
 
@@ -52,7 +111,10 @@ def _observe(_options: CallbackOptions) -> Iterable[Observation]:
 def register_lag_gauge(runtime: Runtime) -> None:
     """Export the lag of every projection of ``runtime``'s database (the gauge is created once)."""
     global _registered  # noqa: PLW0603 - one instrument per process
-    _source["runtime"] = runtime
+    previous = _source.get("refresher")
+    if previous is not None:
+        previous.stop()
+    _source["refresher"] = LagRefresher(runtime)
     if _registered:
         return
     metrics.get_meter(METER_NAME).create_observable_gauge(
@@ -63,5 +125,7 @@ def register_lag_gauge(runtime: Runtime) -> None:
 
 
 def unregister_lag_source(runtime: Any) -> None:
-    if _source.get("runtime") is runtime:
-        _source.pop("runtime", None)
+    refresher = _source.get("refresher")
+    if refresher is not None and refresher.runtime is runtime:
+        refresher.stop()
+        _source.pop("refresher", None)

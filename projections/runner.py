@@ -18,7 +18,7 @@ from typing import Any
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from infrastructure.bootstrap import Runtime
+from infrastructure.bootstrap import Runtime, postgres_options
 from infrastructure.db_errors import classify_database_error
 from infrastructure.log_notifications import LogWaiter, PostgresNotifyWaiter, SleepingWaiter
 from infrastructure.telemetry import METER_NAME, instruments, job_succeeded
@@ -71,6 +71,10 @@ class FollowerLoop:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self.waiter.wait(min(remaining, WAIT_SLICE_SECONDS)):
                 return
+
+    def retry_now(self) -> None:
+        """Forget the followers' retry pauses (the database is back: no need to wait up to 30 s)."""
+        self._retry_at.clear()
 
     @property
     def failing(self) -> list[str]:
@@ -181,7 +185,7 @@ def waiter_for(runtime: Runtime, stop: threading.Event) -> tuple[LogWaiter, floa
     """How this store tells followers the log grew, and how long they may idle."""
     channel = getattr(runtime.ledger.recorder, "channel_name", None)
     if runtime.database.is_postgres and channel:
-        waiter = PostgresNotifyWaiter(runtime.database, channel, runtime.settings.db_connect_timeout_seconds)
+        waiter = PostgresNotifyWaiter(runtime.database, channel, postgres_options(runtime.settings))
         return waiter, NOTIFY_FALLBACK_SECONDS
     return SleepingWaiter(stop), runtime.settings.follower_poll_seconds
 

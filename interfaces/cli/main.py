@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -104,7 +104,7 @@ def serve(
     with operator_errors():
         settings = get_settings()
         unsafe_to_serve()
-        runtime = open_runtime(settings)
+        runtime = open_runtime(settings, serving=True)
         _prepare_schema(runtime)
         try:
             api = create_app(runtime)  # refuses to start without an auth pepper (one line, exit 2)
@@ -116,6 +116,7 @@ def serve(
     thread = FollowerThread(build_followers(runtime), settings.follower_poll_seconds) if followers else None
     if thread:
         thread.start()
+        _resume_followers_when_the_database_returns(runtime, thread)
     if workers > 1 and not runtime.database.is_postgres:
         runtime.close()
         raise typer.BadParameter("several workers need PostgreSQL (the embedded SQLite store serves one process)",
@@ -132,6 +133,23 @@ def serve(
             thread.stop()
         runtime.close()
     typer.echo("invario: stopped", err=True)
+
+
+def _resume_followers_when_the_database_returns(runtime: Runtime, thread: Any) -> None:
+    """At the liveness probe's first answer after an outage, the followers retry at once."""
+    if runtime.watch is None:
+        return
+    was_down = False
+
+    def follow(failure: Any) -> None:
+        nonlocal was_down
+        if failure is not None:
+            was_down = True
+        elif was_down:
+            was_down = False
+            thread.loop.retry_now()
+
+    runtime.watch.subscribe(follow)
 
 
 SHUTDOWN_GRACE_SECONDS = 15  # in-flight requests; then <= 10 s for the followers' batch, and closing the store: < 30 s

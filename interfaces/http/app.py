@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from infrastructure.bootstrap import ApiServices, Runtime, build_api_services, open_runtime
 from interfaces.http import routes_accounts, routes_admin, routes_recurring, routes_transactions
 from interfaces.http.docs import API_DESCRIPTION
-from interfaces.http.handlers import install_exception_handlers
+from interfaces.http.handlers import follow_database_watch, install_exception_handlers
 from interfaces.http.metrics import NATIVE_TELEMETRY_OFF, install_metrics
 from interfaces.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from interfaces.http.openapi import install_openapi
@@ -47,6 +47,7 @@ def create_app(runtime: Runtime, services: ApiServices | None = None) -> FastAPI
     app.state.services = services
     app.state.read_models, app.state.tenant_directory = build_read_models(runtime.engine)
     install_exception_handlers(app)
+    follow_database_watch(app, runtime.watch)
     for module in (routes_accounts, routes_transactions, routes_admin, routes_recurring):
         app.include_router(module.router)
     install_batches(app, runtime)  # /v1/batches, its store and (SQLite) its in-process runner
@@ -89,7 +90,7 @@ def create_app_in_worker() -> FastAPI:
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
-    runtime = open_runtime(settings)
+    runtime = open_runtime(settings, serving=True)
     app = create_app(runtime)
     previous = app.router.lifespan_context
 

@@ -5,7 +5,10 @@ Failures of the database (down, read-only, lock timeout, disk full: see
 ``DATABASE_FAILURES`` table. While the database does not answer, the
 ``DatabaseGateMiddleware`` answers requests to ``/v1`` and ``/admin`` at once
 instead of letting each wait for a connection (one trial request per
-``GATE_HOLD_SECONDS`` finds out when it is back).
+``GATE_HOLD_SECONDS`` finds out when it is back). On PostgreSQL the gate also
+follows the process's ``DatabaseWatch`` (``infrastructure.pg_watch``): it shuts as
+soon as the liveness probe gets no answer, and opens at the probe's first answer,
+so recovery does not wait for a trial request.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.errors import LedgerError
-from infrastructure.db_errors import DatabaseGate, classify_database_error
+from infrastructure.db_errors import DatabaseFailure, DatabaseGate, classify_database_error
 from infrastructure.errors import DatabaseUnavailable
+from infrastructure.pg_watch import DatabaseWatch
 from interfaces.http.middleware import SCOPE_REQUEST_ID
 from interfaces.http.problems import (
     ApiProblem,
@@ -113,6 +117,22 @@ def install_exception_handlers(app: FastAPI) -> None:
         app.add_exception_handler(kind, handle_database)
     app.state.database_gate = DatabaseGate(GATE_HOLD_SECONDS)
     app.add_middleware(DatabaseGateMiddleware)
+
+
+def follow_database_watch(app: FastAPI, watch: DatabaseWatch | None) -> None:
+    """Let the liveness probe shut and open the app's gate (until the app shuts down)."""
+    gate = app.state.database_gate
+    if watch is None:
+        return
+
+    def follow(failure: DatabaseFailure | None) -> None:
+        if failure is not None:
+            gate.record(failure)
+        elif gate.shut:
+            gate.record(None)
+
+    watch.subscribe(follow)
+    app.router.on_shutdown.append(lambda: watch.unsubscribe(follow))
 
 
 class DatabaseGateMiddleware:

@@ -7,6 +7,11 @@
   reaching the API through a proxy that hides ``/metrics``).
 - ``GET /internal/metrics/json``: the same as JSON, for scripts.
 
+None of them waits on the database (the lag gauge is read in the background:
+``projections.lag_metrics``). ``invario_database_reachable`` is 0 while this
+process refuses requests because the database does not answer (its
+``DatabaseGate`` is shut: on PostgreSQL the liveness probe got no answer).
+
 ``ledger_command`` wraps one application command (posting, reversal) in a child
 span of the request's span, counts it in ``invario_transactions_total``, and
 logs ``transaction_processed`` or ``transaction_rejected`` (with its code).
@@ -23,11 +28,13 @@ from uuid import UUID
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from domain.errors import LedgerError
 from infrastructure.correlation import request_facts
-from infrastructure.telemetry import instruments, metrics_document, render_prometheus, tracer
+from infrastructure.telemetry import METER_NAME, instruments, metrics_document, render_prometheus, tracer
 from projections.lag_metrics import register_lag_gauge
 
 log = logging.getLogger("invario.ledger")
@@ -66,6 +73,25 @@ def install_metrics(app: FastAPI) -> None:
 
     app.include_router(router)
     register_lag_gauge(app.state.runtime)
+    _gate_source["gate"] = app.state.database_gate
+
+
+# --- whether the database answers (one API per process; the last one installed wins in tests) ---
+
+DATABASE_GAUGE = "invario_database_reachable"
+_gate_source: dict[str, Any] = {}
+
+
+def _observe_database(_options: CallbackOptions) -> list[Observation]:
+    gate = _gate_source.get("gate")
+    return [] if gate is None else [Observation(0 if gate.shut else 1)]
+
+
+metrics.get_meter(METER_NAME).create_observable_gauge(
+    DATABASE_GAUGE, callbacks=[_observe_database], unit="1",
+    description="1 while this API process lets requests reach the database, 0 while it refuses them because "
+    "the database does not answer",
+)
 
 
 # --- tenants' names (bounded labels and readable log lines) -----------------------------------

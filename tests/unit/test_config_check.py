@@ -51,3 +51,15 @@ def test_serving_refuses_every_problem_in_one_message_without_the_secret() -> No
     assert "\n" not in message and "INVARIO_AUTH_PEPPER" in message and "INVARIO_ADMIN_TOKEN" in message
     assert "z" * 40 not in message
     unsafe_to_serve({"INVARIO_AUTH_PEPPER": secrets.token_urlsafe(48)})
+
+
+def test_unbounded_api_statements_are_a_warning_on_postgres(monkeypatch: pytest.MonkeyPatch) -> None:
+    from infrastructure.config_check import WARN, check_environment
+
+    monkeypatch.setenv("INVARIO_DATABASE_URL", "postgresql://invario@db.internal:5432/invario")
+    monkeypatch.setenv("INVARIO_DB_STATEMENT_TIMEOUT_SECONDS", "0")
+    found = {finding.name: finding for finding in check_environment()}
+    assert found["INVARIO_DB_STATEMENT_TIMEOUT_SECONDS"].status == WARN
+    assert "unbounded" in found["INVARIO_DB_STATEMENT_TIMEOUT_SECONDS"].note
+    monkeypatch.setenv("INVARIO_DB_STATEMENT_TIMEOUT_SECONDS", "30")
+    assert {f.name: f for f in check_environment()}["INVARIO_DB_STATEMENT_TIMEOUT_SECONDS"].status != WARN

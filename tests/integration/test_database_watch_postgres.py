@@ -1,0 +1,101 @@
+"""Bounded PostgreSQL connections and the database watch (infrastructure.pg_connections, pg_watch).
+
+The network faults themselves (refused, reset, silent) are exercised end to end
+through a proxy in tests/e2e/test_network_faults_postgres.py; here: what each
+connection is made with, and that marking a database down cuts off a query that
+waits on it and refuses new work at once until it is marked up again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from infrastructure.bootstrap import open_runtime
+from infrastructure.db_errors import classify_database_error
+from infrastructure.pg_connections import connection_options
+from infrastructure.pg_watch import WatchedConnection, watch_for
+from infrastructure.settings import Settings
+from tests.e2e.http_fixtures import PEPPER
+
+pytestmark = pytest.mark.postgres
+
+
+def test_connection_options_bound_connecting_silence_and_statements() -> None:
+    options = connection_options(5, 10, 30)
+    assert options["connect_timeout"] == 5 and options["keepalives"] == 1
+    assert options["keepalives_idle"] + options["keepalives_interval"] * options["keepalives_count"] <= 10
+    assert options["tcp_user_timeout"] == 10_000
+    assert options["options"] == "-c statement_timeout=30000"
+    assert "options" not in connection_options(5, 10, 0)  # operator commands: no statement timeout
+
+
+def _setting(connection: Any, name: str) -> str:
+    if hasattr(connection, "dialect"):  # SQLAlchemy
+        return str(connection.execute(text(f"SHOW {name}")).scalar_one())
+    row = connection.execute(f"SHOW {name}").fetchone()  # the event store's pool: dict rows
+    return str(next(iter(row.values())))
+
+
+def test_the_api_bounds_its_statements_and_operator_commands_do_not(pg_database_url: str) -> None:
+    settings = Settings(database_url=pg_database_url, auth_pepper=PEPPER, db_statement_timeout_seconds=7)
+    for serving, expected in ((True, "7s"), (False, "0")):
+        runtime = open_runtime(settings, serving=serving)
+        try:
+            with runtime.engine.connect() as connection:
+                assert _setting(connection, "statement_timeout") == expected
+                parameters = connection.connection.dbapi_connection.info.get_parameters()
+                assert parameters["tcp_user_timeout"] == "10000" and parameters["keepalives"] == "1"
+            with runtime.ledger.recorder.datastore.get_connection() as connection:
+                assert _setting(connection, "statement_timeout") == expected
+                assert connection.info.get_parameters().get("keepalives") == "1"
+            runtime.check_database()
+        finally:
+            runtime.close()
+
+
+def test_a_statement_past_the_timeout_is_database_busy(pg_database_url: str) -> None:
+    runtime = open_runtime(Settings(database_url=pg_database_url, auth_pepper=PEPPER,
+                                    db_statement_timeout_seconds=0.5), serving=True)
+    try:
+        with pytest.raises(Exception) as raised, runtime.engine.connect() as connection:
+            connection.execute(text("SELECT pg_sleep(5)"))
+        failure = classify_database_error(raised.value)
+        assert failure is not None and failure.code == "database_busy"
+    finally:
+        runtime.close()
+
+
+def test_marking_the_database_down_cuts_off_waiting_queries_and_refuses_new_ones(pg_database_url: str) -> None:
+    connection = WatchedConnection.connect(pg_database_url, autocommit=True)
+    watch = watch_for(connection.info.get_parameters())
+    outcome: list[BaseException] = []
+
+    def wait_on_the_server() -> None:
+        try:
+            connection.execute("SELECT pg_sleep(30)")
+        except psycopg.Error as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait_on_the_server)
+    waiter.start()
+    try:
+        time.sleep(0.3)  # the query is on the server
+        started = time.monotonic()
+        watch.note_failure("a test")
+        waiter.join(10)
+        assert not waiter.is_alive() and isinstance(outcome[0], psycopg.OperationalError)
+        assert time.monotonic() - started < 5  # at once, in fact: the socket is shut under the waiting query
+        assert connection.broken or connection.closed
+        with pytest.raises(psycopg.OperationalError, match="does not answer: a test"):
+            WatchedConnection.connect(pg_database_url)
+    finally:
+        watch.note_success()
+        connection.close()
+    with WatchedConnection.connect(pg_database_url) as again:
+        assert again.execute("SELECT 1").fetchone() == (1,)
