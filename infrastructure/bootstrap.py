@@ -22,7 +22,7 @@ from sqlalchemy import Engine, create_engine, event
 
 from application.access import AccessService
 from application.ledger import Ledger
-from infrastructure import pg_store
+from infrastructure import recorders
 from infrastructure.bulk_reads import PostgresBulkReads
 from infrastructure.correlation import install_log_record_factory
 from infrastructure.database import DatabaseURL
@@ -64,7 +64,9 @@ def eventsourcing_env(settings: Settings, database: DatabaseURL) -> dict[str, st
             # connect: replacing pooled connections now and then lets a database that
             # turned writable again (a failover finished) be written without a restart.
             POSTGRES_CONN_MAX_AGE=str(CONNECTION_AGE_MAX_SECONDS),
-            APPLICATION_RECORDER_TOPIC=pg_store.RECORDER_TOPIC,  # bounded retries: a dead database answers fast
+            # Bounded retries (a dead database answers fast), and idempotency records
+            # written in the events' transaction.
+            APPLICATION_RECORDER_TOPIC=recorders.POSTGRES_TOPIC,
         )
     else:
         assert database.path is not None
@@ -72,6 +74,7 @@ def eventsourcing_env(settings: Settings, database: DatabaseURL) -> dict[str, st
             PERSISTENCE_MODULE="eventsourcing.sqlite",
             SQLITE_DBNAME=str(database.path),
             SQLITE_LOCK_TIMEOUT=str(SQLITE_BUSY_TIMEOUT_SECONDS),
+            APPLICATION_RECORDER_TOPIC=recorders.SQLITE_TOPIC,  # idempotency records in the events' transaction
         )
     return env
 

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from application.ledger import PostingInstruction
+from application.ledger import PostingInstruction, Recorded
 from application.recurring import RecurringTransactions
 from domain.errors import RecurringTransactionNotFound
 from domain.metadata import METADATA_KEYS_MAX
@@ -112,16 +112,18 @@ def _read_model(request: Request) -> RecurringReadModel:
              summary="Create a recurring transaction: a schedule and a template the worker posts on each run")
 def create_recurring(request: Request, body: CreateRecurringTransaction, principal: Writer,
                      idempotency_key: IdempotencyKey = None) -> Response:
-    def produce() -> Response:
+    def execute() -> Recorded:
         schedule = Schedule(body.frequency, body.weekday, body.day_of_month)
         postings = [PostingInstruction(p.account_id, p.amount, p.currency) for p in body.postings]
-        recorded = _service(request).create(principal.tenant_id, schedule, body.start_date, postings,
-                                            body.description, body.metadata, body.end_date)
+        return _service(request).create(principal.tenant_id, schedule, body.start_date, postings,
+                                        body.description, body.metadata, body.end_date)
+
+    def render(recorded: Recorded) -> Response:
         recurring = recorded.aggregate
         return respond(_from_aggregate(recurring, recorded.position or 0), 201, version=recurring.version,
                        location=f"/v1/recurring-transactions/{recurring.id}")
 
-    return run_command(request, str(principal.tenant_id), idempotency_key, body, produce)
+    return run_command(request, str(principal.tenant_id), idempotency_key, body, execute, render)
 
 
 @router.get("", response_model=RecurringTransactionPage, responses=LIST_ERRORS,
@@ -150,9 +152,9 @@ def get_recurring(request: Request, recurring_id: UUID, principal: Reader,
                summary="Cancel a recurring transaction: no further runs are posted")
 def cancel_recurring(request: Request, recurring_id: UUID, principal: Writer,
                      idempotency_key: IdempotencyKey = None) -> Response:
-    def produce() -> Response:
-        recorded = _service(request).cancel(principal.tenant_id, recurring_id)
+    def render(recorded: Recorded) -> Response:
         recurring = recorded.aggregate
         return respond(_from_aggregate(recurring, recorded.position or 0), version=recurring.version)
 
-    return run_command(request, str(principal.tenant_id), idempotency_key, None, produce)
+    return run_command(request, str(principal.tenant_id), idempotency_key, None,
+                       lambda: _service(request).cancel(principal.tenant_id, recurring_id), render)

@@ -9,7 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from application.ledger import PostingInstruction
+from application.ledger import PostingInstruction, Recorded
 from domain.errors import InvalidTransaction, TransactionNotFound
 from infrastructure.hold_metrics import CREATED, POSTED, VOIDED, count_hold
 from interfaces.http.deps import (
@@ -46,8 +46,9 @@ router = APIRouter(prefix="/v1/transactions", tags=["transactions"])
 )
 def post_transaction(request: Request, body: PostTransaction, principal: Writer,
                      idempotency_key: IdempotencyKey = None) -> Response:
-    def produce() -> Response:
-        ledger = runtime_of(request).ledger
+    ledger = runtime_of(request).ledger
+
+    def execute() -> Recorded:
         postings = [PostingInstruction(p.account_id, p.amount, p.currency) for p in body.postings]
         pending = body.status == "pending"
         if body.expires_at is not None and not pending:
@@ -63,13 +64,16 @@ def post_transaction(request: Request, body: PostTransaction, principal: Writer,
             outcome.position = recorded.position
         if pending and not recorded.replayed:
             count_hold(CREATED)
+        return recorded
+
+    def render(recorded: Recorded) -> Response:
         transaction = recorded.aggregate
         # A replay wrote nothing; the current head of the log covers the original write.
         position = recorded.position if not recorded.replayed else ledger.recorder.max_notification_id()
         return respond(transaction_from_aggregate(transaction, position or 0), 200 if recorded.replayed else 201,
                        version=transaction.version, location=f"/v1/transactions/{transaction.id}")
 
-    return run_command(request, str(principal.tenant_id), idempotency_key, body, produce)
+    return run_command(request, str(principal.tenant_id), idempotency_key, body, execute, render)
 
 
 @router.get("", response_model=TransactionPage, responses=LIST_ERRORS, summary="List transactions")
@@ -107,25 +111,28 @@ def get_transaction(request: Request, transaction_id: UUID, principal: Reader,
 def reverse_transaction(request: Request, transaction_id: UUID, principal: Writer,
                         body: ReverseTransaction | None = None, if_match: IfMatch = None,
                         idempotency_key: IdempotencyKey = None) -> Response:
-    def produce() -> Response:
+    def execute() -> Recorded:
         with ledger_command("reverse_transaction", reversed_transaction_id=str(transaction_id)) as outcome:
             recorded = runtime_of(request).ledger.reverse_transaction(
                 principal.tenant_id, transaction_id, body.effective_date if body else None,
                 body.description if body else "", expected_version=expected_version(if_match),
             )
             outcome.transaction_id, outcome.position = recorded.aggregate.id, recorded.position
+        return recorded
+
+    def render(recorded: Recorded) -> Response:
         reversal = recorded.aggregate
         return respond(transaction_from_aggregate(reversal, recorded.position or 0), 201, version=reversal.version,
                        location=f"/v1/transactions/{reversal.id}")
 
-    return run_command(request, str(principal.tenant_id), idempotency_key, body, produce)
+    return run_command(request, str(principal.tenant_id), idempotency_key, body, execute, render)
 
 
 @router.post("/{transaction_id}/post", response_model=TransactionOut, responses=CREATE_ERRORS,
              summary="Post (capture) a pending transaction, in full or in part; the rest is released")
 def post_hold(request: Request, transaction_id: UUID, principal: Writer, body: PostHold | None = None,
               idempotency_key: IdempotencyKey = None) -> Response:
-    def produce() -> Response:
+    def execute() -> Recorded:
         postings = None
         if body is not None and body.postings is not None:
             postings = [PostingInstruction(p.account_id, p.amount, p.currency) for p in body.postings]
@@ -135,22 +142,25 @@ def post_hold(request: Request, transaction_id: UUID, principal: Writer, body: P
             )
             outcome.transaction_id, outcome.position = recorded.aggregate.id, recorded.position
         count_hold(POSTED)
-        hold = recorded.aggregate
-        return respond(transaction_from_aggregate(hold, recorded.position or 0), version=hold.version)
+        return recorded
 
-    return run_command(request, str(principal.tenant_id), idempotency_key, body, produce)
+    return run_command(request, str(principal.tenant_id), idempotency_key, body, execute, _hold_response)
+
+
+def _hold_response(recorded: Recorded) -> Response:
+    hold = recorded.aggregate
+    return respond(transaction_from_aggregate(hold, recorded.position or 0), version=hold.version)
 
 
 @router.post("/{transaction_id}/void", response_model=TransactionOut, responses=CREATE_ERRORS,
              summary="Void a pending transaction: release everything it reserved")
 def void_hold(request: Request, transaction_id: UUID, principal: Writer,
               idempotency_key: IdempotencyKey = None) -> Response:
-    def produce() -> Response:
+    def execute() -> Recorded:
         with ledger_command("void_hold", hold_id=str(transaction_id)) as outcome:
             recorded = runtime_of(request).ledger.void_hold(principal.tenant_id, transaction_id)
             outcome.transaction_id, outcome.position = recorded.aggregate.id, recorded.position
         count_hold(VOIDED)
-        hold = recorded.aggregate
-        return respond(transaction_from_aggregate(hold, recorded.position or 0), version=hold.version)
+        return recorded
 
-    return run_command(request, str(principal.tenant_id), idempotency_key, None, produce)
+    return run_command(request, str(principal.tenant_id), idempotency_key, None, execute, _hold_response)

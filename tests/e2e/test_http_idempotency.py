@@ -104,10 +104,25 @@ def test_expired_and_abandoned_keys_can_be_used_again(api: Api, acme: Tenant, bo
     assert _post(api, acme, ((cash, "6.00"), (wallet, "-6.00")), "k-6", "t2").status_code == 201
     assert api.balance(acme, cash) == "11.00"
 
-    store = api.client.app.state.services.idempotency
-    claim = store.claim(str(acme.id), "k-7", "0" * 64)  # a process died holding this key...
+    assert api.client.app.state.services.idempotency.purge_expired() >= 0
+
+
+def test_a_key_left_in_flight_by_an_older_version_waits_for_its_lease(
+    api: Api, acme: Tenant, books: tuple[str, str]
+) -> None:
+    cash, wallet = books
+    legs = ((cash, "5.00"), (wallet, "-5.00"))
+    now = datetime.now(timezone.utc)
+    with api.runtime.engine.begin() as connection:  # as a claim of a process that died mid-request
+        connection.execute(idempotency_keys.insert().values(
+            scope=str(acme.id), key="k-7", fingerprint="f" * 64, state="in_flight", locked_at=now,
+            created_at=now, expires_at=now + timedelta(hours=24)))
+    assert_problem(_post(api, acme, legs, "k-7"), 409, "idempotency_key_in_flight")
     with api.runtime.engine.begin() as connection:
         connection.execute(update(idempotency_keys).where(idempotency_keys.c.key == "k-7")
-                           .values(locked_at=past, fingerprint="f" * 64))
-    assert store.claim(claim.scope, "k-7", "f" * 64).stored is None  # ...so after the lease it is taken over
-    assert store.purge_expired() >= 0
+                           .values(locked_at=now - timedelta(hours=1)))
+    taken_over = _post(api, acme, legs, "k-7")
+    assert taken_over.status_code == 201 and "Idempotent-Replayed" not in taken_over.headers
+    again = _post(api, acme, legs, "k-7")
+    assert again.headers["Idempotent-Replayed"] == "true" and again.json() == taken_over.json()
+    assert api.balance(acme, cash) == "5.00"
