@@ -514,6 +514,13 @@ class GroupCommitWriter:
     def submit(self, decide: Callable[[], Any], lock_keys: Sequence[UUID] = (), reads: Sequence[UUID] = (),
                receipt: Receipt | None = None) -> Any:
         """The command's outcome (a result, or the exception it raised), once committed."""
+        return self.enqueue(decide, lock_keys, reads, receipt).result()
+
+    def enqueue(self, decide: Callable[[], Any], lock_keys: Sequence[UUID] = (), reads: Sequence[UUID] = (),
+                receipt: Receipt | None = None) -> Future[Any]:
+        """Queue the command and return at once: the future of its outcome, resolved
+        (with its result or its exception) after its batch's commit. Blocks only while
+        the queue is full."""
         assert threading.current_thread() is not self._thread, "a decision must not submit another command"
         context = self._caller_context.capture() if self._caller_context is not None else None
         submission = _Submission(decide, lock_keys, reads, context, receipt)
@@ -521,7 +528,7 @@ class GroupCommitWriter:
             if not self._accepting:
                 raise ConcurrencyConflict("the ledger is shutting down and takes no more writes; retry the request")
             self._queue.put(submission)
-        return submission.future.result()
+        return submission.future
 
     def stop(self) -> None:
         """Stop accepting; finish every queued command and the current batch first."""

@@ -13,7 +13,9 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+from contextvars import ContextVar
 from copy import copy, deepcopy
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -58,6 +60,9 @@ from domain.tenant import Tenant
 from domain.transaction import Posting, Transaction, check_external_id, check_posting_count
 
 T = TypeVar("T")
+
+# Set by Ledger.deferred(): _execute hands back the writer's future instead of waiting.
+_deferring: ContextVar[bool] = ContextVar("invario_deferring", default=False)
 
 SAVE_ATTEMPTS_MAX = 30
 BACKOFF_BASE_SECONDS = 0.001
@@ -243,10 +248,27 @@ class Ledger(Application):
         if self._writer is None:
             return self._retrying(decide, lock_keys)
         lock_keys = list(lock_keys)
-        outcome = self._writer.submit(decide, lock_keys, [*reads, *lock_keys], current_receipt())
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome  # type: ignore[no-any-return]
+        future = self._writer.enqueue(decide, lock_keys, [*reads, *lock_keys], current_receipt())
+        if _deferring.get():
+            return future  # type: ignore[return-value] # deferred(): the use case hands the future back
+        return future.result()  # type: ignore[no-any-return]
+
+    def deferred(self, use_case: Callable[[], T]) -> Future[T]:
+        """Run ``use_case`` up to its write, and return the future of its outcome instead
+        of waiting for the commit: async callers await it without holding a thread.
+        What the use case does before writing (checks, reads) runs here. A use case
+        that writes on its own (not through the group-commit writer, or with none
+        configured) runs whole, here, and its future is already done."""
+        token = _deferring.set(True)
+        try:
+            outcome = use_case()
+        finally:
+            _deferring.reset(token)
+        if isinstance(outcome, Future):  # every use case returns its _execute() as is
+            return outcome
+        done: Future[T] = Future()
+        done.set_result(outcome)
+        return done
 
     def _run_submissions(self, submissions: Sequence[Any]) -> list[Any]:
         # The writer thread is this process's only batch writer; the locks keep the

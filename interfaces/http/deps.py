@@ -3,11 +3,12 @@ read-your-writes waits, ETags and responses."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Query, Request
@@ -191,15 +192,31 @@ def respond(body: BaseModel, status: int = 200, *, version: int | None = None,
     return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
 
 
-def run_command(request: Request, scope: str, key: str | None, request_body: BaseModel | None,
-                execute: Callable[[], T], render: Callable[[T], Response]) -> Response:
+async def committed(request: Request, use_case: Callable[[], T]) -> T:
+    """Run a ledger use case, awaiting its commit without holding a thread.
+
+    A worker thread runs the use case up to its write (its checks may read the
+    store) and queues the write for the group-commit writer (``Ledger.deferred``);
+    the commit is then awaited here, on the event loop (the writer thread resolves
+    the future; asyncio hands it over with ``call_soon_threadsafe``)."""
+    ledger = runtime_of(request).ledger
+    future = await run_in_threadpool(ledger.deferred, use_case)
+    return await asyncio.wrap_future(future)
+
+
+async def run_command(request: Request, scope: str, key: str | None, request_body: BaseModel | None,
+                      execute: Callable[[], Awaitable[T]], render: Callable[[T], Response]) -> Response:
     """Run a command (``execute``, answered by ``render``) once per Idempotency-Key.
 
     The response of a keyed command is stored by the same transaction as its outcome
     (``infrastructure.idempotency``): the ledger renders it inside its commit. Business
-    rejections are answered and stored too; an unexpected failure stores nothing."""
+    rejections are answered and stored too; an unexpected failure stores nothing.
+    ``render`` must not block: it also runs on the event loop."""
     if key is None:
-        return _produce(request, lambda: render(execute()))
+        try:
+            return render(await execute())
+        except (LedgerError, ApiProblem) as exc:
+            return _rejection(request, exc)
     if not _IDEMPOTENCY_KEY.match(key):
         raise ApiProblem(400, "invalid_idempotency_key", "Idempotency-Key is 1-255 visible ASCII characters")
     store = services_of(request).idempotency
@@ -209,38 +226,44 @@ def run_command(request: Request, scope: str, key: str | None, request_body: Bas
     except (IdempotencyKeyInFlight, IdempotencyKeyReused) as exc:
         raise _key_problem(exc) from None
     try:
-        return _run_keyed(request, receipt, execute, render)
+        return await _run_keyed(request, receipt, execute, render)
     finally:
         store.end(receipt)
         if store.purge_due():
-            store.purge_expired()
+            await run_in_threadpool(store.purge_expired)
 
 
-def _run_keyed(request: Request, receipt: IdempotencyReceipt, execute: Callable[[], T],
-               render: Callable[[T], Response]) -> Response:
+async def _run_keyed(request: Request, receipt: IdempotencyReceipt, execute: Callable[[], Awaitable[T]],
+                     render: Callable[[T], Response]) -> Response:
     outcome: Any
     try:
         with carrying(receipt):
-            outcome = execute()
+            outcome = await execute()
     except ReceiptTaken:  # an earlier request recorded this key: nothing of this one was saved
-        return _recorded(request, receipt)
+        return await run_in_threadpool(_recorded, request, receipt)
     except (LedgerError, ApiProblem) as exc:
         if receipt.written:  # rendered (quietly) with the commit
             log_rejection(exc)
             return receipt.value  # type: ignore[no-any-return]
-        outcome, response = exc, response_for(request, exc)
+        outcome, response = exc, _rejection(request, exc)
     else:
         if receipt.written:
             return receipt.value  # type: ignore[no-any-return]
         response = render(outcome)
-    if response is None or response.status_code >= 500:
-        return response  # type: ignore[return-value]
+    if response.status_code >= 500:
+        return response
     # Nothing was saved (rejected before the ledger, or a replay): record the answer alone.
     receipt.keep(*_stored_parts(response))
     try:
-        runtime_of(request).ledger.record_receipt(receipt, outcome)
+        await run_in_threadpool(runtime_of(request).ledger.record_receipt, receipt, outcome)
     except ReceiptsTaken:
-        return _recorded(request, receipt)
+        return await run_in_threadpool(_recorded, request, receipt)
+    return response
+
+
+def _rejection(request: Request, exc: Exception) -> Response:
+    response = response_for(request, exc)
+    assert response is not None
     return response
 
 
@@ -277,15 +300,6 @@ def _key_problem(exc: Exception) -> ApiProblem:
     return ApiProblem(409, "idempotency_key_in_flight",
                       "a request with this Idempotency-Key is still being processed; retry shortly",
                       headers={"Retry-After": "1"})
-
-
-def _produce(request: Request, produce: Callable[[], Response]) -> Response:
-    try:
-        return produce()
-    except (LedgerError, ApiProblem) as exc:
-        response = response_for(request, exc)
-        assert response is not None
-        return response
 
 
 def _fingerprint(request: Request, body: BaseModel | None) -> str:

@@ -19,6 +19,7 @@ from interfaces.http.deps import (
     Limit,
     MinPosition,
     await_position,
+    committed,
     expected_version,
     respond,
     run_command,
@@ -34,14 +35,15 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Admin])
 
 @router.post("/tenants", status_code=201, response_model=TenantOut,
              responses=errors(400, 401, 403, 409, 413, 422), summary="Create a tenant")
-def create_tenant(request: Request, body: CreateTenant, idempotency_key: IdempotencyKey = None) -> Response:
+async def create_tenant(request: Request, body: CreateTenant, idempotency_key: IdempotencyKey = None) -> Response:
     def render(recorded: Recorded) -> Response:
         tenant = recorded.aggregate
         return respond(tenant_from_aggregate(tenant, recorded.position or 0), 201, version=tenant.version,
                        location=f"/admin/tenants/{tenant.id}")
 
-    return run_command(request, ADMIN_SCOPE, idempotency_key, body,
-                       lambda: runtime_of(request).ledger.create_tenant(body.name), render)
+    return await run_command(request, ADMIN_SCOPE, idempotency_key, body,
+                             lambda: committed(request, lambda: runtime_of(request).ledger.create_tenant(body.name)),
+                             render)
 
 
 @router.get("/tenants/{tenant_id}", response_model=TenantOut, responses=QUERY_ERRORS, summary="Read a tenant")
@@ -69,24 +71,26 @@ def list_tenants(
 
 @router.post("/tenants/{tenant_id}/suspend", response_model=TenantOut, responses=COMMAND_ERRORS,
              summary="Suspend a tenant: it can still read, its writes get 403 tenant_suspended")
-def suspend_tenant(request: Request, tenant_id: UUID, body: SuspendTenant | None = None, if_match: IfMatch = None,
-                   idempotency_key: IdempotencyKey = None) -> Response:
-    def execute() -> Recorded:
+async def suspend_tenant(request: Request, tenant_id: UUID, body: SuspendTenant | None = None,
+                         if_match: IfMatch = None, idempotency_key: IdempotencyKey = None) -> Response:
+    def use_case() -> Recorded:
         return runtime_of(request).ledger.suspend_tenant(
             tenant_id, body.reason if body else "", expected_version=expected_version(if_match)
         )
 
-    return run_command(request, ADMIN_SCOPE, idempotency_key, body, execute, _tenant_response)
+    return await run_command(request, ADMIN_SCOPE, idempotency_key, body, lambda: committed(request, use_case),
+                             _tenant_response)
 
 
 @router.post("/tenants/{tenant_id}/resume", response_model=TenantOut, responses=COMMAND_ERRORS,
              summary="Resume a suspended tenant")
-def resume_tenant(request: Request, tenant_id: UUID, if_match: IfMatch = None,
-                  idempotency_key: IdempotencyKey = None) -> Response:
-    def execute() -> Recorded:
+async def resume_tenant(request: Request, tenant_id: UUID, if_match: IfMatch = None,
+                        idempotency_key: IdempotencyKey = None) -> Response:
+    def use_case() -> Recorded:
         return runtime_of(request).ledger.resume_tenant(tenant_id, expected_version=expected_version(if_match))
 
-    return run_command(request, ADMIN_SCOPE, idempotency_key, None, execute, _tenant_response)
+    return await run_command(request, ADMIN_SCOPE, idempotency_key, None, lambda: committed(request, use_case),
+                             _tenant_response)
 
 
 def _tenant_response(recorded: Recorded) -> Response:
