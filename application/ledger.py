@@ -32,6 +32,8 @@ from application.group_commit import (
     CallerContext,
     GroupCommitWriter,
     Receipt,
+    ReceiptsTaken,
+    ReceiptTaken,
     RenderReceipts,
     active_working_set,
     check_written,
@@ -205,14 +207,17 @@ class Ledger(Application):
             rendered[:] = [receipt]
             return rendered
 
-        recordings = super().save(*objs, receipts=render, **kwargs)
+        try:
+            recordings = super().save(*objs, receipts=render, **kwargs)
+        except ReceiptsTaken:  # nothing of this command was saved, as in a batch
+            raise ReceiptTaken from None
         check_written([receipt], rendered)
         receipt.written = True
         return recordings
 
     def record_receipt(self, receipt: Receipt, outcome: Any) -> None:
         """Write the receipt of a command that saved nothing (rejected before any save,
-        or a replay), in a transaction of its own. Raises ``ReceiptsTaken``."""
+        or a replay), in a transaction of its own. ``ReceiptTaken`` if its key is."""
         rendered: list[Receipt] = []
 
         def render(_positions: Mapping[tuple[UUID, int], int]) -> list[Receipt]:
@@ -220,7 +225,10 @@ class Ledger(Application):
             rendered[:] = [receipt]
             return rendered
 
-        self.recorder.insert_events([], receipts=render)
+        try:
+            self.recorder.insert_events([], receipts=render)
+        except ReceiptsTaken:
+            raise ReceiptTaken from None
         check_written([receipt], rendered)
         receipt.written = True
 

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from application.access import Principal
-from application.group_commit import ReceiptsTaken, ReceiptTaken, carrying
+from application.group_commit import ReceiptTaken, carrying
 from domain.api_key import READ, WRITE, ApiKey
 from domain.errors import ApiKeyRevoked, InvalidApiKey, LedgerError
 from infrastructure.bootstrap import ApiServices, Runtime
@@ -256,7 +256,7 @@ async def _run_keyed(request: Request, receipt: IdempotencyReceipt, execute: Cal
     receipt.keep(*_stored_parts(response))
     try:
         await run_in_threadpool(runtime_of(request).ledger.record_receipt, receipt, outcome)
-    except ReceiptsTaken:
+    except ReceiptTaken:
         return await run_in_threadpool(_recorded, request, receipt)
     return response
 

@@ -18,7 +18,7 @@ from uuid import UUID
 import pytest
 from sqlalchemy import func, select
 
-from application.group_commit import Batch, ReceiptsTaken, ReceiptTaken, carrying
+from application.group_commit import Batch, ReceiptTaken, carrying
 from application.ledger import Ledger, Recorded
 from domain.errors import InsufficientFunds, LedgerError
 from infrastructure.bootstrap import Runtime
@@ -163,7 +163,7 @@ def test_a_rolled_back_batch_leaves_no_key_and_no_event(runtime: Runtime) -> Non
 def test_a_receipt_alone_is_refused_when_its_key_is_taken(runtime: Runtime) -> None:
     store = _store(runtime)
     runtime.ledger.record_receipt(_receipt(store, "k"), InsufficientFunds("first"))
-    with pytest.raises(ReceiptsTaken):
+    with pytest.raises(ReceiptTaken):
         runtime.ledger.record_receipt(_receipt(store, "k", "b" * 64), InsufficientFunds("second"))
     with pytest.raises(IdempotencyKeyReused):
         store.lookup("scope", "k", "b" * 64)
