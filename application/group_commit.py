@@ -19,6 +19,13 @@ Rules that keep this exactly as safe as one save per command:
   re-decides only the commands that read or wrote a stale aggregate, or an
   aggregate a re-decided command writes; the others keep their events.
 - Nothing is returned as accepted before its save has committed.
+
+A command may carry a *receipt* (``Receipt``: the HTTP idempotency record of its
+request). Receipts are written by the same save as the events, rendered once the
+positions are known, so a receipt exists exactly when its command's outcome was
+committed. A receipt whose key is already recorded (``ReceiptsTaken``, raised by
+the store before it commits) withdraws its command: the batch is committed
+without it, re-deciding only the commands that depended on what it wrote.
 """
 
 from __future__ import annotations
@@ -28,8 +35,8 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager, ExitStack, nullcontext
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from concurrent.futures import Future
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
@@ -45,11 +52,64 @@ BACKOFF_BASE_SECONDS = 0.001
 BACKOFF_CEILING_SECONDS = 0.05
 
 _active: ContextVar[WorkingSet | None] = ContextVar("invario_working_set", default=None)
+_receipt: ContextVar[Receipt | None] = ContextVar("invario_receipt", default=None)
 
 
 def active_working_set() -> WorkingSet | None:
     """The working set of the batch whose command is being decided, if any."""
     return _active.get()
+
+
+class Receipt(Protocol):
+    """What a command's caller wants stored in the same transaction as the command's
+    outcome (``infrastructure.idempotency``: the stored response of an Idempotency-Key).
+    The application only passes it to the store, which knows how to write it."""
+
+    written: bool  # set once the transaction that wrote it has committed
+
+    def render(self, outcome: Any) -> None:
+        """Build what is stored for ``outcome`` (a result with its position, or the
+        ``LedgerError`` that rejected the command); called inside the transaction."""
+
+
+RenderReceipts = Callable[[Mapping[tuple[UUID, int], int]], Sequence[Receipt]]
+"""Given each saved event's position by (aggregate id, version), the receipts to write
+(rendered). The store calls it inside the transaction, after inserting the events."""
+
+
+class ReceiptsTaken(Exception):  # noqa: N818 - an outcome, not a failure
+    """The store found these receipts' keys already recorded; it rolled back everything."""
+
+    def __init__(self, receipts: Collection[Receipt]) -> None:
+        super().__init__(f"{len(receipts)} receipt key(s) already recorded")
+        self.receipts = receipts
+
+
+class ReceiptTaken(Exception):  # noqa: N818
+    """This command's receipt key was recorded by an earlier command: nothing of it was saved."""
+
+
+def check_written(receipts: Sequence[Receipt] | None, rendered: Sequence[Receipt]) -> None:
+    """After a save: its receipts were handed to the store, not silently dropped by a
+    recorder that ignores them (only ``infrastructure.recorders`` writes them)."""
+    if receipts and len(rendered) != len(receipts):
+        raise RuntimeError("the event store wrote no receipts: its recorder must be one of infrastructure.recorders")
+
+
+@contextmanager
+def carrying(receipt: Receipt | None) -> Iterator[None]:
+    """The use cases called inside write ``receipt`` with their outcome, atomically."""
+    token = _receipt.set(receipt)
+    try:
+        yield
+    finally:
+        _receipt.reset(token)
+
+
+def current_receipt() -> Receipt | None:
+    """The receipt of the command this thread is running, until it is written."""
+    receipt = _receipt.get()
+    return receipt if receipt is not None and not receipt.written else None
 
 
 class BatchStore(Protocol):
@@ -64,7 +124,9 @@ class BatchStore(Protocol):
     def changed_since(self, versions: dict[UUID, int]) -> set[UUID]:
         """The aggregates whose stored version is no longer the one given."""
 
-    def save_events(self, events: Sequence[Any], aggregates: Iterable[Any]) -> dict[tuple[UUID, int], int]: ...
+    def save_events(self, events: Sequence[Any], aggregates: Iterable[Any],
+                    receipts: RenderReceipts | None = None) -> dict[tuple[UUID, int], int]:
+        """One atomic write of the events, and of the receipts if any (it may raise ``ReceiptsTaken``)."""
 
     def keep_committed(self, aggregates: Iterable[tuple[Any, bool]]) -> None:
         """Stored aggregates as just committed, each with whether a result still holds it."""
@@ -193,6 +255,7 @@ class _Failed:
 
 
 _NEEDS_FRESH_STATE = object()  # a decision that read inconsistent state (it raised IntegrityError)
+_WITHDRAWN = object()  # its receipt's key was already recorded: never saved, never decided again
 
 Outcome = Any  # a Recorded, a LedgerError, or _NEEDS_FRESH_STATE while undecided
 
@@ -202,7 +265,7 @@ class Batch:
 
     def __init__(self, store: BatchStore, commands: Sequence[Callable[[], Any]],
                  conflict_lane: Callable[[], AbstractContextManager[Any]] = nullcontext,
-                 prefetch: Iterable[UUID] = ()) -> None:
+                 prefetch: Iterable[UUID] = (), receipts: Sequence[Receipt | None] = ()) -> None:
         """Decisions raise ``LedgerError`` to reject; any other exception (a bug, the
         database gone) becomes that command's outcome and is never committed.
 
@@ -210,7 +273,10 @@ class Batch:
         conflict: without it, writers of one hot account in several processes can keep
         invalidating each other's fresh reads until their retries run out.
 
-        ``prefetch`` names aggregates the commands will read, loaded in one go first."""
+        ``prefetch`` names aggregates the commands will read, loaded in one go first.
+        ``receipts`` (one per command, or none) are written with the commands' outcomes."""
+        assert not receipts or len(receipts) == len(commands)
+        self._receipts = list(receipts) or [None] * len(commands)
         self._store = store
         self._conflict_lane = conflict_lane
         self._commands = commands
@@ -240,6 +306,8 @@ class Batch:
             return outcome.error
         if outcome is _NEEDS_FRESH_STATE:
             return ConcurrencyConflict("the state changed under this request too often; retry the request")
+        if outcome is _WITHDRAWN:
+            return ReceiptTaken()
         return outcome
 
     def _decide(self, index: int) -> None:
@@ -268,6 +336,9 @@ class Batch:
                         return
                     except IntegrityError:
                         pass
+                    except ReceiptsTaken as taken:  # another request's record: not a conflict of state
+                        self._withdraw(taken.receipts)
+                        continue
                 if attempt == 0:
                     lane.enter_context(self._conflict_lane())
                 else:  # in the lane, only writers that have not met a conflict yet compete
@@ -279,30 +350,78 @@ class Batch:
     def _commit_last_try(self) -> None:
         try:
             self._commit()  # only commands untouched by the conflicts are left
-        except IntegrityError:
-            self.outcomes = [o if isinstance(o, (LedgerError, _Failed)) else _NEEDS_FRESH_STATE
-                             for o in self.outcomes]
+        except (IntegrityError, ReceiptsTaken) as error:
+            taken = {id(r) for r in error.receipts} if isinstance(error, ReceiptsTaken) else set()
+            self.outcomes = [
+                _WITHDRAWN if id(self._receipts[i]) in taken
+                else o if isinstance(o, (LedgerError, _Failed)) or o is _WITHDRAWN else _NEEDS_FRESH_STATE
+                for i, o in enumerate(self.outcomes)
+            ]
 
     def _commit(self) -> None:
         events = [event for trace in self._traces for event in trace.events]
-        if not events:
+        receipts = self._receipts_to_write()
+        if not events and not receipts:
             return
         pending = sum(len(a.pending_events) for a in self.ws.aggregates())
         assert pending == len(events), f"{pending} pending events but {len(events)} traced: none may be lost"
-        positions = self._store.save_events(events, self.ws.aggregates())
+        rendered: list[Receipt] = []
+        positions = self._store.save_events(events, self.ws.aggregates(),
+                                            self._rendering(receipts, rendered) if receipts else None)
+        check_written(receipts and [r for _i, r in receipts], rendered)
         for index, trace in enumerate(self._traces):
             outcome = self.outcomes[index]
             if trace.events:
-                position = max(positions[(e.originator_id, e.originator_version)] for e in trace.events)
-                self.outcomes[index] = replace(outcome, position=position)
+                self.outcomes[index] = replace(outcome, position=self._position(trace, positions))
             if hasattr(getattr(outcome, "aggregate", None), "collect_events"):
                 outcome.aggregate.collect_events()  # its events are stored now
+        for _index, receipt in receipts:
+            receipt.written = True
         self._store.keep_committed(self.ws.committed())
+
+    @staticmethod
+    def _position(trace: _Trace, positions: Mapping[tuple[UUID, int], int]) -> int:
+        return max(positions[(e.originator_id, e.originator_version)] for e in trace.events)
+
+    def _receipts_to_write(self) -> list[tuple[int, Receipt]]:
+        # Only final outcomes are recorded: an accepted result or a rejection. A
+        # failure (HTTP 500) or a give-up after conflicts is for the client to retry.
+        return [(index, receipt) for index, receipt in enumerate(self._receipts)
+                if receipt is not None and not receipt.written
+                and _is_final(self.outcomes[index])]
+
+    def _rendering(self, receipts: list[tuple[int, Receipt]], rendered: list[Receipt]) -> RenderReceipts:
+        def render(positions: Mapping[tuple[UUID, int], int]) -> list[Receipt]:
+            rendered.clear()
+            for index, receipt in receipts:
+                outcome, trace = self.outcomes[index], self._traces[index]
+                receipt.render(replace(outcome, position=self._position(trace, positions)) if trace.events
+                               else outcome)
+                rendered.append(receipt)
+            return rendered
+
+        return render
+
+    def _withdraw(self, taken: Collection[Receipt]) -> None:
+        """Drop the commands whose receipt's key was already recorded, and decide
+        again the commands that read what they wrote."""
+        dirty: set[UUID] = set()
+        taken_ids = {id(receipt) for receipt in taken}
+        for index, receipt in enumerate(self._receipts):
+            if receipt is not None and id(receipt) in taken_ids:
+                dirty |= self._traces[index].written
+                self._traces[index], self.outcomes[index] = _Trace(), _WITHDRAWN
+        self._redecide_after(set(), dirty, give_up=False)
 
     def _redecide_affected(self, *, give_up: bool) -> None:
         """Reload what another writer changed and decide again only what depended on it."""
         stale = self.ws.stale_ids() or set(self.ws.entries)  # nothing visible: trust nothing
-        dirty, redo = set(stale), []
+        self._redecide_after(stale, set(stale), give_up=give_up)
+
+    def _redecide_after(self, stale: set[UUID], dirty: set[UUID], *, give_up: bool) -> None:
+        """Reload ``stale`` aggregates, rebuild the ``dirty`` ones from the events of the
+        commands that stay, and decide again every command that read a dirty one."""
+        redo = []
         for index, trace in enumerate(self._traces):
             if self.outcomes[index] is _NEEDS_FRESH_STATE or dirty & trace.pending_at_touch.keys():
                 redo.append(index)
@@ -327,7 +446,13 @@ class Batch:
         self.ws = WorkingSet(self._store)
         self.ws.prefetch(self._prefetch)
         for index in range(len(self._commands)):
-            self._decide(index)
+            if self.outcomes[index] is not _WITHDRAWN:
+                self._decide(index)
+
+
+def _is_final(outcome: Outcome) -> bool:
+    return not (outcome is None or outcome is _NEEDS_FRESH_STATE or outcome is _WITHDRAWN
+                or isinstance(outcome, _Failed))
 
 
 def _versions_ascend(traces: Sequence[_Trace]) -> bool:
@@ -358,6 +483,7 @@ class _Submission:
     lock_keys: Sequence[UUID]
     reads: Sequence[UUID]  # what the decision is expected to read (prefetched with the batch)
     context: Any = None  # the caller's, from CallerContext.capture()
+    receipt: Receipt | None = None  # written with the outcome
     future: Future[Any] = field(default_factory=Future)
 
 
@@ -385,16 +511,24 @@ class GroupCommitWriter:
         self._thread = threading.Thread(target=self._loop, name="invario-group-commit", daemon=True)
         self._thread.start()
 
-    def submit(self, decide: Callable[[], Any], lock_keys: Sequence[UUID] = (), reads: Sequence[UUID] = ()) -> Any:
+    def submit(self, decide: Callable[[], Any], lock_keys: Sequence[UUID] = (), reads: Sequence[UUID] = (),
+               receipt: Receipt | None = None) -> Any:
         """The command's outcome (a result, or the exception it raised), once committed."""
+        return self.enqueue(decide, lock_keys, reads, receipt).result()
+
+    def enqueue(self, decide: Callable[[], Any], lock_keys: Sequence[UUID] = (), reads: Sequence[UUID] = (),
+                receipt: Receipt | None = None) -> Future[Any]:
+        """Queue the command and return at once: the future of its outcome, resolved
+        (with its result or its exception) after its batch's commit. Blocks only while
+        the queue is full."""
         assert threading.current_thread() is not self._thread, "a decision must not submit another command"
         context = self._caller_context.capture() if self._caller_context is not None else None
-        submission = _Submission(decide, lock_keys, reads, context)
+        submission = _Submission(decide, lock_keys, reads, context, receipt)
         with self._accepting_lock:
             if not self._accepting:
                 raise ConcurrencyConflict("the ledger is shutting down and takes no more writes; retry the request")
             self._queue.put(submission)
-        return submission.future.result()
+        return submission.future
 
     def stop(self) -> None:
         """Stop accepting; finish every queued command and the current batch first."""

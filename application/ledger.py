@@ -13,7 +13,9 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+from contextvars import ContextVar
 from copy import copy, deepcopy
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -25,7 +27,18 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.persistence import IntegrityError, StoredEvent, Transcoder, Transcoding
 
-from application.group_commit import Batch, CallerContext, GroupCommitWriter, active_working_set
+from application.group_commit import (
+    Batch,
+    CallerContext,
+    GroupCommitWriter,
+    Receipt,
+    ReceiptsTaken,
+    ReceiptTaken,
+    RenderReceipts,
+    active_working_set,
+    check_written,
+    current_receipt,
+)
 
 from domain.account import Account
 from domain.chain import ChainBreak, verify_chain
@@ -58,6 +71,9 @@ from domain.transaction import (
 )
 
 T = TypeVar("T")
+
+# Set by Ledger.deferred(): _execute hands back the writer's future instead of waiting.
+_deferring: ContextVar[bool] = ContextVar("invario_deferring", default=False)
 
 SAVE_ATTEMPTS_MAX = 30
 BACKOFF_BASE_SECONDS = 0.001
@@ -176,6 +192,7 @@ class Ledger(Application):
     # --- plumbing ---------------------------------------------------------------
 
     def _save(self, *aggregates: Any) -> int | None:
+        """Save a command's aggregates, its result first (see ``save``)."""
         working_set = active_working_set()
         if working_set is not None:  # deciding inside a batch: the batch saves, then sets positions
             working_set.stage(*aggregates)
@@ -183,6 +200,46 @@ class Ledger(Application):
         recordings = self.save(*aggregates)
         positions = [r.notification.id for r in recordings if r.notification.id is not None]
         return max(positions) if positions else None
+
+    def save(self, *objs: Any, **kwargs: Any) -> Any:
+        """``Application.save``; outside a batch, the calling command's receipt (if any)
+        is written in the same transaction, rendered as ``Recorded(first object, the
+        highest position)``: every use case saves its result first."""
+        receipt = current_receipt()
+        if receipt is None or "receipts" in kwargs:
+            return super().save(*objs, **kwargs)
+        result = next(obj for obj in objs if obj is not None)
+        rendered: list[Receipt] = []
+
+        def render(positions: Mapping[tuple[UUID, int], int]) -> list[Receipt]:
+            receipt.render(Recorded(result, max(positions.values(), default=None)))
+            rendered[:] = [receipt]
+            return rendered
+
+        try:
+            recordings = super().save(*objs, receipts=render, **kwargs)
+        except ReceiptsTaken:  # nothing of this command was saved, as in a batch
+            raise ReceiptTaken from None
+        check_written([receipt], rendered)
+        receipt.written = True
+        return recordings
+
+    def record_receipt(self, receipt: Receipt, outcome: Any) -> None:
+        """Write the receipt of a command that saved nothing (rejected before any save,
+        or a replay), in a transaction of its own. ``ReceiptTaken`` if its key is."""
+        rendered: list[Receipt] = []
+
+        def render(_positions: Mapping[tuple[UUID, int], int]) -> list[Receipt]:
+            receipt.render(outcome)
+            rendered[:] = [receipt]
+            return rendered
+
+        try:
+            self.recorder.insert_events([], receipts=render)
+        except ReceiptsTaken:
+            raise ReceiptTaken from None
+        check_written([receipt], rendered)
+        receipt.written = True
 
     def start_group_commit(self, batch_size_max: int, wait_seconds: float,
                            caller_context: CallerContext | None = None) -> None:
@@ -208,10 +265,27 @@ class Ledger(Application):
         if self._writer is None:
             return self._retrying(decide, lock_keys)
         lock_keys = list(lock_keys)
-        outcome = self._writer.submit(decide, lock_keys, [*reads, *lock_keys])
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome  # type: ignore[no-any-return]
+        future = self._writer.enqueue(decide, lock_keys, [*reads, *lock_keys], current_receipt())
+        if _deferring.get():
+            return future  # type: ignore[return-value] # deferred(): the use case hands the future back
+        return future.result()  # type: ignore[no-any-return]
+
+    def deferred(self, use_case: Callable[[], T]) -> Future[T]:
+        """Run ``use_case`` up to its write, and return the future of its outcome instead
+        of waiting for the commit: async callers await it without holding a thread.
+        What the use case does before writing (checks, reads) runs here. A use case
+        that writes on its own (not through the group-commit writer, or with none
+        configured) runs whole, here, and its future is already done."""
+        token = _deferring.set(True)
+        try:
+            outcome = use_case()
+        finally:
+            _deferring.reset(token)
+        if isinstance(outcome, Future):  # every use case returns its _execute() as is
+            return outcome
+        done: Future[T] = Future()
+        done.set_result(outcome)
+        return done
 
     def _run_submissions(self, submissions: Sequence[Any]) -> list[Any]:
         # The writer thread is this process's only batch writer; the locks keep the
@@ -219,7 +293,8 @@ class Ledger(Application):
         keys = [key for submission in submissions for key in submission.lock_keys]
         with self._write_locks.holding(keys):
             reads = [key for submission in submissions for key in submission.reads]
-            return Batch(self._batch_store(), [s.decide for s in submissions], self.conflict_lane, reads).run()
+            return Batch(self._batch_store(), [s.decide for s in submissions], self.conflict_lane, reads,
+                         [s.receipt for s in submissions]).run()
 
     def _retrying(self, decide_and_save: Callable[[], T], lock_keys: Iterable[UUID] = ()) -> T:
         """Run a decision until it saves, re-deciding on fresh state after a conflict.
@@ -318,10 +393,14 @@ class Ledger(Application):
         last = self.recorder.select_events(aggregate_id, desc=True, limit=1)
         return last[0].originator_version if last else 0
 
-    def _save_events(self, events: Sequence[Any], aggregates: Iterable[Any]) -> dict[tuple[UUID, int], int]:
+    def _save_events(self, events: Sequence[Any], aggregates: Iterable[Any],
+                     receipts: RenderReceipts | None = None) -> dict[tuple[UUID, int], int]:
         """One atomic write of a batch's events, in the order given (``Application.save``
-        collects per aggregate, which would not keep the commands' order in the log)."""
+        collects per aggregate, which would not keep the commands' order in the log),
+        with its commands' receipts (the recorder writes them in the same transaction)."""
         processing_event: ProcessingEvent[UUID] = ProcessingEvent()
+        if receipts is not None:
+            processing_event.saved_kwargs["receipts"] = receipts
         processing_event.events.extend(events)
         processing_event.aggregates.update((a.id, a) for a in aggregates)
         recordings = self._record(processing_event)
@@ -818,8 +897,11 @@ class _LedgerBatchStore:
     def changed_since(self, versions: dict[UUID, int]) -> set[UUID]:
         return self.ledger._changed_since(versions)
 
-    def save_events(self, events: Sequence[Any], aggregates: Iterable[Any]) -> dict[tuple[UUID, int], int]:
-        return self.ledger._save_events(events, aggregates)
+    def save_events(self, events: Sequence[Any], aggregates: Iterable[Any],
+                    receipts: RenderReceipts | None = None) -> dict[tuple[UUID, int], int]:
+        if receipts is None:
+            return self.ledger._save_events(events, aggregates)
+        return self.ledger._save_events(events, aggregates, receipts)
 
     def keep_committed(self, aggregates: Iterable[tuple[Any, bool]]) -> None:
         self.ledger._keep_committed(aggregates)

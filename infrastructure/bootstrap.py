@@ -23,7 +23,7 @@ from sqlalchemy import Engine, create_engine, event, text
 
 from application.access import AccessService
 from application.ledger import Ledger
-from infrastructure import pg_store
+from infrastructure import recorders
 from infrastructure.bulk_reads import PostgresBulkReads
 from infrastructure.correlation import install_log_record_factory
 from infrastructure.database import DatabaseURL
@@ -73,7 +73,9 @@ def eventsourcing_env(settings: Settings, database: DatabaseURL, *, serving: boo
             # connect: replacing pooled connections now and then lets a database that
             # turned writable again (a failover finished) be written without a restart.
             POSTGRES_CONN_MAX_AGE=str(CONNECTION_AGE_MAX_SECONDS),
-            APPLICATION_RECORDER_TOPIC=pg_store.RECORDER_TOPIC,  # bounded retries: a dead database answers fast
+            # Bounded retries (a dead database answers fast), and idempotency records
+            # written in the events' transaction.
+            APPLICATION_RECORDER_TOPIC=recorders.POSTGRES_TOPIC,
             POSTGRES_CONNECTION_OPTIONS=make_conninfo("", **postgres_options(settings, serving=serving)),
             POSTGRES_POOL_TIMEOUT=str(settings.db_pool_timeout_seconds),
         )
@@ -83,6 +85,7 @@ def eventsourcing_env(settings: Settings, database: DatabaseURL, *, serving: boo
             PERSISTENCE_MODULE="eventsourcing.sqlite",
             SQLITE_DBNAME=str(database.path),
             SQLITE_LOCK_TIMEOUT=str(SQLITE_BUSY_TIMEOUT_SECONDS),
+            APPLICATION_RECORDER_TOPIC=recorders.SQLITE_TOPIC,  # idempotency records in the events' transaction
         )
     return env
 

@@ -1,24 +1,41 @@
 """Stored responses of requests sent with an ``Idempotency-Key``.
 
 One row per (scope, key): the scope is the tenant (or ``admin``), so tenants
-never see each other's keys. A request first *claims* its key: a new key is
-recorded ``in_flight``; a finished one has its stored status, headers and body
-replayed; the same key with a different request fingerprint is refused, and so
-is a key whose first request is still running. A claim whose process died is
-taken over after the lease. Rows are kept for the TTL (>= 24 h), then purged in
-bounded batches.
+never see each other's keys. A row is written by the same transaction as the
+events of the request's command (``IdempotencyReceipt``, written by the
+recorders of ``infrastructure.recorders``), so a key is recorded exactly when
+its command's outcome is, and a crash leaves no key half-done. On its way:
+
+- a request whose key is in flight *in this process* is refused (409), or 422
+  with another request fingerprint, without touching the database;
+- a key seen for the first time costs nothing more than its row in the batch's
+  insert: there is no claim of its own;
+- a key already recorded (by an earlier request, in any process) is found by
+  the insert itself (the primary key), which rolls the batch back; the batch is
+  committed without that command, and the request is answered from the stored
+  row: replayed for the same fingerprint, 422 for another.
+
+Across processes two requests with one key in flight at once are serialised by
+the events table's lock (every batch with events takes it before inserting its
+keys): the later one finds the first one's committed row and replays it.
+
+Rows are kept for the TTL (>= 24 h), then may be taken again, and are purged in
+bounded batches. The lease only concerns rows left ``in_flight`` by versions
+before atomic records (they claimed a key in a transaction of their own): such a
+row is refused as in flight until its lease has passed, then taken over.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import (
     Column,
-    Connection,
     DateTime,
     Engine,
     Integer,
@@ -29,17 +46,14 @@ from sqlalchemy import (
     delete,
     select,
     tuple_,
-    update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from infrastructure.schema import metadata
 
 KEY_LENGTH_MAX = 255
 PURGE_BATCH = 500
-PURGE_EVERY_CLAIMS = 500
-IN_FLIGHT = "in_flight"
+PURGE_EVERY_RECEIPTS = 500
+IN_FLIGHT = "in_flight"  # only ever written by versions before atomic records
 DONE = "done"
 
 idempotency_keys = Table(
@@ -73,14 +87,29 @@ class StoredResponse:
     body: bytes
 
 
-@dataclass(frozen=True)
-class Claim:
-    """The outcome of claiming a key: proceed (``stored is None``) or replay ``stored``."""
+@dataclass(eq=False)
+class IdempotencyReceipt:
+    """The record of one keyed request, written with its command's outcome
+    (``application.group_commit.Receipt``). ``render`` turns the outcome into the
+    response to store; ``value`` keeps what it rendered, for the live answer."""
 
     scope: str
     key: str
     fingerprint: str
+    created_at: datetime
+    expires_at: datetime
+    lease_cutoff: datetime  # an in_flight row locked before this was abandoned
+    renderer: Callable[[Any], tuple[StoredResponse, Any]] = field(repr=False)
     stored: StoredResponse | None = None
+    value: Any = None
+    written: bool = False
+
+    def render(self, outcome: Any) -> None:
+        self.stored, self.value = self.renderer(outcome)
+
+    def keep(self, stored: StoredResponse, value: Any) -> None:
+        """The response was made without the ledger (nothing saved): store it as is."""
+        self.renderer = lambda _outcome: (stored, value)
 
 
 def _now() -> datetime:
@@ -93,55 +122,56 @@ def _aware(value: datetime) -> datetime:
 
 
 class IdempotencyStore:
+    """The keys in flight in this process, the receipts to write, and reading a stored row."""
+
     def __init__(self, engine: Engine, ttl_hours: int, lease_seconds: int) -> None:
         assert ttl_hours >= 24 and lease_seconds > 0
         self.engine = engine
         self.ttl = timedelta(hours=ttl_hours)
         self.lease = timedelta(seconds=lease_seconds)
-        self._claims = 0
+        self._receipts = 0
+        self._in_flight: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
 
-    def claim(self, scope: str, key: str, fingerprint: str) -> Claim:
-        """Claim ``key`` for a request, or raise ``IdempotencyKeyInFlight``/``IdempotencyKeyReused``."""
+    def begin(self, scope: str, key: str, fingerprint: str,
+              renderer: Callable[[Any], tuple[StoredResponse, Any]]) -> IdempotencyReceipt:
+        """A receipt for a new request with ``key``, or ``IdempotencyKeyInFlight``/
+        ``IdempotencyKeyReused`` while another request of this process holds the key."""
         assert 0 < len(key) <= KEY_LENGTH_MAX
-        self._maybe_purge()
+        with self._lock:
+            holder = self._in_flight.get((scope, key))
+            if holder is not None:
+                raise IdempotencyKeyReused if holder != fingerprint else IdempotencyKeyInFlight
+            self._in_flight[(scope, key)] = fingerprint
         now = _now()
-        with self.engine.begin() as connection:
-            if self._insert(connection, scope, key, fingerprint, now):
-                return Claim(scope, key, fingerprint)
-            row = self._locked_row(connection, scope, key)
-            if row is None:  # purged between our insert and our read
-                if not self._insert(connection, scope, key, fingerprint, now):
-                    raise IdempotencyKeyInFlight
-                return Claim(scope, key, fingerprint)
-            if _aware(row.expires_at) <= now:
-                self._restart(connection, scope, key, fingerprint, now)
-                return Claim(scope, key, fingerprint)
-            if row.fingerprint != fingerprint:
-                raise IdempotencyKeyReused
-            if row.state == DONE:
-                headers = json.loads(row.response_headers or "{}")
-                return Claim(scope, key, fingerprint, StoredResponse(row.status_code, headers, row.response_body))
+        return IdempotencyReceipt(scope, key, fingerprint, now, now + self.ttl, now - self.lease, renderer)
+
+    def purge_due(self) -> bool:
+        """Whether this request should purge expired rows (one in ``PURGE_EVERY_RECEIPTS``)."""
+        with self._lock:
+            self._receipts += 1
+            return self._receipts % PURGE_EVERY_RECEIPTS == 1
+
+    def end(self, receipt: IdempotencyReceipt) -> None:
+        with self._lock:
+            self._in_flight.pop((receipt.scope, receipt.key), None)
+
+    def lookup(self, scope: str, key: str, fingerprint: str) -> StoredResponse | None:
+        """The stored response of a recorded key (``None``: not recorded, or expired), or
+        ``IdempotencyKeyReused``/``IdempotencyKeyInFlight`` (an abandoned older claim)."""
+        query = select(idempotency_keys).where(idempotency_keys.c.scope == scope, idempotency_keys.c.key == key)
+        with self.engine.connect() as connection:
+            row = connection.execute(query).first()
+        now = _now()
+        if row is None or _aware(row.expires_at) <= now:
+            return None
+        if row.state != DONE:  # an older version's claim: in flight until its lease has passed
             if _aware(row.locked_at) + self.lease > now:
                 raise IdempotencyKeyInFlight
-            # The first request's process died mid-request: take the key over.
-            connection.execute(self._where(update(idempotency_keys), scope, key).values(locked_at=now))
-            return Claim(scope, key, fingerprint)
-
-    def complete(self, claim: Claim, status_code: int, headers: dict[str, str], body: bytes) -> None:
-        with self.engine.begin() as connection:
-            connection.execute(
-                self._where(update(idempotency_keys), claim.scope, claim.key)
-                .where(idempotency_keys.c.fingerprint == claim.fingerprint, idempotency_keys.c.state == IN_FLIGHT)
-                .values(state=DONE, status_code=status_code, response_headers=json.dumps(headers), response_body=body)
-            )
-
-    def release(self, claim: Claim) -> None:
-        """Forget an unfinished claim (the request failed unexpectedly): a retry may run again."""
-        with self.engine.begin() as connection:
-            connection.execute(
-                self._where(delete(idempotency_keys), claim.scope, claim.key)
-                .where(idempotency_keys.c.fingerprint == claim.fingerprint, idempotency_keys.c.state == IN_FLIGHT)
-            )
+            return None
+        if row.fingerprint != fingerprint:
+            raise IdempotencyKeyReused
+        return StoredResponse(row.status_code, json.loads(row.response_headers or "{}"), row.response_body)
 
     def purge_expired(self, limit: int = PURGE_BATCH) -> int:
         expired = (
@@ -157,40 +187,59 @@ class IdempotencyStore:
             )
             return result.rowcount or 0
 
-    # --- plumbing ---------------------------------------------------------------
 
-    def _maybe_purge(self) -> None:
-        self._claims += 1
-        if self._claims % PURGE_EVERY_CLAIMS == 1:
-            self.purge_expired()
+# --- writing receipts inside the recorders' transactions -----------------------------------
 
-    def _row_values(self, fingerprint: str, now: datetime) -> dict[str, Any]:
-        return {
-            "fingerprint": fingerprint, "state": IN_FLIGHT, "status_code": None, "response_headers": None,
-            "response_body": None, "locked_at": now, "created_at": now, "expires_at": now + self.ttl,
-        }
+_COLUMNS = ("scope", "key", "fingerprint", "state", "status_code", "response_headers", "response_body",
+            "locked_at", "created_at", "expires_at")
+# A row may be replaced only once it has expired, or if an older version left it
+# in flight and its lease has passed; otherwise the key is taken.
+_TAKE_OVER = (
+    "ON CONFLICT (scope, key) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[2:])
+    + " WHERE idempotency_keys.expires_at <= excluded.created_at"
+    " OR (idempotency_keys.state = 'in_flight' AND idempotency_keys.locked_at <= {lease_cutoff})"
+)
+POSTGRES_INSERT = (
+    f"INSERT INTO idempotency_keys ({', '.join(_COLUMNS)}) "
+    "SELECT * FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], %s::int[], %s::text[], "
+    "%s::bytea[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[]) "
+    + _TAKE_OVER.format(lease_cutoff="excluded.locked_at - %s::interval") + " RETURNING scope, key"
+)
+SQLITE_INSERT = (
+    f"INSERT INTO idempotency_keys ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
+    + _TAKE_OVER.format(lease_cutoff="?")
+)
 
-    def _insert(self, connection: Connection, scope: str, key: str, fingerprint: str, now: datetime) -> bool:
-        insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
-        inserted = connection.execute(
-            insert(idempotency_keys)
-            .values(scope=scope, key=key, **self._row_values(fingerprint, now))
-            .on_conflict_do_nothing()
-            .returning(idempotency_keys.c.key)
-        ).first()
-        return inserted is not None
 
-    def _locked_row(self, connection: Connection, scope: str, key: str) -> Any:
-        query = self._where(select(idempotency_keys), scope, key)
-        if connection.dialect.name == "postgresql":
-            query = query.with_for_update()
-        return connection.execute(query).first()
+def _row(receipt: IdempotencyReceipt) -> tuple[Any, ...]:
+    stored = receipt.stored
+    assert stored is not None, "a receipt is rendered before it is written"
+    return (receipt.scope, receipt.key, receipt.fingerprint, DONE, stored.status_code, json.dumps(stored.headers),
+            stored.body, receipt.created_at, receipt.created_at, receipt.expires_at)
 
-    def _restart(self, connection: Connection, scope: str, key: str, fingerprint: str, now: datetime) -> None:
-        connection.execute(
-            self._where(update(idempotency_keys), scope, key).values(**self._row_values(fingerprint, now))
-        )
 
-    @staticmethod
-    def _where(statement: Any, scope: str, key: str) -> Any:
-        return statement.where(idempotency_keys.c.scope == scope, idempotency_keys.c.key == key)
+def insert_receipts_postgres(cursor: Any, receipts: Sequence[IdempotencyReceipt]) -> list[IdempotencyReceipt]:
+    """Insert the receipts' rows with a psycopg cursor; the receipts whose key was taken."""
+    rows = [_row(receipt) for receipt in receipts]
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    lease = receipts[0].created_at - receipts[0].lease_cutoff
+    cursor.execute(POSTGRES_INSERT, (*columns, lease))
+    inserted = {(row["scope"], row["key"]) for row in cursor.fetchall()}  # the recorder's rows are dicts
+    return [r for r in receipts if (r.scope, r.key) not in inserted]
+
+
+def _sqlite_time(value: datetime) -> str:
+    # As SQLAlchemy stores DateTime on SQLite (naive UTC text), so that its reads agree.
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def insert_receipts_sqlite(cursor: Any, receipts: Sequence[IdempotencyReceipt]) -> list[IdempotencyReceipt]:
+    """Insert the receipts' rows with a sqlite3 cursor; the receipts whose key was taken."""
+    taken = []
+    for receipt in receipts:
+        row = [_sqlite_time(v) if isinstance(v, datetime) else v for v in _row(receipt)]
+        cursor.execute(SQLITE_INSERT, (*row, _sqlite_time(receipt.lease_cutoff)))
+        if cursor.rowcount != 1:
+            taken.append(receipt)
+    return taken

@@ -45,7 +45,11 @@ POOL_TIMEOUT = "POSTGRES_POOL_TIMEOUT"  # seconds a caller waits for a pooled co
 
 def _bounded(recorder_class: type, name: str) -> Any:
     unbounded = getattr(recorder_class, name)
-    undecorated = getattr(unbounded, "__wrapped__", unbounded)
+    return bounded_attempts(getattr(unbounded, "__wrapped__", unbounded))
+
+
+def bounded_attempts(undecorated: Any) -> Any:
+    """A recorder method tried at most ``ATTEMPTS_MAX`` times, and not at all while the database is known down."""
 
     @wraps(undecorated)
     def attempts(self: Any, *args: Any, **kwargs: Any) -> Any:

@@ -65,7 +65,8 @@ class Settings(BaseSettings):
         24, ge=24, le=24 * 90, description="How long an Idempotency-Key and its response are kept"
     )
     idempotency_lease_seconds: int = Field(
-        60, ge=5, le=3600, description="After this long an unfinished request's Idempotency-Key may be taken over"
+        60, ge=5, le=3600, description="After this long a key left in flight by a version before atomic "
+        "idempotency records may be taken over (keys are now written with their command's events)"
     )
     read_wait_seconds: float = Field(
         5.0, ge=0, le=60, description="Longest a query waits for read models to reach ?min_position"

@@ -3,12 +3,13 @@ read-your-writes waits, ETags and responses."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import re
-from collections.abc import Callable
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -17,16 +18,24 @@ from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from application.access import Principal
+from application.group_commit import ReceiptTaken, carrying
 from domain.api_key import READ, WRITE, ApiKey
 from domain.errors import ApiKeyRevoked, InvalidApiKey, LedgerError
 from infrastructure.bootstrap import ApiServices, Runtime
-from infrastructure.idempotency import IdempotencyKeyInFlight, IdempotencyKeyReused, StoredResponse
+from infrastructure.idempotency import (
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    IdempotencyReceipt,
+    StoredResponse,
+)
 from infrastructure.rate_limit import InProcessTokenBucket, Unlimited, retry_after_header
 from infrastructure.telemetry import instruments
-from interfaces.http.handlers import response_for
+from interfaces.http.handlers import log_rejection, response_for
 from interfaces.http.key_reads import SharedReads
 from interfaces.http.metrics import enter_tenant, has_tenant_name
 from interfaces.http.problems import ApiProblem
+
+T = TypeVar("T")
 
 POSITION_HEADER = "Invario-Position"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -183,46 +192,114 @@ def respond(body: BaseModel, status: int = 200, *, version: int | None = None,
     return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
 
 
-def run_command(request: Request, scope: str, key: str | None, request_body: BaseModel | None,
-                produce: Callable[[], Response]) -> Response:
-    """Run a command once per Idempotency-Key; business rejections are answered (and stored) too."""
+async def committed(request: Request, use_case: Callable[[], T]) -> T:
+    """Run a ledger use case, awaiting its commit without holding a thread.
+
+    A worker thread runs the use case up to its write (its checks may read the
+    store) and queues the write for the group-commit writer (``Ledger.deferred``);
+    the commit is then awaited here, on the event loop (the writer thread resolves
+    the future; asyncio hands it over with ``call_soon_threadsafe``)."""
+    ledger = runtime_of(request).ledger
+    future = await run_in_threadpool(ledger.deferred, use_case)
+    return await asyncio.wrap_future(future)
+
+
+async def run_command(request: Request, scope: str, key: str | None, request_body: BaseModel | None,
+                      execute: Callable[[], Awaitable[T]], render: Callable[[T], Response]) -> Response:
+    """Run a command (``execute``, answered by ``render``) once per Idempotency-Key.
+
+    The response of a keyed command is stored by the same transaction as its outcome
+    (``infrastructure.idempotency``): the ledger renders it inside its commit. Business
+    rejections are answered and stored too; an unexpected failure stores nothing.
+    ``render`` must not block: it also runs on the event loop."""
     if key is None:
-        return _produce(request, produce)
+        try:
+            return render(await execute())
+        except (LedgerError, ApiProblem) as exc:
+            return _rejection(request, exc)
     if not _IDEMPOTENCY_KEY.match(key):
         raise ApiProblem(400, "invalid_idempotency_key", "Idempotency-Key is 1-255 visible ASCII characters")
     store = services_of(request).idempotency
+    fingerprint = _fingerprint(request, request_body)
     try:
-        claim = store.claim(scope, key, _fingerprint(request, request_body))
-    except IdempotencyKeyInFlight:
-        raise ApiProblem(409, "idempotency_key_in_flight",
-                         "a request with this Idempotency-Key is still being processed; retry shortly",
-                         headers={"Retry-After": "1"}) from None
-    except IdempotencyKeyReused:
-        raise ApiProblem(422, "idempotency_key_reused",
-                         "this Idempotency-Key was already used for a different request") from None
-    if claim.stored is not None:
-        instruments().idempotent_replays.add(1, {"source": "idempotency_key"})
-        return _replay(claim.stored)
+        receipt = store.begin(scope, key, fingerprint, lambda outcome: _stored(request, render, outcome))
+    except (IdempotencyKeyInFlight, IdempotencyKeyReused) as exc:
+        raise _key_problem(exc) from None
     try:
-        response = _produce(request, produce)
-    except BaseException:
-        store.release(claim)
-        raise
-    if response.status_code >= 500:
-        store.release(claim)
+        return await _run_keyed(request, receipt, execute, render)
+    finally:
+        store.end(receipt)
+        if store.purge_due():
+            await run_in_threadpool(store.purge_expired)
+
+
+async def _run_keyed(request: Request, receipt: IdempotencyReceipt, execute: Callable[[], Awaitable[T]],
+                     render: Callable[[T], Response]) -> Response:
+    outcome: Any
+    try:
+        with carrying(receipt):
+            outcome = await execute()
+    except ReceiptTaken:  # an earlier request recorded this key: nothing of this one was saved
+        return await run_in_threadpool(_recorded, request, receipt)
+    except (LedgerError, ApiProblem) as exc:
+        if receipt.written:  # rendered (quietly) with the commit
+            log_rejection(exc)
+            return receipt.value  # type: ignore[no-any-return]
+        outcome, response = exc, _rejection(request, exc)
     else:
-        headers = {k: v for k, v in response.headers.items() if k.lower() in _STORED_HEADERS}
-        store.complete(claim, response.status_code, headers, bytes(response.body))
+        if receipt.written:
+            return receipt.value  # type: ignore[no-any-return]
+        response = render(outcome)
+    if response.status_code >= 500:
+        return response
+    # Nothing was saved (rejected before the ledger, or a replay): record the answer alone.
+    receipt.keep(*_stored_parts(response))
+    try:
+        await run_in_threadpool(runtime_of(request).ledger.record_receipt, receipt, outcome)
+    except ReceiptTaken:
+        return await run_in_threadpool(_recorded, request, receipt)
     return response
 
 
-def _produce(request: Request, produce: Callable[[], Response]) -> Response:
+def _rejection(request: Request, exc: Exception) -> Response:
+    response = response_for(request, exc)
+    assert response is not None
+    return response
+
+
+def _stored(request: Request, render: Callable[[Any], Response], outcome: Any) -> tuple[StoredResponse, Response]:
+    """Called by the ledger inside the commit's transaction (in its writer thread)."""
+    if isinstance(outcome, BaseException):
+        response = response_for(request, outcome, quiet=True)
+        assert response is not None, "only expected rejections are stored"
+    else:
+        response = render(outcome)
+    return _stored_parts(response)
+
+
+def _stored_parts(response: Response) -> tuple[StoredResponse, Response]:
+    headers = {k: v for k, v in response.headers.items() if k.lower() in _STORED_HEADERS}
+    return StoredResponse(response.status_code, headers, bytes(response.body)), response
+
+
+def _recorded(request: Request, receipt: IdempotencyReceipt) -> Response:
+    """The answer to a request whose key was already recorded: the stored response."""
     try:
-        return produce()
-    except (LedgerError, ApiProblem) as exc:
-        response = response_for(request, exc)
-        assert response is not None
-        return response
+        stored = services_of(request).idempotency.lookup(receipt.scope, receipt.key, receipt.fingerprint)
+    except (IdempotencyKeyInFlight, IdempotencyKeyReused) as exc:
+        raise _key_problem(exc) from None
+    if stored is None:  # expired and taken again meanwhile: rare, and retrying resolves it
+        raise _key_problem(IdempotencyKeyInFlight())
+    instruments().idempotent_replays.add(1, {"source": "idempotency_key"})
+    return _replay(stored)
+
+
+def _key_problem(exc: Exception) -> ApiProblem:
+    if isinstance(exc, IdempotencyKeyReused):
+        return ApiProblem(422, "idempotency_key_reused", "this Idempotency-Key was already used for a different request")
+    return ApiProblem(409, "idempotency_key_in_flight",
+                      "a request with this Idempotency-Key is still being processed; retry shortly",
+                      headers={"Retry-After": "1"})
 
 
 def _fingerprint(request: Request, body: BaseModel | None) -> str:

@@ -59,13 +59,15 @@ def _problem(request: Request, exc: ApiProblem) -> JSONResponse:
     )
 
 
-def response_for(request: Request, exc: Exception) -> JSONResponse | None:
-    """The problem response of an expected exception; ``None`` for anything unexpected."""
+def response_for(request: Request, exc: Exception, *, quiet: bool = False) -> JSONResponse | None:
+    """The problem response of an expected exception; ``None`` for anything unexpected.
+    ``quiet``: the rejection is logged by ``log_rejection`` elsewhere (in the request's thread)."""
     if isinstance(exc, ApiProblem):
         return _problem(request, exc)
     if isinstance(exc, LedgerError):
         status, code, detail, details, headers = ledger_error_parts(exc)
-        log.info("rejected %s: %s", code, detail)
+        if not quiet:
+            log.info("rejected %s: %s", code, detail)
         return _problem(request, ApiProblem(status, code, detail, headers, details))
     if isinstance(exc, RequestValidationError):
         return _problem(request, validation_problem(exc))
@@ -76,6 +78,12 @@ def response_for(request: Request, exc: Exception) -> JSONResponse | None:
         extensions = {"limit": limit} if limit is not None else {}
         return _problem(request, ApiProblem(exc.status_code, code, detail, dict(exc.headers or {}), extensions))
     return None
+
+
+def log_rejection(exc: Exception) -> None:
+    if isinstance(exc, LedgerError):
+        _status, code, detail, _details, _headers = ledger_error_parts(exc)
+        log.info("rejected %s: %s", code, detail)
 
 
 def database_failure_response(scope: Scope, exc: BaseException) -> JSONResponse | None:

@@ -10,6 +10,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from application.ledger import Recorded
 from domain.errors import AccountNotFound
 from domain.money import parse_amount_minor
 from interfaces.http.deps import (
@@ -21,6 +22,7 @@ from interfaces.http.deps import (
     Reader,
     Writer,
     await_position,
+    committed,
     expected_version,
     respond,
     run_command,
@@ -41,18 +43,20 @@ router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
 
 
 @router.post("", status_code=201, response_model=AccountOut, responses=CREATE_ERRORS, summary="Open an account")
-def open_account(request: Request, body: OpenAccount, principal: Writer,
-                 idempotency_key: IdempotencyKey = None) -> Response:
-    def produce() -> Response:
+async def open_account(request: Request, body: OpenAccount, principal: Writer,
+                       idempotency_key: IdempotencyKey = None) -> Response:
+    async def execute() -> Recorded:
         floor = parse_amount_minor(body.balance_floor, body.currency) if body.balance_floor is not None else None
-        recorded = runtime_of(request).ledger.open_account(
+        return await committed(request, lambda: runtime_of(request).ledger.open_account(
             principal.tenant_id, body.code, body.name, body.currency, body.type, floor, body.metadata
-        )
+        ))
+
+    def render(recorded: Recorded) -> Response:
         account = recorded.aggregate
         return respond(account_from_aggregate(account, recorded.position or 0), 201, version=account.version,
                        location=f"/v1/accounts/{account.id}")
 
-    return run_command(request, str(principal.tenant_id), idempotency_key, body, produce)
+    return await run_command(request, str(principal.tenant_id), idempotency_key, body, execute, render)
 
 
 @router.get("", response_model=AccountPage, responses=LIST_ERRORS, summary="List accounts (by code)")
@@ -130,17 +134,19 @@ def list_holds(  # noqa: PLR0913
 def _lifecycle(name: str, summary: str) -> None:
     @router.post(f"/{{account_id}}/{name}", response_model=AccountOut, responses=COMMAND_ERRORS, summary=summary,
                  name=f"{name}_account")
-    def change(request: Request, account_id: UUID, principal: Writer, if_match: IfMatch = None,
-               idempotency_key: IdempotencyKey = None) -> Response:
-        def produce() -> Response:
+    async def change(request: Request, account_id: UUID, principal: Writer, if_match: IfMatch = None,
+                     idempotency_key: IdempotencyKey = None) -> Response:
+        async def execute() -> Recorded:
             ledger = runtime_of(request).ledger
-            use_case: Callable[..., object] = getattr(ledger, f"{name}_account")
-            recorded = use_case(principal.tenant_id, account_id, expected_version=expected_version(if_match))
-            account = recorded.aggregate  # type: ignore[attr-defined]
-            position = recorded.position or 0  # type: ignore[attr-defined]
-            return respond(account_from_aggregate(account, position), version=account.version)
+            use_case: Callable[..., Recorded] = getattr(ledger, f"{name}_account")
+            return await committed(request, lambda: use_case(
+                principal.tenant_id, account_id, expected_version=expected_version(if_match)))
 
-        return run_command(request, str(principal.tenant_id), idempotency_key, None, produce)
+        def render(recorded: Recorded) -> Response:
+            account = recorded.aggregate
+            return respond(account_from_aggregate(account, recorded.position or 0), version=account.version)
+
+        return await run_command(request, str(principal.tenant_id), idempotency_key, None, execute, render)
 
 
 _lifecycle("freeze", "Freeze an account: no postings until unfrozen")

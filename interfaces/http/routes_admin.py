@@ -8,6 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from application.ledger import Recorded
 from domain.errors import TenantNotFound
 from interfaces.http.deps import (
     ADMIN_SCOPE,
@@ -18,6 +19,7 @@ from interfaces.http.deps import (
     Limit,
     MinPosition,
     await_position,
+    committed,
     expected_version,
     respond,
     run_command,
@@ -33,14 +35,15 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Admin])
 
 @router.post("/tenants", status_code=201, response_model=TenantOut,
              responses=errors(400, 401, 403, 409, 413, 422), summary="Create a tenant")
-def create_tenant(request: Request, body: CreateTenant, idempotency_key: IdempotencyKey = None) -> Response:
-    def produce() -> Response:
-        recorded = runtime_of(request).ledger.create_tenant(body.name)
+async def create_tenant(request: Request, body: CreateTenant, idempotency_key: IdempotencyKey = None) -> Response:
+    def render(recorded: Recorded) -> Response:
         tenant = recorded.aggregate
         return respond(tenant_from_aggregate(tenant, recorded.position or 0), 201, version=tenant.version,
                        location=f"/admin/tenants/{tenant.id}")
 
-    return run_command(request, ADMIN_SCOPE, idempotency_key, body, produce)
+    return await run_command(request, ADMIN_SCOPE, idempotency_key, body,
+                             lambda: committed(request, lambda: runtime_of(request).ledger.create_tenant(body.name)),
+                             render)
 
 
 @router.get("/tenants/{tenant_id}", response_model=TenantOut, responses=QUERY_ERRORS, summary="Read a tenant")
@@ -68,25 +71,28 @@ def list_tenants(
 
 @router.post("/tenants/{tenant_id}/suspend", response_model=TenantOut, responses=COMMAND_ERRORS,
              summary="Suspend a tenant: it can still read, its writes get 403 tenant_suspended")
-def suspend_tenant(request: Request, tenant_id: UUID, body: SuspendTenant | None = None, if_match: IfMatch = None,
-                   idempotency_key: IdempotencyKey = None) -> Response:
-    def produce() -> Response:
-        recorded = runtime_of(request).ledger.suspend_tenant(
+async def suspend_tenant(request: Request, tenant_id: UUID, body: SuspendTenant | None = None,
+                         if_match: IfMatch = None, idempotency_key: IdempotencyKey = None) -> Response:
+    def use_case() -> Recorded:
+        return runtime_of(request).ledger.suspend_tenant(
             tenant_id, body.reason if body else "", expected_version=expected_version(if_match)
         )
-        return respond(tenant_from_aggregate(recorded.aggregate, recorded.position or 0),
-                       version=recorded.aggregate.version)
 
-    return run_command(request, ADMIN_SCOPE, idempotency_key, body, produce)
+    return await run_command(request, ADMIN_SCOPE, idempotency_key, body, lambda: committed(request, use_case),
+                             _tenant_response)
 
 
 @router.post("/tenants/{tenant_id}/resume", response_model=TenantOut, responses=COMMAND_ERRORS,
              summary="Resume a suspended tenant")
-def resume_tenant(request: Request, tenant_id: UUID, if_match: IfMatch = None,
-                  idempotency_key: IdempotencyKey = None) -> Response:
-    def produce() -> Response:
-        recorded = runtime_of(request).ledger.resume_tenant(tenant_id, expected_version=expected_version(if_match))
-        return respond(tenant_from_aggregate(recorded.aggregate, recorded.position or 0),
-                       version=recorded.aggregate.version)
+async def resume_tenant(request: Request, tenant_id: UUID, if_match: IfMatch = None,
+                        idempotency_key: IdempotencyKey = None) -> Response:
+    def use_case() -> Recorded:
+        return runtime_of(request).ledger.resume_tenant(tenant_id, expected_version=expected_version(if_match))
 
-    return run_command(request, ADMIN_SCOPE, idempotency_key, None, produce)
+    return await run_command(request, ADMIN_SCOPE, idempotency_key, None, lambda: committed(request, use_case),
+                             _tenant_response)
+
+
+def _tenant_response(recorded: Recorded) -> Response:
+    return respond(tenant_from_aggregate(recorded.aggregate, recorded.position or 0),
+                   version=recorded.aggregate.version)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from application.ledger import PostingInstruction
+from application.ledger import PostingInstruction, Recorded
 from application.recurring import RecurringTransactions
 from domain.errors import RecurringTransactionNotFound
 from domain.metadata import METADATA_KEYS_MAX
@@ -22,7 +22,8 @@ from domain.money import format_amount
 from domain.recurring import FREQUENCIES, WEEKDAYS, RecurringTransaction, Schedule
 from domain.transaction import DESCRIPTION_LENGTH_MAX, POSTINGS_MAX, POSTINGS_MIN
 from interfaces.http.deps import (
-    Cursor, IdempotencyKey, Limit, MinPosition, Reader, Writer, await_position, respond, run_command, runtime_of,
+    Cursor, IdempotencyKey, Limit, MinPosition, Reader, Writer, await_position, committed, respond, run_command,
+    runtime_of,
 )
 from interfaces.http.docs import CREATE_ERRORS, LIST_ERRORS, QUERY_ERRORS
 from interfaces.http.queries import read_models, reading_page
@@ -110,18 +111,21 @@ def _read_model(request: Request) -> RecurringReadModel:
 
 @router.post("", status_code=201, response_model=RecurringTransactionOut, responses=CREATE_ERRORS,
              summary="Create a recurring transaction: a schedule and a template the worker posts on each run")
-def create_recurring(request: Request, body: CreateRecurringTransaction, principal: Writer,
-                     idempotency_key: IdempotencyKey = None) -> Response:
-    def produce() -> Response:
+async def create_recurring(request: Request, body: CreateRecurringTransaction, principal: Writer,
+                           idempotency_key: IdempotencyKey = None) -> Response:
+    def use_case() -> Recorded:
         schedule = Schedule(body.frequency, body.weekday, body.day_of_month)
         postings = [PostingInstruction(p.account_id, p.amount, p.currency) for p in body.postings]
-        recorded = _service(request).create(principal.tenant_id, schedule, body.start_date, postings,
-                                            body.description, body.metadata, body.end_date)
+        return _service(request).create(principal.tenant_id, schedule, body.start_date, postings,
+                                        body.description, body.metadata, body.end_date)
+
+    def render(recorded: Recorded) -> Response:
         recurring = recorded.aggregate
         return respond(_from_aggregate(recurring, recorded.position or 0), 201, version=recurring.version,
                        location=f"/v1/recurring-transactions/{recurring.id}")
 
-    return run_command(request, str(principal.tenant_id), idempotency_key, body, produce)
+    return await run_command(request, str(principal.tenant_id), idempotency_key, body,
+                             lambda: committed(request, use_case), render)
 
 
 @router.get("", response_model=RecurringTransactionPage, responses=LIST_ERRORS,
@@ -148,11 +152,12 @@ def get_recurring(request: Request, recurring_id: UUID, principal: Reader,
 
 @router.delete("/{recurring_id}", response_model=RecurringTransactionOut, responses=CREATE_ERRORS,
                summary="Cancel a recurring transaction: no further runs are posted")
-def cancel_recurring(request: Request, recurring_id: UUID, principal: Writer,
+async def cancel_recurring(request: Request, recurring_id: UUID, principal: Writer,
                      idempotency_key: IdempotencyKey = None) -> Response:
-    def produce() -> Response:
-        recorded = _service(request).cancel(principal.tenant_id, recurring_id)
+    def render(recorded: Recorded) -> Response:
         recurring = recorded.aggregate
         return respond(_from_aggregate(recurring, recorded.position or 0), version=recurring.version)
 
-    return run_command(request, str(principal.tenant_id), idempotency_key, None, produce)
+    return await run_command(request, str(principal.tenant_id), idempotency_key, None,
+                             lambda: committed(request, lambda: _service(request).cancel(principal.tenant_id,
+                                                                                         recurring_id)), render)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
-from application.ledger import PostingInstruction
+from application.ledger import PostingInstruction, Recorded
 from domain.errors import InvalidTransaction, TransactionNotFound
 from infrastructure.hold_metrics import CREATED, POSTED, VOIDED, count_hold
 from interfaces.http.deps import (
@@ -21,6 +23,7 @@ from interfaces.http.deps import (
     Reader,
     Writer,
     await_position,
+    committed,
     expected_version,
     respond,
     run_command,
@@ -44,32 +47,43 @@ router = APIRouter(prefix="/v1/transactions", tags=["transactions"])
     responses={**CREATE_ERRORS, 200: {"model": TransactionOut,
                                       "description": "Already recorded with this external_id and the same content"}},
 )
-def post_transaction(request: Request, body: PostTransaction, principal: Writer,
-                     idempotency_key: IdempotencyKey = None) -> Response:
-    def produce() -> Response:
-        ledger = runtime_of(request).ledger
+async def post_transaction(request: Request, body: PostTransaction, principal: Writer,
+                           idempotency_key: IdempotencyKey = None) -> Response:
+    ledger = runtime_of(request).ledger
+
+    def use_case() -> Recorded:
         postings = [PostingInstruction(p.account_id, p.amount, p.currency) for p in body.postings]
+        if body.status == "pending":
+            return ledger.place_hold(principal.tenant_id, body.external_id, body.effective_date, postings,
+                                     body.description, body.metadata, body.expires_at)
+        return ledger.post_transaction(principal.tenant_id, body.external_id, body.effective_date, postings,
+                                       body.description, body.metadata)
+
+    async def execute() -> Recorded:
         pending = body.status == "pending"
         if body.expires_at is not None and not pending:
             raise InvalidTransaction("expires_at is only for pending transactions (holds)", field="expires_at")
         with ledger_command("place_hold" if pending else "post_transaction") as outcome:
-            if pending:
-                recorded = ledger.place_hold(principal.tenant_id, body.external_id, body.effective_date, postings,
-                                             body.description, body.metadata, body.expires_at)
-            else:
-                recorded = ledger.post_transaction(principal.tenant_id, body.external_id, body.effective_date,
-                                                   postings, body.description, body.metadata)
+            recorded = await committed(request, use_case)
             outcome.transaction_id, outcome.replayed = recorded.aggregate.id, recorded.replayed
             outcome.position = recorded.position
         if pending and not recorded.replayed:
             count_hold(CREATED)
+        if recorded.replayed:  # read here, in a thread, so that render() does not block the loop
+            recorded = replace(recorded, position=await run_in_threadpool(ledger.recorder.max_notification_id))
+        return recorded
+
+    def render(recorded: Recorded) -> Response:
         transaction = recorded.aggregate
-        # A replay wrote nothing; the current head of the log covers the original write.
-        position = recorded.position if not recorded.replayed else ledger.recorder.max_notification_id()
+        # A replay wrote nothing; the current head of the log covers the original write
+        # (read by execute(), or here in the writer thread when the response is stored).
+        position = recorded.position
+        if recorded.replayed and position is None:
+            position = ledger.recorder.max_notification_id()
         return respond(transaction_from_aggregate(transaction, position or 0), 200 if recorded.replayed else 201,
                        version=transaction.version, location=f"/v1/transactions/{transaction.id}")
 
-    return run_command(request, str(principal.tenant_id), idempotency_key, body, produce)
+    return await run_command(request, str(principal.tenant_id), idempotency_key, body, execute, render)
 
 
 @router.get("", response_model=TransactionPage, responses=LIST_ERRORS, summary="List transactions")
@@ -104,53 +118,60 @@ def get_transaction(request: Request, transaction_id: UUID, principal: Reader,
 
 @router.post("/{transaction_id}/reverse", status_code=201, response_model=TransactionOut, responses=CREATE_ERRORS,
              summary="Reverse a transaction: post its opposite, linked both ways")
-def reverse_transaction(request: Request, transaction_id: UUID, principal: Writer,
-                        body: ReverseTransaction | None = None, if_match: IfMatch = None,
-                        idempotency_key: IdempotencyKey = None) -> Response:
-    def produce() -> Response:
+async def reverse_transaction(request: Request, transaction_id: UUID, principal: Writer,
+                              body: ReverseTransaction | None = None, if_match: IfMatch = None,
+                              idempotency_key: IdempotencyKey = None) -> Response:
+    async def execute() -> Recorded:
         with ledger_command("reverse_transaction", reversed_transaction_id=str(transaction_id)) as outcome:
-            recorded = runtime_of(request).ledger.reverse_transaction(
+            recorded = await committed(request, lambda: runtime_of(request).ledger.reverse_transaction(
                 principal.tenant_id, transaction_id, body.effective_date if body else None,
                 body.description if body else "", expected_version=expected_version(if_match),
-            )
+            ))
             outcome.transaction_id, outcome.position = recorded.aggregate.id, recorded.position
+        return recorded
+
+    def render(recorded: Recorded) -> Response:
         reversal = recorded.aggregate
         return respond(transaction_from_aggregate(reversal, recorded.position or 0), 201, version=reversal.version,
                        location=f"/v1/transactions/{reversal.id}")
 
-    return run_command(request, str(principal.tenant_id), idempotency_key, body, produce)
+    return await run_command(request, str(principal.tenant_id), idempotency_key, body, execute, render)
 
 
 @router.post("/{transaction_id}/post", response_model=TransactionOut, responses=CREATE_ERRORS,
              summary="Post (capture) a pending transaction, in full or in part; the rest is released")
-def post_hold(request: Request, transaction_id: UUID, principal: Writer, body: PostHold | None = None,
-              idempotency_key: IdempotencyKey = None) -> Response:
-    def produce() -> Response:
+async def post_hold(request: Request, transaction_id: UUID, principal: Writer, body: PostHold | None = None,
+                    idempotency_key: IdempotencyKey = None) -> Response:
+    async def execute() -> Recorded:
         postings = None
         if body is not None and body.postings is not None:
             postings = [PostingInstruction(p.account_id, p.amount, p.currency) for p in body.postings]
         with ledger_command("post_hold", hold_id=str(transaction_id)) as outcome:
-            recorded = runtime_of(request).ledger.post_hold(
+            recorded = await committed(request, lambda: runtime_of(request).ledger.post_hold(
                 principal.tenant_id, transaction_id, postings, body.effective_date if body else None
-            )
+            ))
             outcome.transaction_id, outcome.position = recorded.aggregate.id, recorded.position
         count_hold(POSTED)
-        hold = recorded.aggregate
-        return respond(transaction_from_aggregate(hold, recorded.position or 0), version=hold.version)
+        return recorded
 
-    return run_command(request, str(principal.tenant_id), idempotency_key, body, produce)
+    return await run_command(request, str(principal.tenant_id), idempotency_key, body, execute, _hold_response)
+
+
+def _hold_response(recorded: Recorded) -> Response:
+    hold = recorded.aggregate
+    return respond(transaction_from_aggregate(hold, recorded.position or 0), version=hold.version)
 
 
 @router.post("/{transaction_id}/void", response_model=TransactionOut, responses=CREATE_ERRORS,
              summary="Void a pending transaction: release everything it reserved")
-def void_hold(request: Request, transaction_id: UUID, principal: Writer,
-              idempotency_key: IdempotencyKey = None) -> Response:
-    def produce() -> Response:
+async def void_hold(request: Request, transaction_id: UUID, principal: Writer,
+                    idempotency_key: IdempotencyKey = None) -> Response:
+    async def execute() -> Recorded:
         with ledger_command("void_hold", hold_id=str(transaction_id)) as outcome:
-            recorded = runtime_of(request).ledger.void_hold(principal.tenant_id, transaction_id)
+            recorded = await committed(request, lambda: runtime_of(request).ledger.void_hold(
+                principal.tenant_id, transaction_id))
             outcome.transaction_id, outcome.position = recorded.aggregate.id, recorded.position
         count_hold(VOIDED)
-        hold = recorded.aggregate
-        return respond(transaction_from_aggregate(hold, recorded.position or 0), version=hold.version)
+        return recorded
 
-    return run_command(request, str(principal.tenant_id), idempotency_key, None, produce)
+    return await run_command(request, str(principal.tenant_id), idempotency_key, None, execute, _hold_response)

@@ -6,7 +6,9 @@ docs/performance.md recommends for production, against a throwaway PostgreSQL
 database (``INVARIO_BENCH_SERVE_OPTIONS`` adds options, e.g. ``--workers 2``); N concurrent
 keep-alive clients post two-posting transfers as
 fast as they are answered, first between random pairs of 10,000 accounts, then
-always through one hot account. Each run is warmed up, then measured for a
+always through one hot account, every request with its own ``Idempotency-Key``
+as payment clients send (one more row, at 64 clients, sends none). Each run is
+warmed up, then measured for a
 fixed time: throughput counts the 2xx completed in the window; p50/p95/p99
 are their latencies (with wrk: of every response, which is the same when no
 row notes failures). The tenant, its key and the accounts are written through
@@ -97,6 +99,14 @@ class Window:
     client_cpu: float = 0.0
 
 
+def runs(shape: dict[str, Any]) -> list[tuple[str, int, bool]]:
+    """(scenario, clients, with an Idempotency-Key) of every measured run, in order."""
+    keyed = [(scenario, clients, True) for scenario in ("random accounts", "hot account")
+             for clients in shape["clients"]]
+    unkeyed_clients = P99_TARGET_CLIENTS if P99_TARGET_CLIENTS in shape["clients"] else shape["clients"][-1]
+    return [*keyed, ("random accounts", unkeyed_clients, False)]
+
+
 def run(smoke: bool) -> list[Measurement]:
     shape = SMOKE if smoke else FULL
     tool = load_tool()
@@ -108,13 +118,12 @@ def run(smoke: bool) -> list[Measurement]:
         options = ("--no-followers", *os.environ.get(SERVE_OPTIONS_VARIABLE, "").split())
         with (_server(found[1], *options) as (base_url, pid), _worker(found[1]),
               tempfile.TemporaryDirectory(prefix="invario-bench-") as scratch):
-            for scenario in ("random accounts", "hot account"):
-                for clients in shape["clients"]:
-                    if tool == "wrk":
-                        window = _wrk_load(base_url, book, scenario, clients, shape, pid, Path(scratch))
-                    else:
-                        window = asyncio.run(_httpx_load(base_url, book, scenario, clients, shape, pid))
-                    results += _figures(scenario, clients, len(book.accounts), window, tool)
+            for scenario, clients, keyed in runs(shape):
+                if tool == "wrk":
+                    window = _wrk_load(base_url, book, scenario, clients, shape, pid, Path(scratch), keyed)
+                else:
+                    window = asyncio.run(_httpx_load(base_url, book, scenario, clients, shape, pid, keyed))
+                results += _figures(scenario, clients, len(book.accounts), window, tool, keyed)
         return results
 
 
@@ -210,16 +219,16 @@ def _free_port() -> int:
 # --- load: wrk ---------------------------------------------------------------------------------
 
 
-def _wrk_load(base_url: str, book: Book, scenario: str, clients: int, shape: dict[str, Any], pid: int,
-              scratch: Path) -> Window:
+def _wrk_load(base_url: str, book: Book, scenario: str, clients: int, shape: dict[str, Any], pid: int,  # noqa: PLR0913
+              scratch: Path, keyed: bool) -> Window:
     """A warm-up run of wrk, then the measured one; wrk reports its own percentiles (all responses)."""
     accounts = scratch / "accounts.txt"
     if not accounts.exists():
         accounts.write_text("\n".join(book.accounts) + "\n")
     hot = book.hot if scenario == "hot account" else "-"
-    _wrk(base_url, book, clients, max(1, round(shape["warmup"])), accounts, hot)
+    _wrk(base_url, book, clients, max(1, round(shape["warmup"])), accounts, hot, keyed)
     server_before, children_before = process_cpu_seconds(pid), _children_cpu()
-    report = _wrk(base_url, book, clients, round(shape["seconds"]), accounts, hot)
+    report = _wrk(base_url, book, clients, round(shape["seconds"]), accounts, hot, keyed)
     server_after = process_cpu_seconds(pid)
     seconds = report["duration_us"] / 1e6
     window = Window(seconds, report["requests"] - report["non_2xx"], report["p50_us"] / 1e6,
@@ -234,10 +243,12 @@ def _wrk_load(base_url: str, book: Book, scenario: str, clients: int, shape: dic
     return window
 
 
-def _wrk(base_url: str, book: Book, clients: int, seconds: int, accounts: Path, hot: str) -> dict[str, int]:
+def _wrk(base_url: str, book: Book, clients: int, seconds: int, accounts: Path, hot: str,  # noqa: PLR0913
+         keyed: bool) -> dict[str, int]:
     command = ["wrk", "-t", str(min(WRK_THREADS_MAX, clients)), "-c", str(clients), "-d", f"{seconds}s",
                "--timeout", f"{REQUEST_TIMEOUT_SECONDS}s", "-H", f"Authorization: Bearer {book.key}",
-               "-s", str(WRK_SCRIPT), f"{base_url}/v1/transactions", "--", str(accounts), hot, secrets.token_hex(4)]
+               "-s", str(WRK_SCRIPT), f"{base_url}/v1/transactions", "--", str(accounts), hot, secrets.token_hex(4),
+               "key" if keyed else "-"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + REQUEST_TIMEOUT_SECONDS + 30,  # noqa: S603
                           check=False)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRK_RESULT ")), None)
@@ -254,8 +265,8 @@ def _children_cpu() -> float:
 # --- load: httpx -------------------------------------------------------------------------------
 
 
-async def _httpx_load(base_url: str, book: Book, scenario: str, clients: int, shape: dict[str, Any],
-                      pid: int) -> Window:
+async def _httpx_load(base_url: str, book: Book, scenario: str, clients: int, shape: dict[str, Any],  # noqa: PLR0913
+                      pid: int, keyed: bool) -> Window:
     """``clients`` concurrent clients, each posting one transfer after another until the window closes."""
     run_id = secrets.token_hex(4)
     pick = _picker(book, scenario)
@@ -281,10 +292,11 @@ async def _httpx_load(base_url: str, book: Book, scenario: str, clients: int, sh
                 body = {"external_id": f"{run_id}-{number}-{sent}", "effective_date": DAY,
                         "postings": [{"account_id": debit, "amount": "1.00"},
                                      {"account_id": credit, "amount": "-1.00"}]}
+                key = {"Idempotency-Key": body["external_id"]} if keyed else {}
                 sent += 1
                 began = time.perf_counter()
                 try:
-                    response = await client.post("/v1/transactions", json=body)
+                    response = await client.post("/v1/transactions", json=body, headers=key)
                     outcome = str(response.status_code)
                 except httpx.HTTPError as exc:
                     outcome = type(exc).__name__
@@ -315,7 +327,8 @@ def _picker(book: Book, scenario: str) -> Callable[[random.Random], tuple[str, s
 # --- the rows ----------------------------------------------------------------------------------
 
 
-def _figures(scenario: str, clients: int, accounts: int, window: Window, tool: str) -> list[Measurement]:
+def _figures(scenario: str, clients: int, accounts: int, window: Window, tool: str,  # noqa: PLR0913
+             keyed: bool) -> list[Measurement]:
     # The CPU figures also cover the drain of requests still in flight when the window closes.
     cpu = f"server {window.server_cpu / window.seconds:.2f} CPU, " if window.server_cpu is not None else ""
     note = f"{cpu}{tool} {window.client_cpu / window.seconds:.2f} CPU"
@@ -323,7 +336,7 @@ def _figures(scenario: str, clients: int, accounts: int, window: Window, tool: s
         note += "; not 201: " + ", ".join(f"{k} x{v}" for k, v in window.failures.most_common(3))
     hot = scenario == "hot account"
     where = "1 hot + random accounts" if hot else f"{accounts:,} random accounts"
-    name = f"API: {clients} clients, {where}"
+    name = f"API: {clients} clients, {where}, {'Idempotency-Key' if keyed else 'no key'}"
     p99_target = P99_TARGET_MS if clients == P99_TARGET_CLIENTS and not hot else None
     return [
         Measurement(name, window.completed / window.seconds, "transfers/s",

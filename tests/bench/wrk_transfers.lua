@@ -1,8 +1,9 @@
 -- wrk script of tests/bench/bench_http.py: every request posts a new two-posting transfer.
--- Arguments after "--": a file of account ids (one a line), the hot account's id or "-", a run id.
+-- Arguments after "--": a file of account ids (one a line), the hot account's id or "-", a run id,
+-- and "key" to send each request with its own Idempotency-Key (as payment clients do) or "-".
 -- wrk gives each thread its own Lua state; "id" is set per thread by setup().
 
-local accounts, hot, run, counter = {}, nil, "", 0
+local accounts, hot, run, counter, keyed = {}, nil, "", 0, false
 local started = 0
 
 function setup(thread)
@@ -16,6 +17,7 @@ function init(args)
   end
   if args[2] ~= "-" then hot = args[2] end
   run = args[3]
+  keyed = args[4] == "key"
   math.randomseed(id * 7919 + os.time())
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
@@ -31,10 +33,15 @@ function request()
   if credit == nil then
     repeat credit = any_account() until credit ~= debit
   end
+  local external_id = string.format("%s-%d-%d", run, id, counter)
   local body = string.format(
-    '{"external_id":"%s-%d-%d","effective_date":"2026-11-23","postings":' ..
+    '{"external_id":"%s","effective_date":"2026-11-23","postings":' ..
     '[{"account_id":"%s","amount":"1.00"},{"account_id":"%s","amount":"-1.00"}]}',
-    run, id, counter, debit, credit)
+    external_id, debit, credit)
+  if keyed then
+    -- wrk.format uses wrk.headers (with -H's Authorization) when given none: set the key there.
+    wrk.headers["Idempotency-Key"] = external_id
+  end
   return wrk.format(nil, "/v1/transactions", nil, body)
 end
 

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
+from domain.ids import account_id_for
 from infrastructure.idempotency import idempotency_keys
-from tests.e2e.http_fixtures import Api, Tenant, acme, api, assert_problem  # noqa: F401
+from tests.e2e.http_fixtures import Api, Tenant, acme, api, assert_problem, make_api  # noqa: F401
 
 
 @pytest.fixture
@@ -104,10 +105,52 @@ def test_expired_and_abandoned_keys_can_be_used_again(api: Api, acme: Tenant, bo
     assert _post(api, acme, ((cash, "6.00"), (wallet, "-6.00")), "k-6", "t2").status_code == 201
     assert api.balance(acme, cash) == "11.00"
 
-    store = api.client.app.state.services.idempotency
-    claim = store.claim(str(acme.id), "k-7", "0" * 64)  # a process died holding this key...
+    assert api.client.app.state.services.idempotency.purge_expired() >= 0
+
+
+def test_a_key_left_in_flight_by_an_older_version_waits_for_its_lease(
+    api: Api, acme: Tenant, books: tuple[str, str]
+) -> None:
+    cash, wallet = books
+    legs = ((cash, "5.00"), (wallet, "-5.00"))
+    now = datetime.now(timezone.utc)
+    with api.runtime.engine.begin() as connection:  # as a claim of a process that died mid-request
+        connection.execute(idempotency_keys.insert().values(
+            scope=str(acme.id), key="k-7", fingerprint="f" * 64, state="in_flight", locked_at=now,
+            created_at=now, expires_at=now + timedelta(hours=24)))
+    assert_problem(_post(api, acme, legs, "k-7"), 409, "idempotency_key_in_flight")
     with api.runtime.engine.begin() as connection:
         connection.execute(update(idempotency_keys).where(idempotency_keys.c.key == "k-7")
-                           .values(locked_at=past, fingerprint="f" * 64))
-    assert store.claim(claim.scope, "k-7", "f" * 64).stored is None  # ...so after the lease it is taken over
-    assert store.purge_expired() >= 0
+                           .values(locked_at=now - timedelta(hours=1)))
+    taken_over = _post(api, acme, legs, "k-7")
+    assert taken_over.status_code == 201 and "Idempotent-Replayed" not in taken_over.headers
+    again = _post(api, acme, legs, "k-7")
+    assert again.headers["Idempotent-Replayed"] == "true" and again.json() == taken_over.json()
+    assert api.balance(acme, cash) == "5.00"
+
+
+def test_without_group_commit_the_key_is_written_by_the_command_s_own_save(database_url: str) -> None:
+    for ungrouped in make_api(database_url, write_batch_size_max=1):
+        tenant = ungrouped.tenant("acme")
+        cash, wallet = ungrouped.open_account(tenant, "cash"), ungrouped.open_account(tenant, "wallet")
+        legs = ((cash, "5.00"), (wallet, "-5.00"))
+        first = _post(ungrouped, tenant, legs, "u-1")
+        again = _post(ungrouped, tenant, legs, "u-1")
+        assert first.status_code == again.status_code == 201 and again.json() == first.json()
+        assert again.headers["Idempotent-Replayed"] == "true"
+        assert_problem(_post(ungrouped, tenant, legs, "u-1", "t2"), 422, "idempotency_key_reused")
+        with ungrouped.runtime.engine.connect() as connection:
+            row = connection.execute(idempotency_keys.select().where(idempotency_keys.c.key == "u-1")).one()
+        assert row.state == "done" and row.response_body == first.content
+        assert ungrouped.balance(tenant, cash) == "5.00"
+
+
+def test_a_taken_key_on_a_command_that_saves_on_its_own_is_422(api: Api, acme: Tenant,
+                                                               books: tuple[str, str]) -> None:
+    cash, wallet = books
+    assert _post(api, acme, ((cash, "5.00"), (wallet, "-5.00")), "k-8").status_code == 201
+    opened = api.client.post("/v1/accounts", headers={**acme.headers, "Idempotency-Key": "k-8"},
+                             json={"code": "other", "name": "Other", "currency": "BRL", "type": "asset"})
+    assert_problem(opened, 422, "idempotency_key_reused")
+    assert "acme/other" not in api.accounts and api.runtime.ledger._get(  # noqa: SLF001 - nothing was saved
+        account_id_for(acme.id, "other"), object) is None

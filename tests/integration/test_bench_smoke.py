@@ -37,7 +37,8 @@ def test_the_http_benchmark_serves_and_measures_every_shape(tool: str, monkeypat
     monkeypatch.setenv(bench_http.TOOL_VARIABLE, tool)
     measurements = bench_http.run(smoke=True)
     throughput = [m for m in measurements if m.name.startswith("API: ")]
-    assert len(throughput) == 2 * len(bench_http.SMOKE["clients"])
+    assert len(throughput) == len(bench_http.runs(bench_http.SMOKE)) == 2 * len(bench_http.SMOKE["clients"]) + 1
+    assert sum("Idempotency-Key" in m.name for m in throughput) == 2 * len(bench_http.SMOKE["clients"])
     assert all(m.value > 0 and "not 201" not in m.note and tool in m.note for m in throughput), [
         m.note for m in throughput]
     assert sum(m.name.strip().startswith("p99") for m in measurements) == len(throughput)

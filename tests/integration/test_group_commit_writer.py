@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import random
 import threading
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 
 from application.ledger import Ledger, Recorded
-from domain.errors import ConcurrencyConflict
+from domain.errors import AccountNotFound, ConcurrencyConflict
 from domain.money import format_amount
 from tests.integration.conftest import OpenRuntime
 from tests.integration.helpers import DAY, broken_chains, leg, log_length
@@ -134,3 +134,29 @@ def test_close_drains_queued_writes_and_refuses_new_ones(database_url: str, open
     assert broken_chains(cold) == {}
     with pytest.raises(ConcurrencyConflict, match="shutting down"):
         runtime.ledger.post_transaction(tenant_id, "late", DAY, [leg(hot, "1.00"), leg(others[0], "-1.00")])
+
+
+def test_deferred_hands_back_the_future_of_the_commit(database_url: str, open_rt: OpenRuntime) -> None:
+    runtime = open_rt(database_url, write_batch_size_max=16, write_batch_wait_ms=200)
+    tenant_id, hot, others = open_books(runtime.ledger)
+    log_before = log_length(runtime.ledger)
+    future = runtime.ledger.deferred(
+        lambda: runtime.ledger.post_transaction(tenant_id, "later", DAY, [leg(hot, "1.00"), leg(others[0], "-1.00")]))
+    assert not future.done()  # queued: the writer waits up to 200 ms for more
+    recorded = future.result(timeout=30)
+    assert isinstance(recorded, Recorded) and recorded.position is not None
+    assert log_length(runtime.ledger) == log_before + 3
+    rejected = runtime.ledger.deferred(
+        lambda: runtime.ledger.post_transaction(tenant_id, "x", DAY, [leg(hot, "1.00"), leg(uuid4(), "-1.00")]))
+    with pytest.raises(AccountNotFound):
+        rejected.result(timeout=30)  # a rejection is the future's exception
+    opened = runtime.ledger.deferred(lambda: runtime.ledger.open_account(tenant_id, "new", "New", "BRL", "asset"))
+    assert opened.done() and opened.result().aggregate.code == "new"  # saved on its own, in the caller
+
+
+def test_without_a_writer_deferred_runs_the_whole_use_case(database_url: str, open_rt: OpenRuntime) -> None:
+    runtime = open_rt(database_url, write_batch_size_max=1)
+    tenant_id, hot, others = open_books(runtime.ledger)
+    future = runtime.ledger.deferred(
+        lambda: runtime.ledger.post_transaction(tenant_id, "now", DAY, [leg(hot, "1.00"), leg(others[0], "-1.00")]))
+    assert future.done() and future.result().position is not None

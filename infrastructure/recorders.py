@@ -1,0 +1,83 @@
+"""Event store recorders that write a batch's receipts in the batch's own transaction.
+
+``Ledger`` passes ``receipts=`` (``application.group_commit.RenderReceipts``) through
+``Application.save``/``EventStore.put`` down to ``insert_events``. After inserting
+the events (so every event's position is known) the recorder has the receipts
+rendered and inserts their rows (``infrastructure.idempotency``) before the
+commit. A receipt whose key is already recorded rolls the whole transaction back
+with ``ReceiptsTaken``: the batch then commits again without its command.
+Without ``receipts=`` both recorders behave as their base classes.
+
+Selected through eventsourcing's ``APPLICATION_RECORDER_TOPIC`` by
+``infrastructure.bootstrap``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.sqlite import SQLiteApplicationRecorder
+
+from application.group_commit import ReceiptsTaken, RenderReceipts
+from infrastructure.idempotency import insert_receipts_postgres, insert_receipts_sqlite
+from infrastructure.pg_store import BoundedRetryPostgresRecorder, bounded_attempts
+
+
+def _positions(stored_events: Sequence[StoredEvent], ids: Sequence[int] | None) -> dict[Any, int]:
+    return {(e.originator_id, e.originator_version): i for e, i in zip(stored_events, ids or (), strict=True)}
+
+
+class ReceiptsPostgresRecorder(BoundedRetryPostgresRecorder):
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        render: RenderReceipts | None = kwargs.pop("receipts", None)
+        if render is None:
+            return super().insert_events(stored_events, **kwargs)
+        assert not self.datastore.enable_db_functions, "receipts need the plain insert"
+        return self._insert_with_receipts(stored_events, render)
+
+    @bounded_attempts
+    def _insert_with_receipts(self, stored_events: Sequence[StoredEvent],
+                              render: RenderReceipts) -> Sequence[int] | None:
+        # As PostgresApplicationRecorder.insert_events (table lock, NOTIFY and insert in
+        # one pipelined round trip), then the receipts' rows. An exception must leave
+        # the transaction's block to roll it back; it is raised after the pipeline's,
+        # inside the datastore's connection, which translates psycopg's errors.
+        error: Exception | None = None
+        ids: Sequence[int] | None = []
+        with self.datastore.get_connection() as conn:
+            with conn.pipeline() as pipeline:
+                try:
+                    with conn.transaction(), conn.cursor() as curs:
+                        if stored_events:
+                            self._insert_stored_events(curs, stored_events)
+                            pipeline.sync()  # a version conflict is raised here, before the receipts
+                            ids = self._fetch_ids_after_insert_events(curs, stored_events)
+                        receipts = render(_positions(stored_events, ids))
+                        if receipts:
+                            taken = insert_receipts_postgres(curs, receipts)
+                            if taken:
+                                raise ReceiptsTaken(taken)
+                except Exception as exc:  # noqa: BLE001 - re-raised below
+                    error = exc
+            if error is not None:
+                raise error
+        return ids
+
+
+class ReceiptsSQLiteRecorder(SQLiteApplicationRecorder):
+    def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        render: RenderReceipts | None = kwargs.pop("receipts", None)
+        ids = super()._insert_events(c, stored_events, **kwargs) if stored_events else []
+        if render is not None:
+            receipts = render(_positions(stored_events, ids))
+            if receipts:
+                taken = insert_receipts_sqlite(getattr(c, "sqlite_cursor", c), receipts)
+                if taken:
+                    raise ReceiptsTaken(taken)  # the datastore's transaction rolls back
+        return ids
+
+
+POSTGRES_TOPIC = f"{__name__}:{ReceiptsPostgresRecorder.__name__}"
+SQLITE_TOPIC = f"{__name__}:{ReceiptsSQLiteRecorder.__name__}"
