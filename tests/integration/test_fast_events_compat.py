@@ -8,37 +8,14 @@ values, same hashes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import Any
-
-from eventsourcing.persistence import JSONTranscoder
 
 from application.ledger import Ledger
 from domain import chain
-from infrastructure.bootstrap import eventsourcing_env
-from infrastructure.database import DatabaseURL
 from infrastructure.fast_events import OrjsonTranscoder, canonical_bytes
-from infrastructure.settings import Settings
 from tests.integration.conftest import OpenRuntime
-from tests.integration.helpers import DAY, broken_chains, leg, notifications
-
-
-@contextmanager
-def reference_ledger(url: str) -> Iterator[Ledger]:
-    """A ledger as releases before the fast encoders opened it: json for the store and the hashes."""
-    previous = chain._fast_encoding  # noqa: SLF001 - restored below
-    env = eventsourcing_env(Settings(database_url=url), DatabaseURL.parse(url))
-    del env["TRANSCODER_TOPIC"]
-    chain.install_fast_encoding(None)
-    ledger = Ledger(env=env)
-    try:
-        assert type(ledger.mapper.transcoder) is JSONTranscoder
-        yield ledger
-    finally:
-        ledger.close()
-        chain.install_fast_encoding(previous)
+from tests.integration.helpers import DAY, leg
+from tests.support.event_encoders import assert_same_store, reference_ledger
 
 
 def write_some(ledger: Ledger, tenant: str) -> None:
@@ -52,24 +29,6 @@ def write_some(ledger: Ledger, tenant: str) -> None:
     expires = datetime.now(timezone(timedelta(hours=-3))) + timedelta(days=1)  # stored in another offset
     ledger.place_hold(tenant_id, "h-1", DAY, [leg(cash, "1.00"), leg(wallet, "-1.00")], expires_at=expires)
     ledger.suspend_tenant(tenant_id, "audit")
-
-
-def assert_same_store(reader: Ledger, other: Ledger) -> int:
-    """Every event decodes alike with both mappers and re-encodes to its stored bytes; chains verify."""
-    count = 0
-    for stored in notifications(reader):
-        mine, theirs = reader.mapper.to_domain_event(stored), other.mapper.to_domain_event(stored)
-        assert type(mine) is type(theirs)
-        assert vars(mine) == vars(theirs)
-        assert reader.mapper.to_stored_event(mine).state == stored.state
-        assert other.mapper.to_stored_event(theirs).state == stored.state
-        document = {"event_type": type(mine).__qualname__,
-                    "fields": {k: v for k, v in vars(mine).items() if k not in ("hash", "originator_topic")}}
-        assert canonical_bytes(document) == chain.reference_encoding(document)
-        assert chain.compute_event_hash(mine) == mine.hash
-        count += 1
-    assert broken_chains(reader) == {}
-    return count
 
 
 def test_reference_and_fast_encoders_read_each_others_stores(database_url: str, open_rt: OpenRuntime) -> None:
