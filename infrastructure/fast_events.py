@@ -50,27 +50,40 @@ class _Declined(Exception):
 _PLAIN_KINDS = frozenset({str, int, bool, type(None)})
 
 
-def _canonical_plain(value: Any) -> Any:
-    """``value`` as the canonical encoder's ``default`` (``domain.chain._encode_value``) would see it.
+# Types orjson writes exactly as the canonical encoder does: UUIDs as str(uuid), dates
+# as isoformat(). Timestamps only when already in UTC (the canonical form converts).
+_CANONICAL_NATIVE_KINDS = _PLAIN_KINDS | {UUID, date}
 
-    Scalars are tested inside the container loops rather than by a call each: the
-    walk is most of the fast path's cost.
+
+def _canonical_plain(value: Any) -> Any:
+    """``value`` with everything orjson would write differently from the canonical encoder
+    converted the way its ``default`` (``domain.chain._encode_value``) converts it.
+
+    Events rarely hold such a value, so a container is copied only when something in
+    it changes: the walk checks types and leaves the writing to orjson.
     """
     kind = type(value)
     if kind is dict:
-        return {key: item if type(item) in _PLAIN_KINDS else _canonical_plain(item) for key, item in value.items()}
-    if kind is list or kind is tuple:
-        return [item if type(item) in _PLAIN_KINDS else _canonical_plain(item) for item in value]
-    if kind in _PLAIN_KINDS:
+        changed = None
+        for key, item in value.items():
+            if type(item) in _CANONICAL_NATIVE_KINDS:
+                continue
+            new = _canonical_plain(item)
+            if new is not item:
+                changed = changed if changed is not None else dict(value)
+                changed[key] = new
+        return value if changed is None else changed
+    if kind is list or kind is tuple:  # both are written as arrays, by json and by orjson
+        items = [item if type(item) in _CANONICAL_NATIVE_KINDS else _canonical_plain(item) for item in value]
+        return value if all(new is old for new, old in zip(items, value)) else items
+    if kind in _CANONICAL_NATIVE_KINDS:
         return value
-    if kind is UUID:
-        return str(value)
     if kind is datetime:
+        if value.tzinfo is timezone.utc:
+            return value
         if value.tzinfo is None:  # the reference refuses it (an assertion): let it
             raise _Declined
         return value.astimezone(timezone.utc).isoformat()
-    if kind is date:
-        return value.isoformat()
     raise _Declined  # floats, enums, subclasses, anything new: the reference knows
 
 
@@ -144,7 +157,8 @@ class OrjsonTranscoder(JSONTranscoder):
         if kind is dict:
             if len(value) == 2 and "_type_" in value and "_data_" in value:  # noqa: PLR2004 - the hook's test
                 transcoding = self.names[value["_type_"]]  # unknown: KeyError, the reference raises its error
-                return transcoding.decode(self._restored(value["_data_"]))
+                data = value["_data_"]
+                return transcoding.decode(self._restored(data) if type(data) in _RESTORED_KINDS else data)
             for key, item in value.items():
                 if type(item) in _RESTORED_KINDS:
                     value[key] = self._restored(item)
