@@ -6,16 +6,18 @@ read (aggregate loads, followers, verification). Both encoders are the standard
 library's ``json``, which calls back into Python for every UUID, timestamp and
 date; orjson does the same work in compiled code.
 
-Neither format changes, byte for byte. orjson is only given values whose encoding
-the two libraries agree on: exact ``str``, ``int``, ``bool``, ``None``, ``dict`` and
-``list`` (tuples become lists, as ``json`` makes them). Everything else is first
-turned into those, the way each reference encoder would (tagged UUIDs for the
-store, ``str(uuid)`` for the hash, ...), and any value the walk does not know -
-a float (orjson writes ``1e16`` where ``json`` writes ``1e+16``), a subclass, an
-int beyond 64 bits, a lone surrogate, a non-string key - makes the whole value go
-the reference way. Decoding is the mirror: orjson parses, the tags are restored as
-``json``'s object hook restores them, and a float anywhere (orjson reads an int
-beyond 64 bits as one) or any failure sends the bytes to the reference decoder.
+Neither format changes, byte for byte. orjson is only given values it writes
+exactly as the reference does: exact ``str``, ``int``, ``bool``, ``None``, ``dict``,
+``list`` and ``tuple`` (both write tuples as arrays) and, for the hash, UUIDs, dates
+and UTC timestamps (``str(uuid)``, ``isoformat()``). Anything else is first turned
+into those the way the reference's ``default`` would (tagged UUIDs, timestamps and
+dates for the store; timestamps in other offsets converted to UTC for the hash), and
+any value the walk does not know - a float (orjson writes ``1e16`` where ``json``
+writes ``1e+16``), a subclass, an enum - and anything orjson refuses - an int beyond
+64 bits, a lone surrogate, a non-string key - sends the whole value the reference
+way. Decoding is the mirror: orjson parses, the tags are restored as ``json``'s
+object hook restores them, and a float anywhere (orjson reads an int beyond 64 bits
+as one) or any failure sends the bytes to the reference decoder.
 
 ``install(ledger)`` checks both against their reference on sample values when a
 process opens its store, and keeps the reference where they differ.
@@ -194,7 +196,8 @@ def _transcoder_samples() -> list[Any]:
          "postings": [{"account_id": "a", "amount_minor": -(2**63)}, {"amount_minor": 2**64 - 1}],
          "metadata": {"\u00e9": "1", "Z": "", "a": {"nested": [None, False, 0]}}},
         {"timestamp": datetime(2026, 6, 30, 23, 59, 59, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
-         "big": 2**64, "negative": -(2**70), "tuple": ("x", 1), "float": 1e16},
+         "old": date(5, 1, 1), "tuple": ("x", 1)},
+        {"big": 2**64, "negative": -(2**70), "float": 1e16},  # declined: the reference writes them
     ]
 
 

@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+import orjson
 import pytest
 from eventsourcing.persistence import JSONTranscoder
 from hypothesis import given, settings
@@ -173,3 +174,15 @@ def test_a_transcoder_that_fails_its_self_check_falls_back_to_the_reference() ->
 def test_uuids_are_tagged_as_the_reference_tags_them() -> None:
     value = UUID(int=1)
     assert FAST.encode({"u": value}) == b'{"u":{"_type_":"uuid_hex","_data_":"00000000000000000000000000000001"}}'
+
+
+def test_the_self_checks_exercise_the_fast_paths() -> None:
+    """A sample the fast path declines checks nothing: all but the last must take it."""
+    assert [canonical_bytes(d) is not None for d in chain._SELF_CHECK_DOCUMENTS] == [True, True, False]  # noqa: SLF001
+    taken = []
+    for sample in fast_events._transcoder_samples():  # noqa: SLF001
+        try:
+            taken.append(orjson.dumps(FAST._plain(sample)) == REFERENCE.encode(sample))  # noqa: SLF001
+        except (fast_events._Declined, orjson.JSONEncodeError):  # noqa: SLF001
+            taken.append(False)
+    assert taken == [True, True, False]
