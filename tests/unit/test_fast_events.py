@@ -9,6 +9,7 @@ reference's bytes or decline (``None`` / the reference's own path).
 
 from __future__ import annotations
 
+import tracemalloc
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -186,3 +187,16 @@ def test_the_self_checks_exercise_the_fast_paths() -> None:
         except (fast_events._Declined, orjson.JSONEncodeError):  # noqa: SLF001
             taken.append(False)
     assert taken == [True, True, False]
+
+
+def test_stored_states_take_the_memory_of_their_size() -> None:
+    """orjson's own bytes hold a 4 KiB buffer each; thousands of stored states in one save must not."""
+    state = {"timestamp": datetime(2026, 1, 2, tzinfo=timezone.utc), "tenant_id": UUID(int=7), "n": 1}
+    tracemalloc.start()
+    try:
+        kept = [FAST.encode(state) for _ in range(1000)]
+        per_state = tracemalloc.get_traced_memory()[0] / len(kept)
+    finally:
+        tracemalloc.stop()
+    assert kept[0] == REFERENCE.encode(state)
+    assert per_state < 512
