@@ -53,7 +53,7 @@ def eventsourcing_env(settings: Settings, database: DatabaseURL, *, serving: boo
         "CREATE_TABLE": "y",
         "AGGREGATE_CACHE_MAXSIZE": str(settings.aggregate_cache_size),
         "AGGREGATE_CACHE_FASTFORWARD": "y",
-        # Same stored bytes as eventsourcing's JSONTranscoder, in a fraction of the time.
+        # The stored bytes of eventsourcing's JSONTranscoder, written and read with orjson (fast_events).
         "TRANSCODER_TOPIC": fast_events.TRANSCODER_TOPIC,
     }
     if settings.aggregate_cache_size == 0:
