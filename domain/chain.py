@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from enum import Enum
 from typing import Any
 from uuid import UUID
@@ -49,6 +49,54 @@ def _encode_value(value: Any) -> Any:
 _CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_encode_value)
 
 
+def reference_encoding(document: dict[str, Any]) -> bytes:
+    """The definition of the canonical bytes: the standard library's encoder, as above."""
+    return _CANONICAL_JSON.encode(document).encode("utf-8")
+
+
+# A faster encoder an outer layer may install (the domain imports no JSON library but
+# the standard one). It returns the reference's exact bytes, or None for any value it
+# cannot vouch for, which then goes the reference way.
+_fast_encoding: Callable[[dict[str, Any]], bytes | None] | None = None
+
+# Values that show where encoders tend to differ: escapes, text beyond the BMP, ints at
+# and past 64 bits, nesting, every type events hold (UUIDs, timestamps in other
+# offsets, dates). An encoder that differs on any of them is not installed.
+_SELF_CHECK_DOCUMENTS: tuple[dict[str, Any], ...] = (
+    {"event_type": "Transaction.Posted", "fields": {
+        "originator_id": UUID(int=0x0123456789ABCDEF0123456789ABCDEF), "originator_version": 1,
+        "timestamp": datetime(2026, 1, 2, 3, 4, 5, 600, tzinfo=timezone.utc),
+        "effective_date": date(2026, 1, 2), "prev_hash": GENESIS_HASH, "reverses": None, "ok": True,
+        "description": "caf\u00e9 \"quoted\" \\ \x00\x1f\x7f\u2028\U0001f600 \n\t",
+        "postings": [{"account_id": "a", "amount_minor": -(2**63)}, {"amount_minor": 2**64 - 1}],
+        "metadata": {"\u00e9": "1", "Z": "", "a": {"nested": [None, False, 0]}},
+    }},
+    {"event_type": "Account.Opened", "fields": {
+        "timestamp": datetime(2026, 6, 30, 23, 59, 59, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
+        "midnight": datetime(999, 1, 1, tzinfo=timezone.utc), "old": date(5, 1, 1), "tuple": ("x", 1),
+        "keys": {"b": 1, "a": 2, "\U0001f600": 3, "\uff01": 4, "~": 5},
+    }},
+    # A fast encoder may decline these (beyond 64 bits); it must not write them otherwise.
+    {"event_type": "Big", "fields": {"big": 2**64, "negative": -(2**70)}},
+)
+
+
+def install_fast_encoding(encoder: Callable[[dict[str, Any]], bytes | None] | None) -> None:
+    """Use ``encoder`` for the canonical bytes from now on (``None``: the reference alone).
+
+    A different byte would read as tampering, so the encoder must first give the
+    reference's bytes for every self-check document (or decline with ``None``);
+    otherwise ``ValueError`` and nothing changes.
+    """
+    global _fast_encoding  # noqa: PLW0603 - one encoder per process, chosen at start-up
+    if encoder is not None:
+        for document in _SELF_CHECK_DOCUMENTS:
+            found = encoder(document)
+            if found is not None and found != reference_encoding(document):
+                raise ValueError(f"the fast canonical encoder differs from the reference on {document['event_type']}")
+    _fast_encoding = encoder
+
+
 def canonical_encoding(event_type: str, values: dict[str, Any]) -> bytes:
     """The exact bytes that are hashed: sorted-key compact JSON, UTF-8.
 
@@ -57,7 +105,12 @@ def canonical_encoding(event_type: str, values: dict[str, Any]) -> bytes:
     """
     fields = {k: v for k, v in values.items() if k not in _EXCLUDED_FIELDS}
     document = {"event_type": event_type, "fields": fields}
-    return _CANONICAL_JSON.encode(document).encode("utf-8")
+    fast = _fast_encoding
+    if fast is not None:
+        encoded = fast(document)
+        if encoded is not None:
+            return encoded
+    return reference_encoding(document)
 
 
 def compute_event_hash(event: Any) -> str:

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.helpers import notifications, runtime_on
 from tests.ops.conftest import Deployment
+from tests.support.event_encoders import assert_same_store, reference_ledger
 
 pytestmark = pytest.mark.postgres
 
@@ -45,3 +47,23 @@ def test_a_backup_holding_nul_text_restores_with_every_projection_current(make_d
     shown = deployment.invario("projections", "event", "9")  # nul-1's Transaction.Posted
     assert shown.returncode == 0, shown.stderr
     assert "\\u0000" in shown.stdout
+
+
+def test_every_event_of_the_backup_reads_and_hashes_alike_with_the_fast_encoders(make_deployment) -> None:  # type: ignore[no-untyped-def]
+    """The events main wrote at 338e447 (the standard library's encoders) decode with orjson to the
+    same values, re-encode to the same bytes, hash to their stored hashes, and their aggregates load."""
+    deployment: Deployment = make_deployment(migrate=False)
+    restored = deployment.invario("restore", str(BACKUP), "--force")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+
+    runtime = runtime_on(deployment.database_url)
+    try:
+        with reference_ledger(deployment.database_url) as reference:
+            assert assert_same_store(runtime.ledger, reference) == EVENTS
+        for stored in notifications(runtime.ledger):
+            assert runtime.ledger.repository.get(stored.originator_id).version >= stored.originator_version
+    finally:
+        runtime.close()
+
+    verified = deployment.invario("verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
