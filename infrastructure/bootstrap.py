@@ -7,6 +7,7 @@ this can fail into a one-line ``ConfigError`` or ``DatabaseUnavailable``.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import sys
@@ -101,7 +102,7 @@ class Runtime:
     ledger: Ledger
     engine: Engine
     _closed: bool = field(default=False, repr=False)
-    _lane: PostgresConflictLane | None = field(default=None, repr=False)
+    _lane: PostgresConflictLane | SqliteConflictLane | None = field(default=None, repr=False)
     watch: DatabaseWatch | None = field(default=None, repr=False)  # started for the API (PostgreSQL)
 
     def check_database(self) -> None:
@@ -165,6 +166,32 @@ class PostgresConflictLane:
                 self._connection.close()
 
 
+class SqliteConflictLane:
+    """The same lane for processes sharing one SQLite file: an exclusive ``flock`` on a
+    lock file beside it (``invario serve --workers N``, an import beside the API).
+
+    SQLite serialises the commits themselves, but separate processes still decide on
+    their own cached state; without a lane a conflicted batch can lose to the others
+    until its retries run out, as on PostgreSQL.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path.with_name(path.name + ".conflict-lane")
+        self._in_process = threading.Lock()  # flock is per open file: threads of one process queue here
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._in_process, self._path.open("a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Nothing is held between batches."""
+
+
 def open_runtime(settings: Settings | None = None, *, serving: bool = False) -> Runtime:
     """The process's runtime. ``serving``: for the HTTP API, whose statements are bounded
     (``INVARIO_DB_STATEMENT_TIMEOUT_SECONDS``) and whose database is watched (``pg_watch``)."""
@@ -175,10 +202,15 @@ def open_runtime(settings: Settings | None = None, *, serving: bool = False) -> 
     else:
         _prepare_sqlite_file(database)
     ledger = _open_ledger(settings, database, serving)
-    lane = watch = None
-    if database.is_postgres:  # SQLite serialises its writers already
+    lane: PostgresConflictLane | SqliteConflictLane
+    watch = None
+    if database.is_postgres:
         lane = PostgresConflictLane(database, postgres_options(settings, serving=serving))
-        ledger.conflict_lane = lane.held
+    else:
+        assert database.path is not None
+        lane = SqliteConflictLane(database.path)
+    ledger.conflict_lane = lane.held
+    if database.is_postgres:
         snapshots = ledger.snapshots.recorder if ledger.snapshots is not None else None
         ledger.bulk_reads = PostgresBulkReads(ledger.recorder, snapshots)
         if serving:
