@@ -23,7 +23,7 @@ from sqlalchemy import Engine, create_engine, event, text
 
 from application.access import AccessService
 from application.ledger import Ledger
-from infrastructure import recorders
+from infrastructure import pg_store, recorders
 from infrastructure.bulk_reads import PostgresBulkReads
 from infrastructure.correlation import install_log_record_factory
 from infrastructure.database import DatabaseURL
