@@ -62,6 +62,7 @@ STATUS_BY_ERROR: dict[type[e.LedgerError], int] = {
     e.DuplicatePostingAccount: 422,
     e.TransactionNotFound: 404,
     e.DuplicateExternalId: 409,
+    e.LinkedTransferFailed: 422,
     e.TransactionAlreadyReversed: 409,
     e.ReversalNotReversible: 409,
     e.ConcurrencyConflict: 409,
