@@ -43,6 +43,7 @@ from interfaces.http.problems import (
     problem_document,
 )
 from interfaces.http.representations import transaction_written
+from infrastructure.telemetry import instruments
 from interfaces.http.schemas import (
     BATCH_TRANSACTIONS_MAX,
     TransactionBatchItem,
@@ -116,8 +117,22 @@ def _request_of(item: PostTransaction) -> TransactionRequest:
 def _post(ledger: Ledger, principal: Principal, requests: list[TransactionRequest], atomic: bool) -> _Outcomes:
     """In a worker thread: the bulk call holds it until its one save has committed."""
     results = ledger.post_transactions(principal.tenant_id, requests, atomic=atomic)
+    _count(results)
     written = any(isinstance(r, Recorded) and r.position is not None for r in results)
     return _Outcomes(results, None if written else ledger.recorder.max_notification_id() or 0)
+
+
+def _count(results: Sequence[Recorded | LedgerError]) -> None:
+    """invario_transactions_total and the external_id replays, per transaction as for single writes."""
+    each = instruments()
+    replayed = sum(1 for r in results if isinstance(r, Recorded) and r.replayed)
+    rejected = sum(1 for r in results if isinstance(r, LedgerError))
+    if accepted := len(results) - replayed - rejected:
+        each.transactions.add(accepted, {"status": "accepted"})
+    if rejected:
+        each.transactions.add(rejected, {"status": "rejected"})
+    if replayed:
+        each.idempotent_replays.add(replayed, {"source": "external_id"})
 
 
 def _answer(request: Request, ledger: Ledger, atomic: bool, outcomes: _Outcomes) -> Response:
