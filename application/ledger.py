@@ -607,10 +607,15 @@ class Ledger(Application):
         ``atomic``: all or nothing, as linked transfers. One rejection and nothing is
         saved; every other request's outcome is then ``LinkedTransferFailed``.
 
+        An unknown or suspended tenant is raised (``TenantNotFound``, ``TenantSuspended``):
+        the whole call is refused.
+
         The calling command's receipt (``carrying``), if any, is written by the same
         save, rendered with the list of outcomes; ``ReceiptTaken`` if its key already
         was (nothing of this call was saved)."""
         assert len(requests) <= POST_TRANSACTIONS_MAX, f"at most {POST_TRANSACTIONS_MAX} requests per batch"
+        # A tenant that may not write refuses the whole call (each decision checks it again).
+        self._writable_tenant(tenant_id)
         decisions = [self._request_decision(tenant_id, request) for request in requests]
         keys = [p.account_id for r in requests for p in r.postings]
         with self._write_locks.holding(keys):

@@ -18,13 +18,14 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from application.ledger import POST_TRANSACTIONS_MAX
 from domain.account import NAME_LENGTH_MAX
 from domain.metadata import METADATA_KEYS_MAX
 from domain.tenant import REASON_LENGTH_MAX
 from domain.transaction import DESCRIPTION_LENGTH_MAX, POSTINGS_MAX, POSTINGS_MIN
 
 AMOUNT_LENGTH_MAX = 64
-BATCH_TRANSACTIONS_MAX = 1000  # per POST /v1/transactions/batch (the ledger's bulk call takes as many)
+BATCH_TRANSACTIONS_MAX = POST_TRANSACTIONS_MAX  # per POST /v1/transactions/batch: what one bulk ledger call takes
 AMOUNT_PATTERN = r"^[+-]?\d{1,30}(\.\d{1,30})?$"
 Metadata = dict[str, str]
 

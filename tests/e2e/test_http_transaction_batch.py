@@ -179,3 +179,11 @@ def test_the_batch_is_in_the_openapi_schema_with_examples(api: Api) -> None:
     assert {"200", "422"} <= set(operation["responses"])
     components = schema["components"]["schemas"]
     assert components["PostTransactionBatch"]["examples"] and components["TransactionBatchOut"]["examples"]
+
+
+def test_a_suspended_tenant_s_batch_is_refused_whole(api: Api, acme: Tenant) -> None:
+    cash, wallet = _books(api, acme)
+    api.runtime.ledger.suspend_tenant(acme.id, reason="unpaid invoice")
+    assert_problem(post_batch(api, acme, [item("dep-1", (cash, "1.00"), (wallet, "-1.00"))]), 403,
+                   "tenant_suspended")
+    assert api.balances() == {"acme/cash": 0, "acme/wallet": 0}
