@@ -362,6 +362,9 @@ class Batch:
             self._commit()  # only commands untouched by the conflicts are left
         except (IntegrityError, ReceiptsTaken) as error:
             taken = {id(r) for r in error.receipts} if isinstance(error, ReceiptsTaken) else set()
+            if id(self._batch_receipt) in taken:  # the whole request was recorded before
+                self.outcomes = [_WITHDRAWN] * len(self.outcomes)
+                return
             self.outcomes = [
                 _WITHDRAWN if id(self._receipts[i]) in taken
                 else o if isinstance(o, (LedgerError, _Failed)) or o is _WITHDRAWN else _NEEDS_FRESH_STATE
