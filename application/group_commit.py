@@ -45,7 +45,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 
-from domain.errors import ConcurrencyConflict, LedgerError
+from domain.errors import ConcurrencyConflict, LedgerError, LinkedTransferFailed
 
 COMMIT_ATTEMPTS_MAX = 20
 BACKOFF_BASE_SECONDS = 0.001
@@ -265,7 +265,8 @@ class Batch:
 
     def __init__(self, store: BatchStore, commands: Sequence[Callable[[], Any]],
                  conflict_lane: Callable[[], AbstractContextManager[Any]] = nullcontext,
-                 prefetch: Iterable[UUID] = (), receipts: Sequence[Receipt | None] = ()) -> None:
+                 prefetch: Iterable[UUID] = (), receipts: Sequence[Receipt | None] = (),
+                 batch_receipt: Receipt | None = None) -> None:
         """Decisions raise ``LedgerError`` to reject; any other exception (a bug, the
         database gone) becomes that command's outcome and is never committed.
 
@@ -274,8 +275,12 @@ class Batch:
         invalidating each other's fresh reads until their retries run out.
 
         ``prefetch`` names aggregates the commands will read, loaded in one go first.
-        ``receipts`` (one per command, or none) are written with the commands' outcomes."""
+        ``receipts`` (one per command, or none) are written with the commands' outcomes;
+        ``batch_receipt`` (one for the whole batch, e.g. a bulk request's Idempotency-Key)
+        is rendered with the list of every command's final outcome, in the same save."""
         assert not receipts or len(receipts) == len(commands)
+        self._batch_receipt = batch_receipt
+        self._atomic = False
         self._receipts = list(receipts) or [None] * len(commands)
         self._store = store
         self._conflict_lane = conflict_lane
@@ -286,10 +291,15 @@ class Batch:
         self.outcomes: list[Outcome] = [None] * len(commands)
         self.decisions = 0  # how many times any command was decided (tests read it)
 
-    def run(self, *, commit: bool = True, failure_stops_all: bool = False) -> list[Any]:
+    def run(self, *, commit: bool = True, failure_stops_all: bool = False, atomic: bool = False) -> list[Any]:
         """Each command's outcome: its ``Recorded`` (with its position once committed)
         or the exception it raised. With ``failure_stops_all`` an exception that is not
-        a ``LedgerError`` is raised instead, before anything is committed."""
+        a ``LedgerError`` is raised instead, before anything is committed.
+
+        ``atomic``: all or nothing. If any command is rejected (or given up after
+        conflicts), no command's events are saved, and every command that was not
+        rejected itself gets ``LinkedTransferFailed`` naming the first one that was."""
+        self._atomic = atomic
         self.ws.prefetch(self._prefetch)
         for index in range(len(self._commands)):
             self._decide(index)
@@ -352,6 +362,9 @@ class Batch:
             self._commit()  # only commands untouched by the conflicts are left
         except (IntegrityError, ReceiptsTaken) as error:
             taken = {id(r) for r in error.receipts} if isinstance(error, ReceiptsTaken) else set()
+            if id(self._batch_receipt) in taken:  # the whole request was recorded before
+                self.outcomes = [_WITHDRAWN] * len(self.outcomes)
+                return
             self.outcomes = [
                 _WITHDRAWN if id(self._receipts[i]) in taken
                 else o if isinstance(o, (LedgerError, _Failed)) or o is _WITHDRAWN else _NEEDS_FRESH_STATE
@@ -359,8 +372,13 @@ class Batch:
             ]
 
     def _commit(self) -> None:
+        if self._atomic:
+            self._all_or_nothing()
         events = [event for trace in self._traces for event in trace.events]
         receipts = self._receipts_to_write()
+        batch_receipt = self._batch_receipt_to_write()
+        if batch_receipt is not None:
+            receipts.append((-1, batch_receipt))
         if not events and not receipts:
             return
         pending = sum(len(a.pending_events) for a in self.ws.aggregates())
@@ -390,23 +408,54 @@ class Batch:
                 if receipt is not None and not receipt.written
                 and _is_final(self.outcomes[index])]
 
+    def _batch_receipt_to_write(self) -> Receipt | None:
+        receipt = self._batch_receipt
+        if receipt is None or receipt.written or _WITHDRAWN in self.outcomes:
+            return None
+        return receipt
+
     def _rendering(self, receipts: list[tuple[int, Receipt]], rendered: list[Receipt]) -> RenderReceipts:
         def render(positions: Mapping[tuple[UUID, int], int]) -> list[Receipt]:
             rendered.clear()
             for index, receipt in receipts:
-                outcome, trace = self.outcomes[index], self._traces[index]
-                receipt.render(replace(outcome, position=self._position(trace, positions)) if trace.events
-                               else outcome)
+                if index < 0:  # the whole batch's: every outcome, in command order
+                    receipt.render([self._final(self._positioned(i, positions)) for i in range(len(self.outcomes))])
+                else:
+                    receipt.render(self._positioned(index, positions))
                 rendered.append(receipt)
             return rendered
 
         return render
+
+    def _positioned(self, index: int, positions: Mapping[tuple[UUID, int], int]) -> Outcome:
+        outcome, trace = self.outcomes[index], self._traces[index]
+        return replace(outcome, position=self._position(trace, positions)) if trace.events else outcome
+
+    def _all_or_nothing(self) -> None:
+        """Atomic batches: one command not accepted and none is saved. The decided state
+        is dropped with the working set (never cached); the others are told why."""
+        failed = [index for index, outcome in enumerate(self.outcomes) if not _is_accepted(outcome)]
+        if not failed:
+            return
+        first = failed[0]
+        linked = LinkedTransferFailed(
+            f"not posted: the batch is all or nothing, and transaction {first} of it was rejected",
+            failed_index=first)
+        self.outcomes = [outcome if index in failed else linked for index, outcome in enumerate(self.outcomes)]
+        self._traces = [_Trace() for _ in self._commands]
+        self.ws = WorkingSet(self._store)
 
     def _withdraw(self, taken: Collection[Receipt]) -> None:
         """Drop the commands whose receipt's key was already recorded, and decide
         again the commands that read what they wrote."""
         dirty: set[UUID] = set()
         taken_ids = {id(receipt) for receipt in taken}
+        if self._batch_receipt is not None and id(self._batch_receipt) in taken_ids:
+            # The whole request was recorded before: nothing of it is saved, or decided again.
+            self._traces = [_Trace() for _ in self._commands]
+            self.outcomes = [_WITHDRAWN] * len(self._commands)
+            self.ws = WorkingSet(self._store)
+            return
         for index, receipt in enumerate(self._receipts):
             if receipt is not None and id(receipt) in taken_ids:
                 dirty |= self._traces[index].written
@@ -453,6 +502,10 @@ class Batch:
 def _is_final(outcome: Outcome) -> bool:
     return not (outcome is None or outcome is _NEEDS_FRESH_STATE or outcome is _WITHDRAWN
                 or isinstance(outcome, _Failed))
+
+
+def _is_accepted(outcome: Outcome) -> bool:
+    return _is_final(outcome) and not isinstance(outcome, LedgerError)
 
 
 def _versions_ascend(traces: Sequence[_Trace]) -> bool:

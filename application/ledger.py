@@ -111,13 +111,34 @@ class PostingInstruction:
 
 @dataclass(frozen=True)
 class TransactionRequest:
-    """One journal entry of a ``post_transactions`` batch (the arguments of ``post_transaction``)."""
+    """One journal entry of a ``post_transactions`` batch (the arguments of ``post_transaction``,
+    or with ``pending`` those of ``place_hold``)."""
 
     external_id: str
     effective_date: date
     postings: Sequence[PostingInstruction]
     description: str = ""
     metadata: dict[str, str] | None = None
+    pending: bool = False
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AccountBalance:
+    """An account's balances as a write left them (the write's own decision, not a read):
+    posted raw (debit-positive) and normal-side, and available (normal side, net of the
+    open holds that would reduce it), as ``Account`` and the balances read model define them."""
+
+    account_id: UUID
+    currency: str
+    balance_minor: int
+    balance_normal_minor: int
+    available_normal_minor: int
+
+    @classmethod
+    def of(cls, account: Account) -> AccountBalance:
+        return cls(account.id, account.currency, account.balance_minor, account.balance_normal_minor,
+                   account.available_normal_minor)
 
 
 @dataclass(frozen=True)
@@ -126,11 +147,16 @@ class Recorded:
 
     ``replayed`` is true when an identical request had already been recorded and
     nothing new was written; ``position`` is then ``None``.
+
+    ``balances``: every account the write touched, as it left them (copied when it was
+    decided, so later commands of the same batch do not change them). A replay's are
+    the accounts' balances as the replay found them, i.e. now, not as of the original.
     """
 
     aggregate: Any
     position: int | None
     replayed: bool = False
+    balances: tuple[AccountBalance, ...] = ()
 
 
 class BulkReads(Protocol):
@@ -571,26 +597,45 @@ class Ledger(Application):
                                 _HoldRequest(expires_at))
 
     def post_transactions(
-        self, tenant_id: UUID, requests: Sequence[TransactionRequest], *, commit: bool = True
+        self, tenant_id: UUID, requests: Sequence[TransactionRequest], *, commit: bool = True, atomic: bool = False,
     ) -> list[Recorded | LedgerError]:
         """Decide each request in order against one working set, and save every accepted
         one in ONE save. Each gets its own outcome: a rejection is returned in its place,
         never raised, and never undoes its neighbours. ``commit=False`` decides
-        everything (a dry run) and saves nothing."""
+        everything (a dry run) and saves nothing.
+
+        ``atomic``: all or nothing, as linked transfers. One rejection and nothing is
+        saved; every other request's outcome is then ``LinkedTransferFailed``.
+
+        An unknown or suspended tenant is raised (``TenantNotFound``, ``TenantSuspended``):
+        the whole call is refused.
+
+        The calling command's receipt (``carrying``), if any, is written by the same
+        save, rendered with the list of outcomes; ``ReceiptTaken`` if its key already
+        was (nothing of this call was saved)."""
         assert len(requests) <= POST_TRANSACTIONS_MAX, f"at most {POST_TRANSACTIONS_MAX} requests per batch"
+        # A tenant that may not write refuses the whole call (each decision checks it again).
+        self._writable_tenant(tenant_id)
         decisions = [self._request_decision(tenant_id, request) for request in requests]
         keys = [p.account_id for r in requests for p in r.postings]
         with self._write_locks.holding(keys):
             # A malformed external id (already rejected above) may not even be encodable as an id.
             existing = [transaction_id_for(tenant_id, r.external_id) for r in requests if is_external_id(r.external_id)]
             reads = [tenant_id, *keys, *existing]
-            batch = Batch(self._batch_store(), decisions, self.conflict_lane, reads)
-            return batch.run(commit=commit, failure_stops_all=True)
+            receipt = current_receipt() if commit else None
+            batch = Batch(self._batch_store(), decisions, self.conflict_lane, reads, batch_receipt=receipt)
+            outcomes = batch.run(commit=commit, failure_stops_all=True, atomic=atomic)
+        if outcomes and all(isinstance(outcome, ReceiptTaken) for outcome in outcomes):
+            raise ReceiptTaken
+        return outcomes
 
     def _request_decision(self, tenant_id: UUID, request: TransactionRequest) -> Callable[[], Recorded]:
         try:
+            if request.expires_at is not None and not request.pending:
+                raise InvalidTransaction("expires_at is only for pending transactions (holds)", field="expires_at")
+            hold = _HoldRequest(request.expires_at) if request.pending else None
             return self._new_transaction_decision(tenant_id, request.external_id, request.effective_date,
-                                                  request.postings, request.description, request.metadata, None)
+                                                  request.postings, request.description, request.metadata, hold)
         except LedgerError as error:
             return _rejected(error)  # invalid before any state is read: its outcome is this error
 
@@ -635,7 +680,7 @@ class Ledger(Application):
             if existing is not None:
                 if existing.same_content(effective_date, resolved, description, metadata,
                                          hold=hold is not None, expires_at=expires_at):
-                    return Recorded(existing, None, replayed=True)
+                    return Recorded(existing, None, replayed=True, balances=_balances_of(accounts))
                 raise DuplicateExternalId(
                     f"external_id {external_id} was already used for a different transaction",
                     external_id=external_id,
@@ -648,7 +693,7 @@ class Ledger(Application):
                 transaction = Transaction.place_hold(tenant_id, external_id, effective_date, resolved, description,
                                                      metadata, expires_at=expires_at, now=self.clock())
                 _apply_reservations(transaction, accounts)
-            return Recorded(transaction, self._save(transaction, *accounts.values()))
+            return Recorded(transaction, self._save(transaction, *accounts.values()), balances=_balances_of(accounts))
 
         return decide
 
@@ -676,7 +721,7 @@ class Ledger(Application):
             _check_capture(hold, posted, accounts)
             hold.capture(captured, self.clock(), effective_date)
             _apply_capture(hold, posted, accounts)
-            return Recorded(hold, self._save(hold, *accounts.values()))
+            return Recorded(hold, self._save(hold, *accounts.values()), balances=_balances_of(accounts))
 
         return self._execute(decide, lock_keys=self._hold_lock_keys(transaction_id), reads=[tenant_id])
 
@@ -705,7 +750,7 @@ class Ledger(Application):
             _check_consistent_read(hold, accounts)
             for posting in hold.held_postings or ():
                 accounts[posting.account_id].release(hold.id, posting.amount_minor)
-            return Recorded(hold, self._save(hold, *accounts.values()))
+            return Recorded(hold, self._save(hold, *accounts.values()), balances=_balances_of(accounts))
 
         return self._execute(decide, lock_keys=self._hold_lock_keys(transaction_id), reads=[tenant_id])
 
@@ -743,7 +788,8 @@ class Ledger(Application):
                 tenant_id, (PostingInstruction(p.account_id, "0") for p in reversal.postings)
             )
             _apply_postings(reversal, accounts)
-            return Recorded(reversal, self._save(reversal, original, *accounts.values()))
+            return Recorded(reversal, self._save(reversal, original, *accounts.values()),
+                            balances=_balances_of(accounts))
 
         # The accounts to serialise on are the original's; reading it first is cheap
         # (cached) and the decision re-reads it, and checks everything, under the locks.
@@ -772,6 +818,10 @@ class Ledger(Application):
             if len(page) < CHAIN_EVENTS_PAGE:
                 return
             after = page[-1].originator_version
+
+
+def _balances_of(accounts: Mapping[UUID, Account]) -> tuple[AccountBalance, ...]:
+    return tuple(AccountBalance.of(account) for account in accounts.values())
 
 
 def _check_version(aggregate: Any, expected_version: int | None) -> None:

@@ -158,6 +158,13 @@ class DuplicateExternalId(LedgerError):
     code = "duplicate_external_id"
 
 
+class LinkedTransferFailed(LedgerError):
+    """In an all-or-nothing (atomic) batch, this transfer was acceptable, but another
+    one was rejected, so none was posted; ``failed_index`` names the first rejected one."""
+
+    code = "linked_transfer_failed"
+
+
 class TransactionAlreadyReversed(LedgerError):
     code = "transaction_already_reversed"
 

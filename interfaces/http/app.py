@@ -17,7 +17,13 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from infrastructure.bootstrap import ApiServices, Runtime, build_api_services, open_runtime
-from interfaces.http import routes_accounts, routes_admin, routes_recurring, routes_transactions
+from interfaces.http import (
+    routes_accounts,
+    routes_admin,
+    routes_recurring,
+    routes_transaction_batch,
+    routes_transactions,
+)
 from interfaces.http.docs import API_DESCRIPTION
 from interfaces.http.handlers import follow_database_watch, install_exception_handlers
 from interfaces.http.metrics import NATIVE_TELEMETRY_OFF, install_metrics
@@ -48,11 +54,13 @@ def create_app(runtime: Runtime, services: ApiServices | None = None) -> FastAPI
     app.state.read_models, app.state.tenant_directory = build_read_models(runtime.engine)
     install_exception_handlers(app)
     follow_database_watch(app, runtime.watch)
-    for module in (routes_accounts, routes_transactions, routes_admin, routes_recurring):
+    for module in (routes_accounts, routes_transaction_batch, routes_transactions, routes_admin, routes_recurring):
         app.include_router(module.router)
     install_batches(app, runtime)  # /v1/batches, its store and (SQLite) its in-process runner
-    app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.http_body_max_bytes,
-                       limits_by_path={BATCHES_PATH: runtime.settings.batch_body_max_bytes})
+    body_max = runtime.settings.http_body_max_bytes
+    app.add_middleware(BodyLimitMiddleware, max_bytes=body_max,
+                       limits_by_path={BATCHES_PATH: runtime.settings.batch_body_max_bytes,
+                                       routes_transaction_batch.PATH: body_max * routes_transaction_batch.BODY_LIMIT_FACTOR})
     app.add_middleware(RequestContextMiddleware)  # added last: outermost
     install_openapi(app)
     install_integrity(app, runtime)  # /health, /health/ready, digests, audits and the write guard

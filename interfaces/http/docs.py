@@ -43,7 +43,7 @@ amount is a debit, and postings sum to zero per currency. More decimals than the
 **Errors** are RFC 9457 `application/problem+json` documents with a stable `code`.
 
 **Limits.** Request bodies up to `INVARIO_HTTP_BODY_MAX_BYTES` (256 KiB by default; larger: 413
-`body_too_large`); 2-100 postings per transaction; account codes 64 characters, names 200,
+`body_too_large`; `POST /v1/transactions/batch` 16 times that); 1-1,000 transactions per batch; 2-100 postings per transaction; account codes 64 characters, names 200,
 descriptions 500, external ids 128; metadata up to 50 keys of 64 characters with values of 512;
 pages of at most 200 items; `Idempotency-Key` up to 255 characters. Each tenant has a token bucket
 of `INVARIO_RATE_LIMIT_BURST` requests refilled at `INVARIO_RATE_LIMIT_PER_SECOND` (429 with

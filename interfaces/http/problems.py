@@ -62,6 +62,7 @@ STATUS_BY_ERROR: dict[type[e.LedgerError], int] = {
     e.DuplicatePostingAccount: 422,
     e.TransactionNotFound: 404,
     e.DuplicateExternalId: 409,
+    e.LinkedTransferFailed: 422,
     e.TransactionAlreadyReversed: 409,
     e.ReversalNotReversible: 409,
     e.ConcurrencyConflict: 409,
@@ -169,10 +170,9 @@ def title_for(code: str) -> str:
     return " ".join([words[0][:1].upper() + words[0][1:], *words[1:]])
 
 
-def problem_response(  # noqa: PLR0913
-    status: int, code: str, detail: str, *, instance: str | None, request_id: str | None,
-    headers: dict[str, str] | None = None, extensions: dict[str, Any] | None = None,
-) -> JSONResponse:
+def problem_document(status: int, code: str, detail: str, *, instance: str | None, request_id: str | None,
+                     extensions: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON body of a problem (also one item's outcome inside a batch's answer)."""
     body: dict[str, Any] = {
         "type": TYPE_PREFIX + code, "title": title_for(code), "status": status, "detail": detail, "code": code,
         "instance": instance, "request_id": request_id,
@@ -181,7 +181,15 @@ def problem_response(  # noqa: PLR0913
         name = _RENAMED.get(name, name)
         if name not in _RESERVED:
             body[name] = value
-    return JSONResponse(jsonable_encoder(body), status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+    return jsonable_encoder(body)  # type: ignore[no-any-return]
+
+
+def problem_response(  # noqa: PLR0913
+    status: int, code: str, detail: str, *, instance: str | None, request_id: str | None,
+    headers: dict[str, str] | None = None, extensions: dict[str, Any] | None = None,
+) -> JSONResponse:
+    body = problem_document(status, code, detail, instance=instance, request_id=request_id, extensions=extensions)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
 def ledger_error_parts(error: e.LedgerError) -> tuple[int, str, str, dict[str, Any], dict[str, str]]:

@@ -6,6 +6,7 @@ from typing import Any
 
 from domain.money import format_amount
 from interfaces.http.schemas import (
+    AccountBalanceOut,
     AccountOut,
     BalanceOut,
     EntryOut,
@@ -13,6 +14,7 @@ from interfaces.http.schemas import (
     PostingOut,
     TenantOut,
     TransactionOut,
+    TransactionWritten,
 )
 
 
@@ -74,6 +76,20 @@ def entry_from_view(view: Any) -> EntryOut:
 def transaction_from_aggregate(transaction: Any, position: int) -> TransactionOut:
     postings = [(p.account_id, p.amount_minor, p.currency) for p in transaction.postings]
     return _transaction(transaction, postings, transaction.created_on, transaction.version, position)
+
+
+def transaction_written(recorded: Any, position: int) -> TransactionWritten:
+    """A write's answer: the transaction with the balances the write left (``Recorded.balances``),
+    formatted as GET /v1/accounts/{id}/balance formats them."""
+    out = transaction_from_aggregate(recorded.aggregate, position)
+    balances = [
+        AccountBalanceOut(account_id=b.account_id, currency=b.currency,
+                          balance=format_amount(b.balance_normal_minor, b.currency),
+                          raw_balance=format_amount(b.balance_minor, b.currency),
+                          available_balance=format_amount(b.available_normal_minor, b.currency))
+        for b in recorded.balances
+    ]
+    return TransactionWritten(**dict(out), balances=balances)
 
 
 def transaction_version_of_view(view: Any) -> int:

@@ -33,18 +33,25 @@ from interfaces.http.docs import CREATE_ERRORS, LIST_ERRORS, QUERY_ERRORS
 from interfaces.http.metrics import ledger_command
 from interfaces.http.queries import check_date_range, read_models, reading_page
 from interfaces.http.representations import (
-    transaction_from_aggregate,
     transaction_from_view,
     transaction_version_of_view,
+    transaction_written,
 )
-from interfaces.http.schemas import PostHold, PostTransaction, ReverseTransaction, TransactionOut, TransactionPage
+from interfaces.http.schemas import (
+    PostHold,
+    PostTransaction,
+    ReverseTransaction,
+    TransactionOut,
+    TransactionPage,
+    TransactionWritten,
+)
 
 router = APIRouter(prefix="/v1/transactions", tags=["transactions"])
 
 
 @router.post(
-    "", status_code=201, response_model=TransactionOut, summary="Post a balanced transaction",
-    responses={**CREATE_ERRORS, 200: {"model": TransactionOut,
+    "", status_code=201, response_model=TransactionWritten, summary="Post a balanced transaction",
+    responses={**CREATE_ERRORS, 200: {"model": TransactionWritten,
                                       "description": "Already recorded with this external_id and the same content"}},
 )
 async def post_transaction(request: Request, body: PostTransaction, principal: Writer,
@@ -80,7 +87,7 @@ async def post_transaction(request: Request, body: PostTransaction, principal: W
         position = recorded.position
         if recorded.replayed and position is None:
             position = ledger.recorder.max_notification_id()
-        return respond(transaction_from_aggregate(transaction, position or 0), 200 if recorded.replayed else 201,
+        return respond(transaction_written(recorded, position or 0), 200 if recorded.replayed else 201,
                        version=transaction.version, location=f"/v1/transactions/{transaction.id}")
 
     return await run_command(request, str(principal.tenant_id), idempotency_key, body, execute, render)
@@ -116,7 +123,7 @@ def get_transaction(request: Request, transaction_id: UUID, principal: Reader,
     return respond(transaction_from_view(view), version=transaction_version_of_view(view))
 
 
-@router.post("/{transaction_id}/reverse", status_code=201, response_model=TransactionOut, responses=CREATE_ERRORS,
+@router.post("/{transaction_id}/reverse", status_code=201, response_model=TransactionWritten, responses=CREATE_ERRORS,
              summary="Reverse a transaction: post its opposite, linked both ways")
 async def reverse_transaction(request: Request, transaction_id: UUID, principal: Writer,
                               body: ReverseTransaction | None = None, if_match: IfMatch = None,
@@ -132,13 +139,13 @@ async def reverse_transaction(request: Request, transaction_id: UUID, principal:
 
     def render(recorded: Recorded) -> Response:
         reversal = recorded.aggregate
-        return respond(transaction_from_aggregate(reversal, recorded.position or 0), 201, version=reversal.version,
+        return respond(transaction_written(recorded, recorded.position or 0), 201, version=reversal.version,
                        location=f"/v1/transactions/{reversal.id}")
 
     return await run_command(request, str(principal.tenant_id), idempotency_key, body, execute, render)
 
 
-@router.post("/{transaction_id}/post", response_model=TransactionOut, responses=CREATE_ERRORS,
+@router.post("/{transaction_id}/post", response_model=TransactionWritten, responses=CREATE_ERRORS,
              summary="Post (capture) a pending transaction, in full or in part; the rest is released")
 async def post_hold(request: Request, transaction_id: UUID, principal: Writer, body: PostHold | None = None,
                     idempotency_key: IdempotencyKey = None) -> Response:
@@ -159,10 +166,10 @@ async def post_hold(request: Request, transaction_id: UUID, principal: Writer, b
 
 def _hold_response(recorded: Recorded) -> Response:
     hold = recorded.aggregate
-    return respond(transaction_from_aggregate(hold, recorded.position or 0), version=hold.version)
+    return respond(transaction_written(recorded, recorded.position or 0), version=hold.version)
 
 
-@router.post("/{transaction_id}/void", response_model=TransactionOut, responses=CREATE_ERRORS,
+@router.post("/{transaction_id}/void", response_model=TransactionWritten, responses=CREATE_ERRORS,
              summary="Void a pending transaction: release everything it reserved")
 async def void_hold(request: Request, transaction_id: UUID, principal: Writer,
                     idempotency_key: IdempotencyKey = None) -> Response:

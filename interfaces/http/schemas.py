@@ -13,17 +13,19 @@ with their codes.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from application.ledger import POST_TRANSACTIONS_MAX
 from domain.account import NAME_LENGTH_MAX
 from domain.metadata import METADATA_KEYS_MAX
 from domain.tenant import REASON_LENGTH_MAX
 from domain.transaction import DESCRIPTION_LENGTH_MAX, POSTINGS_MAX, POSTINGS_MIN
 
 AMOUNT_LENGTH_MAX = 64
+BATCH_TRANSACTIONS_MAX = POST_TRANSACTIONS_MAX  # per POST /v1/transactions/batch: what one bulk ledger call takes
 AMOUNT_PATTERN = r"^[+-]?\d{1,30}(\.\d{1,30})?$"
 Metadata = dict[str, str]
 
@@ -89,6 +91,31 @@ class PostTransaction(Body):
     )
     expires_at: datetime | None = Field(
         None, description="Only with status pending: when the worker voids the hold if it is still pending",
+    )
+
+
+_WALLET = "5e7d9b1a-2c4f-5a8e-8b3d-1f6e0a9c4d22"
+_CASH = "0b8a3c2e-6f1d-5d2b-9a51-3f0f2c1e7a11"
+
+
+class PostTransactionBatch(Body):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "atomic": False,
+        "transactions": [
+            {"external_id": "payout-0001", "effective_date": "2026-11-23",
+             "postings": [{"account_id": _WALLET, "amount": "4.00"}, {"account_id": _CASH, "amount": "-4.00"}]},
+            {"external_id": "payout-0002", "effective_date": "2026-11-23",
+             "postings": [{"account_id": _WALLET, "amount": "99.00"}, {"account_id": _CASH, "amount": "-99.00"}]},
+        ],
+    }]})
+
+    transactions: list[PostTransaction] = Field(
+        json_schema_extra={"minItems": 1, "maxItems": BATCH_TRANSACTIONS_MAX},
+        description=f"1-{BATCH_TRANSACTIONS_MAX} transactions, each as the body of POST /v1/transactions; "
+        "decided in this order (each sees the effect of those before it) and saved together",
+    )
+    atomic: bool = Field(
+        False, description="true: all or nothing (linked): if any transaction is rejected, none is posted (422)",
     )
 
 
@@ -235,6 +262,76 @@ class TransactionOut(Positioned):
     held_postings: list[PostingOut] | None = Field(
         None, description="A hold's reserved postings (postings are what it posted once captured)",
     )
+
+
+class AccountBalanceOut(BaseModel):
+    account_id: UUID
+    currency: str
+    balance: str = Field(description="Posted balance, normal side (as `balance` of GET /v1/accounts/{id}/balance)")
+    raw_balance: str = Field(description="Posted balance, debit-positive (as `raw_balance` there)")
+    available_balance: str = Field(description="Available balance, normal side (as `available` there)")
+
+
+class TransactionWritten(TransactionOut):
+    """A write's answer: the transaction, and the balances of the accounts it touched as
+    this write left them. A replay by external_id shows the balances as of the replay."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        **TransactionOut.model_config["json_schema_extra"]["examples"][0],  # type: ignore[index]
+        "balances": [
+            {"account_id": _CASH, "currency": "BRL", "balance": "10.00", "raw_balance": "10.00",
+             "available_balance": "10.00"},
+            {"account_id": _WALLET, "currency": "BRL", "balance": "10.00", "raw_balance": "-10.00",
+             "available_balance": "10.00"},
+        ],
+    }]})
+
+    balances: list[AccountBalanceOut] = Field(
+        default_factory=list, description="Each account the write touched, as the write left it",
+    )
+
+
+class TransactionBatchItem(BaseModel):
+    index: int = Field(description="The transaction's place in the request, from 0")
+    status: Literal["created", "replayed", "rejected"]
+    transaction: TransactionWritten | None = Field(description="As the 201 body of POST /v1/transactions; "
+                                                   "null when rejected")
+    problem: dict[str, Any] | None = Field(description="Why it was rejected (a problem document with its code); "
+                                           "null otherwise")
+
+
+_BATCH_RESULTS_EXAMPLE = [
+    {"index": 0, "status": "created", "transaction": {
+        "id": "8f14e45f-ceea-5e7a-9f3b-2b7c1d4e5f60", "external_id": "payout-0001", "effective_date": "2026-11-23",
+        "recorded_at": "2026-11-23T12:00:05Z", "description": "",
+        "postings": [{"account_id": _WALLET, "amount": "4.00", "currency": "BRL"},
+                     {"account_id": _CASH, "amount": "-4.00", "currency": "BRL"}],
+        "metadata": {}, "reverses": None, "reversed_by": None, "version": 1, "position": 12, "status": "posted",
+        "expires_at": None, "held_postings": None,
+        "balances": [{"account_id": _WALLET, "currency": "BRL", "balance": "6.00", "raw_balance": "-6.00",
+                      "available_balance": "6.00"},
+                     {"account_id": _CASH, "currency": "BRL", "balance": "6.00", "raw_balance": "6.00",
+                      "available_balance": "6.00"}],
+    }, "problem": None},
+    {"index": 1, "status": "rejected", "transaction": None, "problem": {
+        "type": "urn:invario:problem:insufficient_funds", "title": "Insufficient funds", "status": 422,
+        "detail": "account wallet:42 would go below its floor of 0.00 BRL", "code": "insufficient_funds",
+        "instance": "/v1/transactions/batch", "request_id": "4f9c2d0e8b7a4c1e9d3f5a6b7c8d9e0f",
+        "account_id": _WALLET}},
+]
+
+
+class TransactionBatchOut(Positioned):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "atomic": False, "created": 1, "replayed": 0, "rejected": 1, "results": _BATCH_RESULTS_EXAMPLE,
+        "position": 12,
+    }]})
+
+    atomic: bool
+    created: int = Field(description="How many transactions this request posted")
+    replayed: int = Field(description="How many were already recorded with the same external_id and content")
+    rejected: int = Field(description="How many were rejected (each with its problem)")
+    results: list[TransactionBatchItem] = Field(description="One per transaction of the request, in its order")
 
 
 class TenantOut(Positioned):

@@ -21,6 +21,7 @@ PROBES: list[tuple[str, str, Any]] = [
     ("POST", "/v1/transactions/{transaction_id}/post", None),
     ("POST", "/v1/transactions/{transaction_id}/void", None),
     ("POST", "/v1/transactions", "steal"),
+    ("POST", "/v1/transactions/batch", "steal-batch"),  # each item has its own outcome (issue 15)
     ("GET", "/v1/recurring-transactions/{recurring_id}", None),  # standing orders (docs/jobs.md)
     ("DELETE", "/v1/recurring-transactions/{recurring_id}", None),
     ("GET", "/v1/batches/{batch_id}", None),  # batch files (docs/batches.md)
@@ -55,6 +56,14 @@ def test_another_tenants_ids_are_not_found(api: Api, acme: Tenant, globex: Tenan
         path = template.format(**ids)
         if body == "steal":
             response = api.post(globex, "steal", (cash, "-3.00"), (wallet, "3.00"))
+        elif body == "steal-batch":
+            response = api.client.post(path, headers=globex.headers, json={"transactions": [{
+                "external_id": "steal", "effective_date": "2026-11-23",
+                "postings": [{"account_id": cash, "amount": "-3.00"}, {"account_id": wallet, "amount": "3.00"}]}]})
+            assert response.status_code == 200, response.text
+            [result] = response.json()["results"]
+            assert (result["status"], result["problem"]["code"]) == ("rejected", "account_not_found")
+            continue
         else:
             response = api.client.request(method, path, headers=globex.headers)
         code = ("transaction_not_found" if "{transaction_id}" in template

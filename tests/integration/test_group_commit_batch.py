@@ -18,6 +18,7 @@ from domain.errors import (
     AccountNotFound,
     DuplicateExternalId,
     InsufficientFunds,
+    LinkedTransferFailed,
     TransactionUnbalanced,
 )
 from domain.ids import account_id_for
@@ -184,3 +185,40 @@ def test_a_conflict_with_another_process_redecides_only_the_affected_lines(
     assert log_length(books.ledger) == 1 + 6 + 3 * 5
     check_positions(books.ledger, outcomes)
     assert broken_chains(books.ledger) == {}
+
+
+def test_an_atomic_batch_saves_nothing_when_one_request_is_rejected(database_url: str, open_rt: OpenRuntime) -> None:
+    books = open_books(open_rt(database_url).ledger, "cash", "wallet")
+    books.ledger.post_transaction(books.tenant_id, "dep", DAY, transfer(books, "dep", "cash", "wallet", "1.00").postings)
+    before, log_before = books.balances(), log_length(books.ledger)
+    requests = [
+        transfer(books, "t1", "wallet", "cash", "0.60"),
+        transfer(books, "t2", "wallet", "cash", "0.60"),   # below the floor only after t1
+        transfer(books, "dep", "cash", "wallet", "1.00"),  # a replay is not posted by this call either
+    ]
+    outcomes = books.ledger.post_transactions(books.tenant_id, requests, atomic=True)
+
+    assert [type(o) for o in outcomes] == [LinkedTransferFailed, InsufficientFunds, LinkedTransferFailed]
+    assert outcomes[0].details == {"failed_index": 1}
+    assert books.balances() == before and log_length(books.ledger) == log_before
+    # Nothing decided by the rejected batch reached the cache: the same first request now posts.
+    assert isinstance(books.ledger.post_transactions(books.tenant_id, requests[:1], atomic=True)[0], Recorded)
+    assert books.balances() == {"cash": 40, "wallet": -40}
+    assert books.balances(open_rt(database_url).ledger) == {"cash": 40, "wallet": -40}
+    assert broken_chains(books.ledger) == {}
+
+
+def test_an_atomic_batch_without_rejections_saves_everything_with_its_balances(
+        database_url: str, open_rt: OpenRuntime) -> None:
+    books = open_books(open_rt(database_url).ledger, "cash", "wallet")
+    requests = [transfer(books, "t1", "cash", "wallet", "1.00"), transfer(books, "t2", "wallet", "cash", "0.25")]
+    first, second = books.ledger.post_transactions(books.tenant_id, requests, atomic=True)
+
+    assert isinstance(first, Recorded) and isinstance(second, Recorded)
+    check_positions(books.ledger, [first, second])
+    # Each outcome keeps the balances its own decision left, not the batch's final ones.
+    assert {b.account_id: b.balance_minor for b in first.balances} == {
+        books.accounts["cash"]: 100, books.accounts["wallet"]: -100}
+    assert {b.account_id: b.available_normal_minor for b in second.balances} == {
+        books.accounts["cash"]: 75, books.accounts["wallet"]: 75}
+    assert books.balances() == {"cash": 75, "wallet": -75}

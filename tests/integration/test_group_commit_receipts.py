@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import func, select
 
 from application.group_commit import Batch, ReceiptTaken, carrying
-from application.ledger import Ledger, Recorded
+from application.ledger import Ledger, Recorded, TransactionRequest
 from domain.errors import InsufficientFunds, LedgerError
 from infrastructure.bootstrap import Runtime
 from infrastructure.idempotency import (
@@ -208,3 +208,43 @@ def test_two_runtimes_racing_with_one_key_write_once_and_replay(database_url: st
     assert books.balances(second.ledger) == {**BOOKS, "cash": 100, "wallet": -100}
     with first.engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(idempotency_keys)).scalar() == 1
+
+
+def _render_all(outcome: Any) -> tuple[StoredResponse, Any]:
+    assert isinstance(outcome, list), "the whole call's receipt sees every outcome"
+    codes = [o.code if isinstance(o, LedgerError) else o.position for o in outcome]
+    return StoredResponse(200, {}, json.dumps(codes).encode()), outcome
+
+
+def test_a_bulk_call_writes_its_one_receipt_with_its_events(runtime: Runtime) -> None:
+    books = open_books(runtime.ledger)
+    store = _store(runtime)
+    legs = [leg(books.accounts["cash"], "1.00"), leg(books.accounts["wallet"], "-1.00")]
+    requests = [TransactionRequest("b1", DAY, legs), TransactionRequest("b2", DAY, list(reversed(legs)))]
+    receipt = _receipt(store, "bulk", render=_render_all)
+    with carrying(receipt):
+        outcomes = runtime.ledger.post_transactions(books.tenant_id, requests)
+    assert receipt.written
+    stored = json.loads(_rows(runtime)["bulk"].response_body)
+    assert stored == [o.position for o in outcomes] and stored[-1] == log_length(runtime.ledger)
+    log_before, balances = log_length(runtime.ledger), books.balances()
+    # The same key again (another process, say): nothing of the call is saved.
+    again = _receipt(store, "bulk", render=_render_all)
+    with carrying(again), pytest.raises(ReceiptTaken):
+        runtime.ledger.post_transactions(books.tenant_id, [TransactionRequest("b3", DAY, legs)])
+    assert log_length(runtime.ledger) == log_before and books.balances() == balances
+
+
+def test_an_atomic_bulk_call_rejected_stores_its_receipt_and_no_event(runtime: Runtime) -> None:
+    books = open_books(runtime.ledger)
+    store = _store(runtime)
+    log_before = log_length(runtime.ledger)
+    requests = [TransactionRequest("a1", DAY, [leg(books.accounts["cash"], "1.00"),
+                                               leg(books.accounts["wallet"], "-1.00")]),
+                TransactionRequest("a2", DAY, [leg(books.accounts["wallet"], "5.00"),
+                                               leg(books.accounts["cash"], "-5.00")])]
+    receipt = _receipt(store, "atomic", render=_render_all)
+    with carrying(receipt):
+        runtime.ledger.post_transactions(books.tenant_id, requests, atomic=True)
+    assert json.loads(_rows(runtime)["atomic"].response_body) == ["linked_transfer_failed", "insufficient_funds"]
+    assert log_length(runtime.ledger) == log_before and books.balances() == BOOKS

@@ -113,7 +113,8 @@ def _accounts_and_tenants(shop: Shop, data: st.DataObject) -> None:
                                                                metadata=labels))
         if opened is not None:
             account_id = opened.aggregate.id
-            shop.expect("account", lambda: _account_texts(reads.get_account(shop.tenant_id, account_id)),
+            # Bound now: both codes of the loop may be accepted, and a late-bound id reads the last one.
+            shop.expect("account", lambda i=account_id: _account_texts(reads.get_account(shop.tenant_id, i)),
                         (account_code, name, labels))
     tenant_name = data.draw(texts, "tenant name")
     created = shop.attempt(lambda: shop.ledger.create_tenant(tenant_name))
