@@ -4,9 +4,9 @@ Verification recomputes the hash of every event of the ledger. Building each
 domain event through the mapper and re-encoding it with the standard library's
 JSON encoder was most of its time (docs/performance.md, the verify ``stage:``
 rows). Here the stored state is read with orjson, the transcoder's tagged values
-(UUIDs, timestamps, dates) are rewritten into their canonical form, and orjson's
-sorted-key compact encoding is hashed: for the values events hold, those are the
-bytes ``domain.chain.canonical_encoding`` produces.
+(UUIDs, timestamps, dates) are rewritten into their canonical form, and the result is hashed through
+``infrastructure.fast_events.canonical_bytes``, the same orjson encoding the
+write side hashes with: the bytes ``domain.chain.canonical_encoding`` produces.
 
 Correctness never rests on the shortcut. Only a hash that *matches* the stored
 one is accepted from it (a SHA-256 match means the bytes were the same ones the
@@ -22,6 +22,8 @@ import hashlib
 from typing import Any, NamedTuple
 
 import orjson
+
+from infrastructure.fast_events import canonical_bytes
 
 # Left out of the canonical encoding (domain.chain._EXCLUDED_FIELDS).
 _EXCLUDED_FIELDS = frozenset({"hash", "originator_topic"})
@@ -55,9 +57,8 @@ def hashes_from_stored(topic: str, originator_id: Any, originator_version: int, 
     event_type = topic.rpartition(":")[2]  # the class's qualified name, as compute_event_hash uses it
     fields["originator_id"] = str(originator_id)
     fields["originator_version"] = originator_version
-    try:
-        encoded = orjson.dumps({"event_type": event_type, "fields": fields}, option=orjson.OPT_SORT_KEYS)
-    except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits: the reference encoder handles it
+    encoded = canonical_bytes({"event_type": event_type, "fields": fields})
+    if encoded is None:  # e.g. an integer beyond 64 bits: the reference encoder handles it
         return None
     recomputed = hashlib.sha256(encoded).hexdigest()
     if recomputed != stored_hash:
