@@ -71,7 +71,9 @@ def eventsourcing_env(settings: Settings, database: DatabaseURL, *, serving: boo
             POSTGRES_POOL_SIZE=str(settings.db_pool_size),
             POSTGRES_MAX_OVERFLOW=str(settings.db_pool_size),
             POSTGRES_LOCK_TIMEOUT=str(settings.db_lock_timeout_seconds),
-            POSTGRES_PRE_PING="y",
+            # No POSTGRES_PRE_PING: a round trip on every checkout; a dead pooled
+            # connection fails its statement instead, which empties the pool and
+            # is retried once (pg_store.bounded_attempts).
             # Sessions take settings such as default_transaction_read_only when they
             # connect: replacing pooled connections now and then lets a database that
             # turned writable again (a failover finished) be written without a restart.

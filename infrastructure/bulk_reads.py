@@ -14,17 +14,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
-from eventsourcing.utils import retry
+from eventsourcing.persistence import StoredEvent
 from psycopg.sql import SQL, Identifier
+
+from infrastructure.pg_store import bounded_attempts
 
 
 class PostgresBulkReads:
     """``events_after`` and ``latest_snapshots`` over the eventsourcing PostgreSQL tables."""
 
     def __init__(self, events_recorder: Any, snapshots_recorder: Any | None) -> None:
-        self._datastore = events_recorder.datastore
-        schema = Identifier(self._datastore.schema)
+        self.datastore = events_recorder.datastore
+        self.watch = events_recorder.watch  # bounded_attempts: no read while the database is known down
+        schema = Identifier(self.datastore.schema)
         self._events_after = SQL(
             "SELECT e.originator_id, e.originator_version, e.topic, e.state"
             " FROM {schema}.{table} e"
@@ -57,9 +59,9 @@ class PostgresBulkReads:
         rows = self._select(self._latest_snapshots, (list(aggregate_ids),))
         return {row.originator_id: row for row in rows}  # type: ignore[misc]
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # as the recorder's own reads
+    @bounded_attempts  # as the recorder's own reads
     def _select(self, statement: SQL | Any, params: tuple[Any, ...]) -> list[StoredEvent]:
-        with self._datastore.get_connection() as conn, conn.cursor() as curs:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(statement, params, prepare=True)
             return [
                 StoredEvent(

@@ -23,6 +23,8 @@ for one at once.
 
 from __future__ import annotations
 
+import contextlib
+
 import time
 from functools import wraps
 from typing import Any
@@ -59,13 +61,37 @@ def bounded_attempts(undecorated: Any) -> Any:
                 raise OperationalError(f"the database does not answer: {watch.reason}")
             try:
                 return undecorated(self, *args, **kwargs)
-            except (InterfaceError, OperationalError):
+            except (InterfaceError, OperationalError) as error:
+                if _connection_lost(error):
+                    _drain(self.datastore.pool)
                 if attempt == ATTEMPTS_MAX or watch.down:
                     raise
                 time.sleep(RETRY_WAIT_SECONDS)
         raise AssertionError("unreachable")
 
     return attempts
+
+
+# The server ended the session (pg_terminate_backend, a shutdown, a crash restart):
+# SQLSTATE 57P01-57P03; class 08 is the connection's own failure.
+_SESSION_ENDED = ("57P01", "57P02", "57P03")
+
+
+def _connection_lost(error: Exception) -> bool:
+    """The connection failed, not the statement (no SQLSTATE: the client lost it)."""
+    sqlstate = getattr(error.__cause__ or error, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith("08") or sqlstate in _SESSION_ENDED
+
+
+def _drain(pool: ConnectionPool[Any]) -> None:
+    """Empty the pool after a lost connection, so that the retry opens a fresh one.
+
+    There is no liveness check on checkout (a round trip per write would cost more than
+    the write's share of a group commit), so a dead pooled connection shows itself by
+    failing; the others, opened alike, are most likely dead too (the server restarted,
+    the network dropped them)."""
+    with contextlib.suppress(Exception):  # a closing pool has nothing to drain
+        pool.drain()
 
 
 def _watch_of(datastore: Any) -> DatabaseWatch:
@@ -87,8 +113,13 @@ class BoundedRetryPostgresRecorder(PostgresApplicationRecorder):
     def ping(self) -> None:
         """One round trip through the pool the writes use (no retry: the health checks want the truth)."""
         self.watch.raise_if_down()
-        with self.datastore.get_connection() as connection:
-            connection.execute("SELECT 1")
+        try:
+            with self.datastore.get_connection() as connection:
+                connection.execute("SELECT 1")
+        except (InterfaceError, OperationalError) as error:
+            if _connection_lost(error):
+                _drain(self.datastore.pool)  # the next check gets a fresh connection
+            raise
 
 
 class BoundedRetryAggregateRecorder(PostgresAggregateRecorder):
@@ -118,8 +149,6 @@ class BoundedPostgresFactory(PostgresFactory):
         if pool_timeout:
             pool.timeout = float(pool_timeout)
         pool.reconnect_timeout = RECONNECT_TIMEOUT_SECONDS
-        if getattr(pool, "_check", None) is not None:  # POSTGRES_PRE_PING: eventsourcing's check on checkout
-            pool._check = _draining_on_failure(pool, pool._check)
         self._watch = watch_for(pool.kwargs)
         self._on_failure = _emptying(pool)
         self._watch.subscribe(self._on_failure)
@@ -127,23 +156,6 @@ class BoundedPostgresFactory(PostgresFactory):
     def close(self) -> None:
         self._watch.unsubscribe(self._on_failure)
         super().close()
-
-
-def _draining_on_failure(pool: ConnectionPool[Any], check: Any) -> Any:
-    """The pool's check on checkout, emptying the pool when a connection fails it.
-
-    One dead idle connection means the others, opened alike, are most likely dead too (the server
-    restarted, the network dropped them), and psycopg_pool pauses the caller up to a second between
-    two failed checks: better to open fresh connections than to try each dead one in turn."""
-
-    def check_or_drain(connection: Any) -> None:
-        try:
-            check(connection)
-        except Exception:
-            pool.drain()
-            raise
-
-    return check_or_drain
 
 
 def _emptying(pool: ConnectionPool[Any]) -> Any:

@@ -140,7 +140,7 @@ def assert_database_problem(response: httpx.Response, code: str) -> None:
     assert response.headers["content-type"].startswith("application/problem+json")
     assert int(response.headers["retry-after"]) >= 1
     body = response.json()
-    assert body["code"] == code and body["status"] == 503
+    assert body["code"] == code and body["status"] == 503, body
     assert "Traceback" not in response.text and "psycopg" not in response.text
 
 

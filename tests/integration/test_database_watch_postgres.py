@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import date
+from functools import partial
 from typing import Any
+from uuid import UUID
 
 import psycopg
 import pytest
 from sqlalchemy import text
 
+from application.ledger import PostingInstruction
 from infrastructure.bootstrap import open_runtime
 from infrastructure.db_errors import classify_database_error
 from infrastructure.pg_connections import connection_options
 from infrastructure.pg_watch import WatchedConnection, watch_for
 from infrastructure.settings import Settings
 from tests.e2e.http_fixtures import PEPPER
+from tests.e2e.serve_support import prepare_ledger
 
 pytestmark = pytest.mark.postgres
 
@@ -99,3 +104,25 @@ def test_marking_the_database_down_cuts_off_waiting_queries_and_refuses_new_ones
         connection.close()
     with WatchedConnection.connect(pg_database_url) as again:
         assert again.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_pooled_connections_the_server_ended_are_replaced_on_first_use(pg_database_url: str) -> None:
+    """No liveness ping on checkout: the first statement on a dead pooled connection fails,
+    the pool is emptied and the statement retried once on a fresh connection, so neither
+    the write nor the read after a failover (sessions ended) fails."""
+    book = prepare_ledger(pg_database_url)
+    runtime = open_runtime(Settings(database_url=pg_database_url, auth_pepper=PEPPER), serving=True)
+    try:
+        ledger = runtime.ledger
+        post = partial(ledger.post_transaction, book.tenant_id, effective_date=date(2026, 12, 7),
+                       postings=[PostingInstruction(UUID(book.cash), "1.00"),
+                                 PostingInstruction(UUID(book.revenue), "-1.00")])
+        post(external_id="before")
+        with psycopg.connect(pg_database_url, autocommit=True) as admin:
+            ended = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                                  " WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchone()
+        assert ended is not None and ended[0] >= 1
+        post(external_id="after")
+        assert ledger.get_account(book.tenant_id, UUID(book.cash)).balance_minor == 200
+    finally:
+        runtime.close()
