@@ -202,8 +202,9 @@ _TAKE_OVER = (
 )
 POSTGRES_INSERT = (
     f"INSERT INTO idempotency_keys ({', '.join(_COLUMNS)}) "
-    "SELECT * FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], %s::int[], %s::text[], "
-    "%s::bytea[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[]) "
+    # Binary arrays (%b), as the events' insert (infrastructure.pg_store): no text to render and parse.
+    "SELECT * FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[], %b::varchar[], %b::int[], %b::text[], "
+    "%b::bytea[], %b::timestamptz[], %b::timestamptz[], %b::timestamptz[]) "
     + _TAKE_OVER.format(lease_cutoff="excluded.locked_at - %s::interval") + " RETURNING scope, key"
 )
 SQLITE_INSERT = (
