@@ -15,13 +15,17 @@ row notes failures). The tenant, its key and the accounts are written through
 the application (``Ledger.save`` of many freshly opened accounts at once)
 before the server starts.
 
-One more row (issue 15), the batch endpoint: 4 clients each post
+Two more rows (issue 15). The batch endpoint: 4 clients each post
 ``POST /v1/transactions/batch`` bodies of 1,000 transfers between random
 accounts (not atomic, one Idempotency-Key per request); its value counts the
 items the answers say were created, and its latencies are those of the whole
 requests. Four clients keep one batch being committed while the next ones are
 parsed and validated on the server's event loop; more would only queue whole
 batches (1,000 transfers each) and lengthen every request on a small machine.
+Then the server is restarted with the rate limit at its default (the other
+rows run with ``INVARIO_RATE_LIMIT_PER_SECOND=0``, i.e. off) and 64 keyed
+clients post single transfers: the value counts the 201s; the 429s the limit
+answers are counted in the row's note as failures.
 
 The load generator is ``wrk`` when it is on ``PATH`` (a C program: it leaves
 the cores to the server), else an ``httpx`` async client in this process,
@@ -30,7 +34,9 @@ which needs about as much CPU per request as the server; set
 
 Targets (issue 8): 2,000 transfers/s with p99 under 50 ms at 64 clients over
 random accounts; 1,000 transfers/s through one hot account. Issue 15: 10,000
-transfers/s through the batch endpoint. The load generator
+transfers/s through the batch endpoint; the rate-limited row has no target (the
+default limit, per tenant, is far below what one server answers: it shows that
+the limit holds, and what it costs). The load generator
 shares the machine with the server (and, here, with the database), so on a
 small machine it takes part of the CPU the server could have used: the note of
 each throughput row gives both processes' CPU use.
@@ -74,11 +80,12 @@ P99_TARGET_CLIENTS = 64
 BATCH_THROUGHPUT_TARGET = 10_000
 
 FULL = {"accounts": 10_000, "clients": (16, 64, 256), "warmup": 2.0, "seconds": 8.0,
-        "batch_items": 1_000, "batch_clients": 4}
+        "batch_items": 1_000, "batch_clients": 4, "limited_clients": 64}
 SMOKE = {"accounts": 200, "clients": (2, 8), "warmup": 0.3, "seconds": 1.0,
-         "batch_items": 20, "batch_clients": 4}
+         "batch_items": 20, "batch_clients": 4, "limited_clients": 8}
 WRK_SCRIPT = Path(__file__).with_name("wrk_transfers.lua")
 WRK_BATCH_SCRIPT = Path(__file__).with_name("wrk_batch.lua")
+RATE_LIMIT_VARIABLES = ("INVARIO_RATE_LIMIT_PER_SECOND", "INVARIO_RATE_LIMIT_BURST")
 WRK_THREADS_MAX = 2
 TOOL_VARIABLE = "INVARIO_BENCH_LOAD_TOOL"
 SERVE_OPTIONS_VARIABLE = "INVARIO_BENCH_SERVE_OPTIONS"
@@ -130,20 +137,36 @@ def run(smoke: bool) -> list[Measurement]:
         book = _open_book(found[1], shape["accounts"])
         results = []
         options = ("--no-followers", *os.environ.get(SERVE_OPTIONS_VARIABLE, "").split())
-        with (_worker(found[1]), tempfile.TemporaryDirectory(prefix="invario-bench-") as scratch,
-              _server(found[1], *options) as (base_url, pid)):
-            for scenario, clients, keyed in runs(shape):
+        with _worker(found[1]), tempfile.TemporaryDirectory(prefix="invario-bench-") as scratch:
+            with _server(found[1], *options) as (base_url, pid):
+                for scenario, clients, keyed in runs(shape):
+                    if tool == "wrk":
+                        window = _wrk_load(base_url, book, scenario, clients, shape, pid, Path(scratch), keyed)
+                    else:
+                        window = asyncio.run(_httpx_load(base_url, book, scenario, clients, shape, pid, keyed))
+                    results += _figures(scenario, clients, len(book.accounts), window, tool, keyed)
                 if tool == "wrk":
-                    window = _wrk_load(base_url, book, scenario, clients, shape, pid, Path(scratch), keyed)
+                    window = _wrk_batch_load(base_url, book, shape, pid, Path(scratch))
                 else:
-                    window = asyncio.run(_httpx_load(base_url, book, scenario, clients, shape, pid, keyed))
-                results += _figures(scenario, clients, len(book.accounts), window, tool, keyed)
-            if tool == "wrk":
-                window = _wrk_batch_load(base_url, book, shape, pid, Path(scratch))
-            else:
-                window = asyncio.run(_httpx_batch_load(base_url, book, shape, pid))
-            results += _batch_figures(shape, window, tool)
+                    window = asyncio.run(_httpx_batch_load(base_url, book, shape, pid))
+                results += _batch_figures(shape, window, tool)
+            # The rate limit is a server setting: a second server, on the same database, with the default.
+            with _server(found[1], *options, rate_limited=True) as (base_url, pid):
+                clients = shape["limited_clients"]
+                if tool == "wrk":
+                    window = _wrk_load(base_url, book, "random accounts", clients, shape, pid, Path(scratch), True,
+                                       statuses=True)
+                else:
+                    window = asyncio.run(_httpx_load(base_url, book, "random accounts", clients, shape, pid, True))
+                results += _figures("random accounts", clients, len(book.accounts), window, tool, True,
+                                    rate_limited=True)
         return results
+
+
+def default_rate_limit() -> tuple[float, int]:
+    """The rate limit a server has when nothing sets it: (requests per second, burst), per tenant."""
+    fields = Settings.model_fields
+    return float(fields["rate_limit_per_second"].default), int(fields["rate_limit_burst"].default)
 
 
 def load_tool() -> str:
@@ -173,12 +196,17 @@ def _open_book(database_url: str, accounts: int) -> Book:
 
 
 @contextlib.contextmanager
-def _server(database_url: str, *options: str) -> Iterator[tuple[str, int]]:
-    """``invario serve`` on a free port; yields its base URL and process id, stops it afterwards."""
+def _server(database_url: str, *options: str, rate_limited: bool = False) -> Iterator[tuple[str, int]]:
+    """``invario serve`` on a free port; yields its base URL and process id, stops it afterwards.
+    The rate limit is off unless ``rate_limited``: then it is the settings' default (any INVARIO_RATE_LIMIT_*
+    of this environment left out), as a server configured with nothing has it."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(REPOSITORY), os.environ.get("PYTHONPATH")))),
            "INVARIO_DATABASE_URL": database_url, "INVARIO_AUTH_PEPPER": PEPPER,
            "INVARIO_RATE_LIMIT_PER_SECOND": "0", "INVARIO_LOG_LEVEL": "INFO"}
+    if rate_limited:
+        for name in RATE_LIMIT_VARIABLES:
+            env.pop(name, None)
     command = [sys.executable, "-m", "interfaces.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port), *options]
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(command, cwd=REPOSITORY, env=env, stdout=subprocess.DEVNULL,  # noqa: S603
@@ -239,17 +267,21 @@ def _free_port() -> int:
 
 
 def _wrk_load(base_url: str, book: Book, scenario: str, clients: int, shape: dict[str, Any], pid: int,  # noqa: PLR0913
-              scratch: Path, keyed: bool) -> Window:
-    """A warm-up run of wrk, then the measured one; wrk reports its own percentiles (all responses)."""
+              scratch: Path, keyed: bool, statuses: bool = False) -> Window:
+    """A warm-up run of wrk, then the measured one; wrk reports its own percentiles (all responses).
+    With ``statuses`` the failures are counted per HTTP status (e.g. 429) rather than as "non-2xx"."""
     accounts = _accounts_file(book, scratch)
     hot = book.hot if scenario == "hot account" else "-"
-    arguments = [str(accounts), hot, "RUN", "key" if keyed else "-"]
+    arguments = [str(accounts), hot, "RUN", "key" if keyed else "-", *(["statuses"] if statuses else [])]
     _wrk(base_url, book, clients, max(1, round(shape["warmup"])), WRK_SCRIPT, arguments)
     server_before, children_before = process_cpu_seconds(pid), _children_cpu()
     report = _wrk(base_url, book, clients, round(shape["seconds"]), WRK_SCRIPT, arguments)
     window = Window(report["duration_us"] / 1e6, report["requests"] - report["non_2xx"], report["p50_us"] / 1e6,
                     report["p95_us"] / 1e6, report["p99_us"] / 1e6)
-    if report["non_2xx"]:
+    failed = {code: count for code, count in report.get("statuses", {}).items() if not 200 <= int(code) < 300}
+    if statuses and sum(failed.values()) == report["non_2xx"]:
+        window.failures.update(failed)
+    elif report["non_2xx"]:
         window.failures["non-2xx"] = report["non_2xx"]
     _wrk_tail(window, report, pid, server_before, children_before)
     return window
@@ -444,13 +476,23 @@ def _cpu_note(window: Window, tool: str) -> str:
 
 
 def _figures(scenario: str, clients: int, accounts: int, window: Window, tool: str,  # noqa: PLR0913
-             keyed: bool) -> list[Measurement]:
+             keyed: bool, rate_limited: bool = False) -> list[Measurement]:
     note = _cpu_note(window, tool)
     hot = scenario == "hot account"
     where = "1 hot + random accounts" if hot else f"{accounts:,} random accounts"
     name = f"API: {clients} clients, {where}, {'Idempotency-Key' if keyed else 'no key'}"
     throughput_target: float | None = HOT_THROUGHPUT_TARGET if hot else THROUGHPUT_TARGET
     p99_target = P99_TARGET_MS if clients == P99_TARGET_CLIENTS and not hot else None
+    if rate_limited:
+        rate, burst = default_rate_limit()
+        name += ", default rate limit"
+        throughput_target = p99_target = None  # the limit, not the server, sets the figure
+        limited = window.failures.pop("429", 0)
+        limit = f"default limit {rate:g} requests/s per tenant (burst {burst})"
+        note = (f"{limit} is below the server's rate: value = the 201s; failures: 429 rate_limited x{limited}; {note}"
+                if limited else f"{limit}: no 429, the server stayed under it; {note}")
+        if tool == "wrk":
+            note += "; latencies include the 429s"
     if window.failures:
         note += "; not 201: " + ", ".join(f"{k} x{v}" for k, v in window.failures.most_common(3))
     return [
