@@ -36,12 +36,28 @@ def test_the_http_benchmark_serves_and_measures_every_shape(tool: str, monkeypat
         pytest.skip("wrk is not installed (optional: the benchmark falls back to httpx)")
     monkeypatch.setenv(bench_http.TOOL_VARIABLE, tool)
     measurements = bench_http.run(smoke=True)
-    throughput = [m for m in measurements if m.name.startswith("API: ")]
+    rows = [m for m in measurements if m.name.startswith("API: ")]
+    batch = [m for m in rows if "batch endpoint" in m.name]
+    limited = [m for m in rows if "default rate limit" in m.name]
+    throughput = [m for m in rows if m not in batch and m not in limited]
     assert len(throughput) == len(bench_http.runs(bench_http.SMOKE)) == 2 * len(bench_http.SMOKE["clients"]) + 1
     assert sum("Idempotency-Key" in m.name for m in throughput) == 2 * len(bench_http.SMOKE["clients"])
     assert all(m.value > 0 and "not 201" not in m.note and tool in m.note for m in throughput), [
         m.note for m in throughput]
-    assert sum(m.name.strip().startswith("p99") for m in measurements) == len(throughput)
+    assert sum(m.name.strip().startswith("p99") for m in measurements) == len(rows) == len(throughput) + 2
+    # The batch endpoint: every item of every request created (none rejected), latencies per request.
+    (batch_row,) = batch
+    assert batch_row.name == (f"API: batch endpoint, {bench_http.SMOKE['batch_items']} per request, "
+                              f"{bench_http.SMOKE['batch_clients']} clients, Idempotency-Key")
+    assert batch_row.unit == "transfers/s" and batch_row.target == bench_http.BATCH_THROUGHPUT_TARGET
+    assert batch_row.value > 0 and "not created" not in batch_row.note and tool in batch_row.note, batch_row.note
+    assert [m.name.strip() for m in measurements[measurements.index(batch_row) + 1:][:2]] == [
+        "p50 latency (request)", "p99 latency (request)"]
+    # The rate limit at its default: some 201s, no target, and only 429s (counted in the note) as failures.
+    (limited_row,) = limited
+    assert f"{bench_http.SMOKE['limited_clients']} clients" in limited_row.name and "Idempotency-Key" in limited_row.name
+    assert limited_row.value > 0 and limited_row.target is None and "default limit" in limited_row.note
+    assert "not 201" not in limited_row.note and tool in limited_row.note, limited_row.note
 
 
 @pytest.mark.postgres
