@@ -73,6 +73,7 @@ class IntegrityMonitor:
         self._refreshed_at = float("-inf")
         self._announced: set[tuple[Any, ...]] = set()
         self._refreshing = False
+        self._refresh_lock = threading.Lock()  # one re-read at a time (status())
 
     # --- reading ----------------------------------------------------------------------
 
@@ -90,9 +91,21 @@ class IntegrityMonitor:
             self._announced.clear()
 
     def status(self, *, refresh: bool = True) -> IntegrityStatus:
-        """The current view, re-read from the database when older than ``refresh_seconds``."""
-        if refresh and time.monotonic() - self._refreshed_at >= self.refresh_seconds:
-            self.refresh()
+        """The current view, re-read from the database when older than ``refresh_seconds``.
+
+        One caller re-reads; callers arriving meanwhile keep the last view, unless
+        there is none yet (they wait for the first read). Under load every write of
+        the second found the view due at once: each re-read it on a connection of
+        its own, past the engine's pool, opened and closed for that one read."""
+        if not (refresh and self.needs_refresh()):
+            return self._status
+        first = self._refreshed_at == float("-inf")
+        if self._refresh_lock.acquire(blocking=first):
+            try:
+                if self.needs_refresh():  # not done by the caller we waited for
+                    self.refresh()
+            finally:
+                self._refresh_lock.release()
         return self._status
 
     def is_broken(self) -> bool:

@@ -7,6 +7,8 @@ Two ``IntegrityMonitor`` instances on one database stand for two processes.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -20,6 +22,7 @@ from infrastructure.integrity_monitor import (
     FAILED_EVENT,
     GAUGE_NAME,
     IntegrityMonitor,
+    IntegrityStatus,
     process_monitor,
     register_integrity_gauge,
 )
@@ -124,3 +127,35 @@ def test_a_database_that_cannot_be_read_keeps_the_last_view(engine: Engine) -> N
     with engine.begin() as connection:
         connection.exec_driver_sql("DROP TABLE integrity_state")
     assert monitor.refresh().broken
+
+
+def test_concurrent_callers_share_one_re_read_and_the_first_read_is_awaited(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monitor = IntegrityMonitor(refresh_seconds=60)
+    monitor.attach(engine)
+    reads = []
+    real_refresh = monitor.refresh
+
+    def slow_refresh() -> IntegrityStatus:
+        reads.append(threading.current_thread().name)
+        time.sleep(0.2)  # long enough for every other caller to arrive meanwhile
+        return real_refresh()
+
+    monkeypatch.setattr(monitor, "refresh", slow_refresh)
+
+    def call_status_from_16_threads() -> list[IntegrityStatus]:
+        seen: list[IntegrityStatus] = []
+        threads = [threading.Thread(target=lambda: seen.append(monitor.status())) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return seen
+
+    first = call_status_from_16_threads()
+    assert len(reads) == 1 and len(first) == 16  # the first read: everyone waited for it
+    assert not monitor.needs_refresh()
+    monitor._refreshed_at -= 120  # noqa: SLF001 - make the view due again
+    again = call_status_from_16_threads()
+    assert len(reads) == 2 and len(again) == 16  # due again: one re-read, the others kept the last view
