@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -45,11 +44,9 @@ from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 
+from application.retries import COMMIT_ATTEMPTS_MAX, back_off
 from domain.errors import ConcurrencyConflict, LedgerError, LinkedTransferFailed
 
-COMMIT_ATTEMPTS_MAX = 20
-BACKOFF_BASE_SECONDS = 0.001
-BACKOFF_CEILING_SECONDS = 0.05
 
 _active: ContextVar[WorkingSet | None] = ContextVar("invario_working_set", default=None)
 _receipt: ContextVar[Receipt | None] = ContextVar("invario_receipt", default=None)
@@ -352,8 +349,7 @@ class Batch:
                 if attempt == 0:
                     lane.enter_context(self._conflict_lane())
                 else:  # in the lane, only writers that have not met a conflict yet compete
-                    ceiling = min(BACKOFF_CEILING_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
-                    time.sleep(random.uniform(0, ceiling))  # noqa: S311 - jitter, not security
+                    back_off(attempt)
                 self._redecide_affected(give_up=attempt == COMMIT_ATTEMPTS_MAX - 1)
             self._commit_last_try()
 

@@ -9,9 +9,7 @@ then retried against fresh state, a bounded number of times.
 
 from __future__ import annotations
 
-import random
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
@@ -39,13 +37,13 @@ from application.group_commit import (
     check_written,
     current_receipt,
 )
+from application.retries import save_with_retries
 
 from domain.account import Account
 from domain.chain import ChainBreak, verify_chain
 from domain.errors import (
     AccountAlreadyExists,
     AccountNotFound,
-    ConcurrencyConflict,
     CurrencyMismatch,
     DuplicateExternalId,
     InvalidCapture,
@@ -75,9 +73,6 @@ T = TypeVar("T")
 # Set by Ledger.deferred(): _execute hands back the writer's future instead of waiting.
 _deferring: ContextVar[bool] = ContextVar("invario_deferring", default=False)
 
-SAVE_ATTEMPTS_MAX = 30
-BACKOFF_BASE_SECONDS = 0.001
-BACKOFF_CEILING_SECONDS = 0.05
 WRITE_LOCK_STRIPES = 1024
 CHAIN_EVENTS_PAGE = 1000
 POST_TRANSACTIONS_MAX = 1000
@@ -323,20 +318,11 @@ class Ledger(Application):
                          [s.receipt for s in submissions]).run()
 
     def _retrying(self, decide_and_save: Callable[[], T], lock_keys: Iterable[UUID] = ()) -> T:
-        """Run a decision until it saves, re-deciding on fresh state after a conflict.
-
-        Writers of the same aggregates in this process queue on striped locks, so
-        they never conflict with each other; conflicts with other processes back
-        off exponentially with full jitter, which keeps a hot account moving.
-        """
+        """Run a decision until it saves (``save_with_retries``). Writers of the same
+        aggregates in this process queue on striped locks, so they never conflict with
+        each other; only other processes' writes make it decide again."""
         with self._write_locks.holding(lock_keys):
-            for attempt in range(SAVE_ATTEMPTS_MAX):
-                try:
-                    return decide_and_save()
-                except IntegrityError:
-                    ceiling = min(BACKOFF_CEILING_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
-                    time.sleep(random.uniform(0, ceiling))  # noqa: S311
-        raise ConcurrencyConflict(f"gave up after {SAVE_ATTEMPTS_MAX} conflicting attempts; retry the request")
+            return save_with_retries(decide_and_save)
 
     def _get(self, aggregate_id: UUID, kind: type[T]) -> T | None:
         # Every use case reads through here, so inside a batch it reads the batch's

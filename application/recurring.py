@@ -12,10 +12,10 @@ from datetime import date
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import IntegrityError
 
 from application.ledger import Ledger, PostingInstruction, Recorded
-from domain.errors import ConcurrencyConflict, CurrencyMismatch, RecurringTransactionNotFound
+from application.retries import save_with_retries
+from domain.errors import CurrencyMismatch, RecurringTransactionNotFound
 from domain.money import format_amount, parse_amount_minor
 from domain.recurring import RecurringTransaction, Schedule
 from domain.transaction import Posting, check_posting_count
@@ -44,12 +44,12 @@ class RecurringTransactions:
         return Recorded(recurring, self._save(recurring))
 
     def cancel(self, tenant_id: UUID, recurring_id: UUID) -> Recorded:
-        recurring = self.get(tenant_id, recurring_id)
-        recurring.cancel()
-        try:
+        def decide() -> Recorded:
+            recurring = self.get(tenant_id, recurring_id)
+            recurring.cancel()
             return Recorded(recurring, self._save(recurring))
-        except IntegrityError:
-            raise ConcurrencyConflict("the recurring transaction changed meanwhile; retry") from None
+
+        return save_with_retries(decide)
 
     def run(self, tenant_id: UUID, recurring_id: UUID, run_date: date) -> Recorded:
         """Post the run of ``run_date`` (or replay it, if it was already posted)."""

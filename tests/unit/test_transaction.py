@@ -9,7 +9,7 @@ from uuid import uuid4
 import pytest
 from eventsourcing.persistence import IntegrityError
 
-from application import ledger as ledger_module
+from application import retries as retries_module
 from application.ledger import PostingInstruction
 from domain.errors import (
     AccountClosed,
@@ -271,7 +271,7 @@ def test_persistent_conflicts_give_up_with_concurrency_conflict(acme: Books, mon
         raise IntegrityError("version taken")
 
     monkeypatch.setattr(acme.ledger, "_save", conflict)
-    monkeypatch.setattr(ledger_module, "time", SimpleNamespace(sleep=lambda _: None))  # skip the back-off
+    monkeypatch.setattr(retries_module, "time", SimpleNamespace(sleep=lambda _: None))  # skip the back-off
     with acme.rejects(ConcurrencyConflict, "concurrency_conflict", external_id="t1"):
         _pay(acme, "t1")
 
