@@ -565,7 +565,8 @@ class Ledger(Application):
     ) -> Recorded:
         """Record a balanced journal entry, or return the one already recorded
         under the same ``external_id`` with the same content."""
-        return self._record_new(tenant_id, external_id, effective_date, postings, description, metadata, None)
+        return self._record_new(tenant_id, TransactionRequest(external_id, effective_date, postings, description,
+                                                              metadata))
 
     def place_hold(  # noqa: PLR0913
         self,
@@ -579,8 +580,8 @@ class Ledger(Application):
     ) -> Recorded:
         """Record a pending transaction (a hold): its amounts are reserved against the
         accounts' available balances, not posted. Repeats replay like ``post_transaction``."""
-        return self._record_new(tenant_id, external_id, effective_date, postings, description, metadata,
-                                _HoldRequest(expires_at))
+        return self._record_new(tenant_id, TransactionRequest(external_id, effective_date, postings, description,
+                                                              metadata, pending=True, expires_at=expires_at))
 
     def post_transactions(
         self, tenant_id: UUID, requests: Sequence[TransactionRequest], *, commit: bool = True, atomic: bool = False,
@@ -617,68 +618,41 @@ class Ledger(Application):
 
     def _request_decision(self, tenant_id: UUID, request: TransactionRequest) -> Callable[[], Recorded]:
         try:
-            if request.expires_at is not None and not request.pending:
-                raise InvalidTransaction("expires_at is only for pending transactions (holds)", field="expires_at")
-            hold = _HoldRequest(request.expires_at) if request.pending else None
-            return self._new_transaction_decision(tenant_id, request.external_id, request.effective_date,
-                                                  request.postings, request.description, request.metadata, hold)
+            return self._new_transaction_decision(tenant_id, request)
         except LedgerError as error:
             return _rejected(error)  # invalid before any state is read: its outcome is this error
 
-    def _record_new(  # noqa: PLR0913
-        self,
-        tenant_id: UUID,
-        external_id: str,
-        effective_date: date,
-        postings: Sequence[PostingInstruction],
-        description: str,
-        metadata: dict[str, str] | None,
-        hold: _HoldRequest | None,
-    ) -> Recorded:
-        decide = self._new_transaction_decision(tenant_id, external_id, effective_date, postings, description,
-                                                metadata, hold)
-        return self._execute(decide, lock_keys=[p.account_id for p in postings],
-                             reads=[tenant_id, transaction_id_for(tenant_id, external_id)])
+    def _record_new(self, tenant_id: UUID, request: TransactionRequest) -> Recorded:
+        decide = self._new_transaction_decision(tenant_id, request)
+        return self._execute(decide, lock_keys=[p.account_id for p in request.postings],
+                             reads=[tenant_id, transaction_id_for(tenant_id, request.external_id)])
 
-    def _new_transaction_decision(  # noqa: PLR0913
-        self,
-        tenant_id: UUID,
-        external_id: str,
-        effective_date: date,
-        postings: Sequence[PostingInstruction],
-        description: str,
-        metadata: dict[str, str] | None,
-        hold: _HoldRequest | None,
-    ) -> Callable[[], Recorded]:
-        check_external_id(external_id)
-        check_posting_count(len(postings))
-        _check_effective_date(effective_date)
-        # The text rules too are checked before any state is read (the aggregate checks them again).
-        check_description(description)
-        check_metadata(metadata)
-        expires_at = hold.expires_at if hold is not None else None
+    def _new_transaction_decision(self, tenant_id: UUID, request: TransactionRequest) -> Callable[[], Recorded]:
+        _check_request(request)
 
         def decide() -> Recorded:
             self._writable_tenant(tenant_id)
-            accounts = self._load_posting_accounts(tenant_id, postings)
-            resolved = tuple(_resolve(instruction, accounts) for instruction in postings)
-            existing = self._get(transaction_id_for(tenant_id, external_id), Transaction)
+            accounts = self._load_posting_accounts(tenant_id, request.postings)
+            resolved = tuple(_resolve(instruction, accounts) for instruction in request.postings)
+            existing = self._get(transaction_id_for(tenant_id, request.external_id), Transaction)
             if existing is not None:
-                if existing.same_content(effective_date, resolved, description, metadata,
-                                         hold=hold is not None, expires_at=expires_at):
+                if existing.same_content(request.effective_date, resolved, request.description, request.metadata,
+                                         hold=request.pending, expires_at=request.expires_at):
                     return Recorded(existing, None, replayed=True, balances=_balances_of(accounts))
                 raise DuplicateExternalId(
-                    f"external_id {external_id} was already used for a different transaction",
-                    external_id=external_id,
+                    f"external_id {request.external_id} was already used for a different transaction",
+                    external_id=request.external_id,
                     transaction_id=str(existing.id),
                 )
-            if hold is None:
-                transaction = Transaction.post(tenant_id, external_id, effective_date, resolved, description, metadata)
-                _apply_postings(transaction, accounts)
-            else:
-                transaction = Transaction.place_hold(tenant_id, external_id, effective_date, resolved, description,
-                                                     metadata, expires_at=expires_at, now=self.clock())
+            if request.pending:
+                transaction = Transaction.place_hold(tenant_id, request.external_id, request.effective_date, resolved,
+                                                     request.description, request.metadata,
+                                                     expires_at=request.expires_at, now=self.clock())
                 _apply_reservations(transaction, accounts)
+            else:
+                transaction = Transaction.post(tenant_id, request.external_id, request.effective_date, resolved,
+                                               request.description, request.metadata)
+                _apply_postings(transaction, accounts)
             return Recorded(transaction, self._save(transaction, *accounts.values()), balances=_balances_of(accounts))
 
         return decide
@@ -824,6 +798,17 @@ def _check_effective_date(effective_date: object) -> None:
         raise InvalidTransaction("effective_date must be a calendar date (YYYY-MM-DD)", field="effective_date")
 
 
+def _check_request(request: TransactionRequest) -> None:
+    """What can be checked before any state is read (the aggregate checks the text rules again)."""
+    if request.expires_at is not None and not request.pending:
+        raise InvalidTransaction("expires_at is only for pending transactions (holds)", field="expires_at")
+    check_external_id(request.external_id)
+    check_posting_count(len(request.postings))
+    _check_effective_date(request.effective_date)
+    check_description(request.description)
+    check_metadata(request.metadata)
+
+
 def _resolve(instruction: PostingInstruction, accounts: dict[UUID, Account]) -> Posting:
     account = accounts[instruction.account_id]
     if instruction.currency is not None and instruction.currency != account.currency:
@@ -832,11 +817,6 @@ def _resolve(instruction: PostingInstruction, accounts: dict[UUID, Account]) -> 
             account_id=str(account.id),
         )
     return Posting(account.id, parse_amount_minor(instruction.amount, account.currency), account.currency)
-
-
-@dataclass(frozen=True)
-class _HoldRequest:
-    expires_at: datetime | None
 
 
 def _resolve_capture(instruction: PostingInstruction, accounts: dict[UUID, Account]) -> Posting:

@@ -57,7 +57,7 @@ def open_books(ledger: Ledger) -> Books:
 def transfer_decision(books: Books, external_id: str, debit: str, credit: str, amount: str) -> Callable[[], Any]:
     legs = [leg(books.accounts[debit], amount), leg(books.accounts[credit], f"-{amount}")]
     return books.ledger._new_transaction_decision(  # noqa: SLF001 - one batch, built by hand
-        books.tenant_id, external_id, DAY, legs, "", None, None)
+        books.tenant_id, TransactionRequest(external_id, DAY, legs))
 
 
 def _render(outcome: Any) -> tuple[StoredResponse, Any]:
