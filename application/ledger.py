@@ -12,29 +12,25 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
-from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
-from copy import copy, deepcopy
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from decimal import Decimal
-from enum import Enum
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
-from eventsourcing.persistence import IntegrityError, StoredEvent, Transcoder, Transcoding
+from eventsourcing.application import Application
+from eventsourcing.persistence import IntegrityError, Transcoder, Transcoding
 
+from application.aggregate_store import AggregateStore, BulkReads
+from application.decisions import AccountBalance, Recorded
 from application.group_commit import (
     Batch,
     CallerContext,
     GroupCommitWriter,
     Receipt,
-    ReceiptsTaken,
     ReceiptTaken,
-    RenderReceipts,
     active_working_set,
-    check_written,
     current_receipt,
 )
 from application.retries import save_with_retries
@@ -74,7 +70,6 @@ T = TypeVar("T")
 _deferring: ContextVar[bool] = ContextVar("invario_deferring", default=False)
 
 WRITE_LOCK_STRIPES = 1024
-CHAIN_EVENTS_PAGE = 1000
 POST_TRANSACTIONS_MAX = 1000
 WRITE_QUEUE_MIN = 64
 
@@ -118,50 +113,6 @@ class TransactionRequest:
     expires_at: datetime | None = None
 
 
-@dataclass(frozen=True)
-class AccountBalance:
-    """An account's balances as a write left them (the write's own decision, not a read):
-    posted raw (debit-positive) and normal-side, and available (normal side, net of the
-    open holds that would reduce it), as ``Account`` and the balances read model define them."""
-
-    account_id: UUID
-    currency: str
-    balance_minor: int
-    balance_normal_minor: int
-    available_normal_minor: int
-
-    @classmethod
-    def of(cls, account: Account) -> AccountBalance:
-        return cls(account.id, account.currency, account.balance_minor, account.balance_normal_minor,
-                   account.available_normal_minor)
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """The outcome of a write: the aggregate and the log position that holds it.
-
-    ``replayed`` is true when an identical request had already been recorded and
-    nothing new was written; ``position`` is then ``None``.
-
-    ``balances``: every account the write touched, as it left them (copied when it was
-    decided, so later commands of the same batch do not change them). A replay's are
-    the accounts' balances as the replay found them, i.e. now, not as of the original.
-    """
-
-    aggregate: Any
-    position: int | None
-    replayed: bool = False
-    balances: tuple[AccountBalance, ...] = ()
-
-
-class BulkReads(Protocol):
-    """Stored events of many aggregates in one round trip (``infrastructure.bulk_reads``)."""
-
-    def events_after(self, after_versions: Mapping[UUID, int]) -> dict[UUID, list[StoredEvent]]: ...
-
-    def latest_snapshots(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, StoredEvent]: ...
-
-
 class StripedLocks:
     """Per-aggregate mutual exclusion within one process, in bounded memory.
 
@@ -196,13 +147,11 @@ class Ledger(Application):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.store = AggregateStore(self)
         self._write_locks = StripedLocks()
         self._writer: GroupCommitWriter | None = None
         # Serialises conflicted batches across processes; bootstrap sets one per store.
         self.conflict_lane: Callable[[], AbstractContextManager[Any]] = nullcontext
-        # Reads many aggregates' events at once for a batch; bootstrap sets one per store
-        # that has it. Without it a batch loads its aggregates one at a time.
-        self.bulk_reads: BulkReads | None = None
         # What "now" is for hold deadlines; tests replace it.
         self.clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
 
@@ -223,44 +172,20 @@ class Ledger(Application):
         return max(positions) if positions else None
 
     def save(self, *objs: Any, **kwargs: Any) -> Any:
-        """``Application.save``; outside a batch, the calling command's receipt (if any)
-        is written in the same transaction, rendered as ``Recorded(first object, the
-        highest position)``: every use case saves its result first."""
-        receipt = current_receipt()
-        if receipt is None or "receipts" in kwargs:
-            return super().save(*objs, **kwargs)
-        result = next(obj for obj in objs if obj is not None)
-        rendered: list[Receipt] = []
-
-        def render(positions: Mapping[tuple[UUID, int], int]) -> list[Receipt]:
-            receipt.render(Recorded(result, max(positions.values(), default=None)))
-            rendered[:] = [receipt]
-            return rendered
-
-        try:
-            recordings = super().save(*objs, receipts=render, **kwargs)
-        except ReceiptsTaken:  # nothing of this command was saved, as in a batch
-            raise ReceiptTaken from None
-        check_written([receipt], rendered)
-        receipt.written = True
-        return recordings
+        """``Application.save``, with the calling command's receipt (``AggregateStore.save``)."""
+        return self.store.save(*objs, **kwargs)
 
     def record_receipt(self, receipt: Receipt, outcome: Any) -> None:
-        """Write the receipt of a command that saved nothing (rejected before any save,
-        or a replay), in a transaction of its own. ``ReceiptTaken`` if its key is."""
-        rendered: list[Receipt] = []
+        """Write the receipt of a command that saved nothing (``AggregateStore.record_receipt``)."""
+        self.store.record_receipt(receipt, outcome)
 
-        def render(_positions: Mapping[tuple[UUID, int], int]) -> list[Receipt]:
-            receipt.render(outcome)
-            rendered[:] = [receipt]
-            return rendered
+    @property
+    def bulk_reads(self) -> BulkReads | None:
+        return self.store.bulk_reads
 
-        try:
-            self.recorder.insert_events([], receipts=render)
-        except ReceiptsTaken:
-            raise ReceiptTaken from None
-        check_written([receipt], rendered)
-        receipt.written = True
+    @bulk_reads.setter
+    def bulk_reads(self, bulk_reads: BulkReads | None) -> None:
+        self.store.bulk_reads = bulk_reads
 
     def start_group_commit(self, batch_size_max: int, wait_seconds: float,
                            caller_context: CallerContext | None = None) -> None:
@@ -314,7 +239,7 @@ class Ledger(Application):
         keys = [key for submission in submissions for key in submission.lock_keys]
         with self._write_locks.holding(keys):
             reads = [key for submission in submissions for key in submission.reads]
-            return Batch(self._batch_store(), [s.decide for s in submissions], self.conflict_lane, reads,
+            return Batch(self.store, [s.decide for s in submissions], self.conflict_lane, reads,
                          [s.receipt for s in submissions]).run()
 
     def _retrying(self, decide_and_save: Callable[[], T], lock_keys: Iterable[UUID] = ()) -> T:
@@ -328,130 +253,8 @@ class Ledger(Application):
         # Every use case reads through here, so inside a batch it reads the batch's
         # working set: the state the earlier commands of the batch left behind.
         working_set = active_working_set()
-        aggregate = working_set.get(aggregate_id) if working_set is not None else self._load(aggregate_id)
+        aggregate = working_set.get(aggregate_id) if working_set is not None else self.store.load(aggregate_id)
         return aggregate if isinstance(aggregate, kind) else None
-
-    # --- the event store as a batch sees it (application.group_commit.BatchStore) ---
-
-    def _load(self, aggregate_id: UUID) -> Any | None:
-        try:
-            return self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            return None
-
-    def _load_many(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, Any | None]:
-        """What ``_load`` gives for each id, with the reads of all of them in one or
-        two queries (``bulk_reads``) instead of one to three round trips per id."""
-        if self.bulk_reads is None:
-            return {aggregate_id: self._load(aggregate_id) for aggregate_id in aggregate_ids}
-        cache = self.repository.cache
-        cached: dict[UUID, Any] = {}
-        if cache is not None:
-            for aggregate_id in aggregate_ids:
-                with suppress(KeyError):
-                    cached[aggregate_id] = cache.get(aggregate_id)
-        uncached = [i for i in aggregate_ids if i not in cached]
-        snapshots = self.bulk_reads.latest_snapshots(uncached) if self.snapshots is not None else {}
-        after = {i: a.version for i, a in cached.items()}
-        after.update((i, snapshots[i].originator_version if i in snapshots else 0) for i in uncached)
-        stored = self.bulk_reads.events_after(after)
-        loaded = {i: self._fast_forwarded(i, a, stored.get(i, ())) for i, a in cached.items()}
-        for aggregate_id in uncached:
-            loaded[aggregate_id] = self._reconstructed(aggregate_id, snapshots.get(aggregate_id),
-                                                       stored.get(aggregate_id, ()))
-        return loaded
-
-    def _fast_forwarded(self, aggregate_id: UUID, cached: Any, stored: Iterable[StoredEvent]) -> Any:
-        # As Repository.get does: the cached object moves forward under its
-        # fast-forward lock (other threads may read it too), the caller gets a copy.
-        repository = self.repository
-        lock = repository._use_fastforward_lock(aggregate_id)  # noqa: SLF001
-        try:
-            with lock:
-                for stored_event in stored:
-                    if stored_event.originator_version > cached.version:  # another reader may be ahead
-                        cached = self.mapper.to_domain_event(stored_event).mutate(cached)
-                return _copied(cached) if repository.deepcopy_from_cache else cached
-        finally:
-            repository._disuse_fastforward_lock(aggregate_id)  # noqa: SLF001
-
-    def _reconstructed(self, aggregate_id: UUID, snapshot: StoredEvent | None, stored: Iterable[StoredEvent]) -> Any:
-        aggregate = None
-        if snapshot is not None:
-            assert self.snapshots is not None
-            aggregate = self.snapshots.mapper.to_domain_event(snapshot).mutate(None)
-        for stored_event in stored:
-            aggregate = self.mapper.to_domain_event(stored_event).mutate(aggregate)
-        cache = self.repository.cache
-        if aggregate is None or cache is None:
-            return aggregate
-        cache.put(aggregate_id, aggregate)
-        return _copied(aggregate) if self.repository.deepcopy_from_cache else aggregate
-
-    def _load_at(self, aggregate_id: UUID, version: int) -> Any:
-        latest = self._load(aggregate_id)
-        if latest is not None and latest.version == version:
-            return latest  # the usual case, served from the cache
-        return self.repository.get(aggregate_id, version=version)
-
-    def _changed_since(self, versions: Mapping[UUID, int]) -> set[UUID]:
-        # After a conflict, which of a batch's aggregates another writer has moved on:
-        # one query for all of them where the store has bulk reads.
-        if self.bulk_reads is not None:
-            return set(self.bulk_reads.events_after(versions))
-        return {i for i, version in versions.items() if self._stored_version(i) != version}
-
-    def _stored_version(self, aggregate_id: UUID) -> int:
-        last = self.recorder.select_events(aggregate_id, desc=True, limit=1)
-        return last[0].originator_version if last else 0
-
-    def _save_events(self, events: Sequence[Any], aggregates: Iterable[Any],
-                     receipts: RenderReceipts | None = None) -> dict[tuple[UUID, int], int]:
-        """One atomic write of a batch's events, in the order given (``Application.save``
-        collects per aggregate, which would not keep the commands' order in the log),
-        with its commands' receipts (the recorder writes them in the same transaction)."""
-        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
-        if receipts is not None:
-            processing_event.saved_kwargs["receipts"] = receipts
-        processing_event.events.extend(events)
-        processing_event.aggregates.update((a.id, a) for a in aggregates)
-        recordings = self._record(processing_event)
-        for aggregate in processing_event.aggregates.values():
-            aggregate.collect_events()  # stored now
-        self._snapshot_committed(events, processing_event.aggregates)
-        self._notify(recordings)
-        return {(r.domain_event.originator_id, r.domain_event.originator_version): r.notification.id
-                for r in recordings}
-
-    def _snapshot_committed(self, events: Sequence[Any], aggregates: Mapping[UUID, Any]) -> None:
-        # Where Application._take_snapshots would rebuild an aggregate from the store
-        # at each event whose version is a multiple of the interval (a hot account
-        # crosses one every few batches), snapshot the committed aggregate in hand at
-        # its current version: still at most one interval of events after a snapshot.
-        if self.snapshots is None:
-            return
-        due: dict[UUID, Any] = {}
-        for event in events:
-            aggregate = aggregates.get(event.originator_id)
-            interval = self.snapshotting_intervals.get(type(aggregate))
-            if interval is not None and event.originator_version % interval == 0:
-                due[aggregate.id] = aggregate
-        if due:
-            snapshot_class = type(self).snapshot_class
-            self.snapshots.put([getattr(type(a), "Snapshot", snapshot_class).take(a) for a in due.values()])
-
-    def _keep_committed(self, aggregates: Iterable[tuple[Any, bool]]) -> None:
-        # The next batch then finds these aggregates current in the cache instead of
-        # decoding and replaying this batch's events again. A committed state is always
-        # a safe cache entry: every read fast-forwards it from the store first.
-        cache = self.repository.cache
-        if cache is None or not self.repository.fastforward:
-            return  # without fast-forwarding, Application._record has cached them already
-        for aggregate, held_by_a_result in aggregates:
-            cache.put(aggregate.id, _copied(aggregate) if held_by_a_result else aggregate)
-
-    def _batch_store(self) -> _LedgerBatchStore:
-        return _LedgerBatchStore(self)
 
     # --- tenants ----------------------------------------------------------------
 
@@ -610,7 +413,7 @@ class Ledger(Application):
             existing = [transaction_id_for(tenant_id, r.external_id) for r in requests if is_external_id(r.external_id)]
             reads = [tenant_id, *keys, *existing]
             receipt = current_receipt() if commit else None
-            batch = Batch(self._batch_store(), decisions, self.conflict_lane, reads, batch_receipt=receipt)
+            batch = Batch(self.store, decisions, self.conflict_lane, reads, batch_receipt=receipt)
             outcomes = batch.run(commit=commit, failure_stops_all=True, atomic=atomic)
         if outcomes and all(isinstance(outcome, ReceiptTaken) for outcome in outcomes):
             raise ReceiptTaken
@@ -767,17 +570,7 @@ class Ledger(Application):
 
     def verify_aggregate_chain(self, aggregate_id: UUID) -> ChainBreak | None:
         """Recompute one aggregate's hash chain from its stored events."""
-        return verify_chain(self._stored_events(aggregate_id))
-
-    def _stored_events(self, aggregate_id: UUID) -> Iterable[Any]:
-        # Paged so that a long-lived account never has to fit in memory at once.
-        after = 0
-        while True:
-            page = list(self.events.get(aggregate_id, gt=after or None, limit=CHAIN_EVENTS_PAGE))
-            yield from page
-            if len(page) < CHAIN_EVENTS_PAGE:
-                return
-            after = page[-1].originator_version
+        return verify_chain(self.store.stored_events(aggregate_id))
 
 
 def _balances_of(accounts: Mapping[UUID, Account]) -> tuple[AccountBalance, ...]:
@@ -870,54 +663,9 @@ def _apply_postings(transaction: Transaction, accounts: dict[UUID, Account]) -> 
         accounts[posting.account_id].record_posting(transaction.id, posting.amount_minor, posting.currency)
 
 
-# Values that are immutable: a copy may share them (deepcopy copies UUIDs and datetimes anyway).
-_SHAREABLE = (str, int, float, bool, type(None), UUID, Enum, datetime, date, Decimal, bytes)
-
-
-def _copied(aggregate: Any) -> Any:
-    """``copy.deepcopy(aggregate)`` at a fraction of the cost (a batch copies every
-    aggregate it loads): the object is copied as deepcopy does, immutable attribute
-    values are shared, and every other value (lists, dicts, tuples, ...) is
-    deep-copied with one memo, as deepcopy would."""
-    duplicate = copy(aggregate)
-    memo: dict[int, Any] = {id(aggregate): duplicate}
-    state = duplicate.__dict__
-    for name, value in state.items():
-        if not isinstance(value, _SHAREABLE):
-            state[name] = deepcopy(value, memo)
-    return duplicate
-
-
 def _rejected(error: LedgerError) -> Callable[[], Recorded]:
     def decide() -> Recorded:
         raise error
 
     return decide
 
-
-@dataclass(frozen=True)
-class _LedgerBatchStore:
-    """The Ledger's event store seen through ``application.group_commit.BatchStore``."""
-
-    ledger: Ledger
-
-    def load(self, aggregate_id: UUID) -> Any | None:
-        return self.ledger._load(aggregate_id)
-
-    def load_many(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, Any | None]:
-        return self.ledger._load_many(aggregate_ids)
-
-    def load_at(self, aggregate_id: UUID, version: int) -> Any:
-        return self.ledger._load_at(aggregate_id, version)
-
-    def changed_since(self, versions: dict[UUID, int]) -> set[UUID]:
-        return self.ledger._changed_since(versions)
-
-    def save_events(self, events: Sequence[Any], aggregates: Iterable[Any],
-                    receipts: RenderReceipts | None = None) -> dict[tuple[UUID, int], int]:
-        if receipts is None:
-            return self.ledger._save_events(events, aggregates)
-        return self.ledger._save_events(events, aggregates, receipts)
-
-    def keep_committed(self, aggregates: Iterable[tuple[Any, bool]]) -> None:
-        self.ledger._keep_committed(aggregates)
