@@ -23,8 +23,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
-
+from application.decisions import typed
 from application.ledger import Ledger
 from application.retries import save_with_retries
 from domain.api_key import KEY_PREFIX, ApiKey, check_scopes
@@ -187,16 +186,10 @@ class AccessService:
         return tenant
 
     def _get(self, aggregate_id: UUID, kind: type[T]) -> T | None:
-        try:
-            aggregate = self.ledger.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            return None
-        return aggregate if isinstance(aggregate, kind) else None
+        return typed(self.ledger.store, aggregate_id, kind)
 
     def _save(self, *aggregates: Any) -> int | None:
-        recordings = self.ledger.save(*aggregates)
-        positions = [r.notification.id for r in recordings if r.notification.id is not None]
-        return max(positions) if positions else None
+        return self.ledger.store.save(*aggregates)
 
 
 @dataclass

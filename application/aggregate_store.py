@@ -137,9 +137,20 @@ class AggregateStore:
                 return
             after = page[-1].originator_version
 
+    def get(self, aggregate_id: UUID) -> Any | None:
+        """A decision's read outside a batch (``application.decisions.Aggregates``)."""
+        return self.load(aggregate_id)
+
     # --- saving -----------------------------------------------------------------
 
-    def save(self, *objs: Any, **kwargs: Any) -> Any:
+    def save(self, *aggregates: Any) -> int | None:
+        """A decision's save outside a batch: now, with the command's receipt; the
+        highest position it wrote (``application.decisions.Aggregates``)."""
+        recordings = self.save_with_receipt(*aggregates)
+        positions = [r.notification.id for r in recordings if r.notification.id is not None]
+        return max(positions) if positions else None
+
+    def save_with_receipt(self, *objs: Any, **kwargs: Any) -> Any:
         """``Application.save``; outside a batch, the calling command's receipt (if any)
         is written in the same transaction, rendered as ``Recorded(first object, the
         highest position)``: every use case saves its result first."""

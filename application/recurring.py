@@ -11,8 +11,7 @@ from collections.abc import Sequence
 from datetime import date
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
-
+from application.decisions import typed
 from application.ledger import Ledger, PostingInstruction, Recorded
 from application.retries import save_with_retries
 from domain.errors import CurrencyMismatch, RecurringTransactionNotFound
@@ -41,13 +40,13 @@ class RecurringTransactions:
         resolved = tuple(self._resolve(tenant_id, instruction) for instruction in postings)
         recurring = RecurringTransaction.create(tenant_id, schedule, start_date, resolved, description, metadata,
                                                 end_date, today=self.ledger.clock().date())
-        return Recorded(recurring, self._save(recurring))
+        return Recorded(recurring, self.ledger.store.save(recurring))
 
     def cancel(self, tenant_id: UUID, recurring_id: UUID) -> Recorded:
         def decide() -> Recorded:
             recurring = self.get(tenant_id, recurring_id)
             recurring.cancel()
-            return Recorded(recurring, self._save(recurring))
+            return Recorded(recurring, self.ledger.store.save(recurring))
 
         return save_with_retries(decide)
 
@@ -61,11 +60,8 @@ class RecurringTransactions:
                                             recurring.metadata or None)
 
     def get(self, tenant_id: UUID, recurring_id: UUID) -> RecurringTransaction:
-        try:
-            recurring = self.ledger.repository.get(recurring_id)
-        except AggregateNotFoundError:
-            recurring = None
-        if not isinstance(recurring, RecurringTransaction) or recurring.tenant_id != tenant_id:
+        recurring = typed(self.ledger.store, recurring_id, RecurringTransaction)
+        if recurring is None or recurring.tenant_id != tenant_id:
             raise RecurringTransactionNotFound(f"recurring transaction {recurring_id} not found",
                                                recurring_transaction_id=str(recurring_id))
         return recurring
@@ -76,8 +72,3 @@ class RecurringTransactions:
             raise CurrencyMismatch(f"account {account.code} holds {account.currency}, not {instruction.currency}",
                                    account_id=str(account.id))
         return Posting(account.id, parse_amount_minor(instruction.amount, account.currency), account.currency)
-
-    def _save(self, recurring: RecurringTransaction) -> int | None:
-        recordings = self.ledger.save(recurring)
-        positions = [r.notification.id for r in recordings if r.notification.id is not None]
-        return max(positions) if positions else None

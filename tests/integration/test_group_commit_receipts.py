@@ -54,9 +54,9 @@ def open_books(ledger: Ledger) -> Books:
     return Books(ledger)
 
 
-def transfer_decision(books: Books, external_id: str, debit: str, credit: str, amount: str) -> Callable[[], Any]:
+def transfer_decision(books: Books, external_id: str, debit: str, credit: str, amount: str) -> Callable[[Any], Any]:
     legs = [leg(books.accounts[debit], amount), leg(books.accounts[credit], f"-{amount}")]
-    return books.ledger._new_transaction_decision(  # noqa: SLF001 - one batch, built by hand
+    return books.ledger.transactions._new_transaction_decision(  # noqa: SLF001 - one batch, built by hand
         books.tenant_id, TransactionRequest(external_id, DAY, legs))
 
 
