@@ -11,25 +11,23 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import random
 import re
 import secrets
 import string
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import IntegrityError
-
+from application.decisions import typed
 from application.ledger import Ledger
+from application.retries import save_with_retries
 from domain.api_key import KEY_PREFIX, ApiKey, check_scopes
-from domain.errors import ConcurrencyConflict, InvalidApiKey, TenantNotFound
+from domain.errors import InvalidApiKey, TenantNotFound
 from domain.ids import api_key_id_for, key_ring_id_for
 from domain.key_ring import KeyRing
 from domain.tenant import Tenant
@@ -41,7 +39,6 @@ DISPLAY_PREFIX_LENGTH = len(KEY_PREFIX) + 6
 PEPPER_LENGTH_MIN = 32
 _ALPHABET = string.ascii_letters + string.digits
 _KEY_FORMAT = re.compile(rf"^{KEY_PREFIX}[A-Za-z0-9]{{32,64}}$")
-SAVE_ATTEMPTS_MAX = 5
 KEY_READS_KEPT_MAX = 10_000  # keys whose last read is remembered (LRU); a forgotten one is simply read again
 
 
@@ -102,7 +99,7 @@ class AccessService:
             ring.add(key.id, key.display_prefix, key.scopes, datetime.now(timezone.utc))
             return IssuedKey(secret, key, self._save(ring, key))
 
-        return _retrying(decide)
+        return save_with_retries(decide)
 
     def revoke_keys(self, tenant_id: UUID) -> tuple[list[KeyInfo], int | None]:
         """Revoke every active key of the tenant; return what was revoked and the write's position."""
@@ -121,7 +118,7 @@ class AccessService:
             position = self._save(ring, *keys)
             return [_info(ring, key_id) for key_id in revoked_ids], position
 
-        return _retrying(decide)
+        return save_with_retries(decide)
 
     def list_keys(self, tenant_id: UUID) -> list[KeyInfo]:
         """The tenant's keys, newest first (active ones and the most recent revoked ones)."""
@@ -189,16 +186,10 @@ class AccessService:
         return tenant
 
     def _get(self, aggregate_id: UUID, kind: type[T]) -> T | None:
-        try:
-            aggregate = self.ledger.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            return None
-        return aggregate if isinstance(aggregate, kind) else None
+        return typed(self.ledger.store, aggregate_id, kind)
 
     def _save(self, *aggregates: Any) -> int | None:
-        recordings = self.ledger.save(*aggregates)
-        positions = [r.notification.id for r in recordings if r.notification.id is not None]
-        return max(positions) if positions else None
+        return self.ledger.store.save(*aggregates)
 
 
 @dataclass
@@ -214,11 +205,3 @@ def _info(ring: KeyRing, key_id: UUID) -> KeyInfo:
     entry = ring.keys[str(key_id)]
     return KeyInfo(key_id, entry["display_prefix"], tuple(entry["scopes"]), entry["issued_at"], entry["revoked_at"])
 
-
-def _retrying(decide_and_save: Callable[[], T]) -> T:
-    for attempt in range(1, SAVE_ATTEMPTS_MAX + 1):
-        try:
-            return decide_and_save()
-        except IntegrityError:
-            time.sleep(random.uniform(0, 0.002 * attempt))  # noqa: S311 - jitter, not security
-    raise ConcurrencyConflict(f"gave up after {SAVE_ATTEMPTS_MAX} conflicting attempts; retry")

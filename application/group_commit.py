@@ -1,9 +1,9 @@
 """Deciding many commands against one working set and committing them in one save.
 
-A *batch* runs its commands in order. Each command reads aggregates through the
-batch's ``WorkingSet`` (so it sees the effect of the commands before it, and an
-in-batch duplicate ``external_id`` is found before the store is asked) and its new
-events are kept per command. Every accepted command's events are then written in
+A *batch* runs its commands in order. Each command is a decision, called with the
+batch's ``WorkingSet`` to read and save aggregates through (so it sees the effect
+of the commands before it, and an in-batch duplicate ``external_id`` is found
+before the store is asked); its new events are kept per command. Every accepted command's events are then written in
 ONE atomic save, in command order, so each command's log position is the highest
 notification id of its own events and positions ascend with the commands.
 
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -45,19 +44,15 @@ from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 
+from application.retries import COMMIT_ATTEMPTS_MAX, back_off
 from domain.errors import ConcurrencyConflict, LedgerError, LinkedTransferFailed
 
-COMMIT_ATTEMPTS_MAX = 20
-BACKOFF_BASE_SECONDS = 0.001
-BACKOFF_CEILING_SECONDS = 0.05
 
-_active: ContextVar[WorkingSet | None] = ContextVar("invario_working_set", default=None)
+# The receipt travels from the interface that set it (``carrying``) to whichever save
+# writes the command's outcome, through use cases whose signatures are the public API
+# and know nothing of HTTP idempotency: a context variable, not an argument, for that
+# one thing. What a decision reads and saves is always an argument (``WorkingSet``).
 _receipt: ContextVar[Receipt | None] = ContextVar("invario_receipt", default=None)
-
-
-def active_working_set() -> WorkingSet | None:
-    """The working set of the batch whose command is being decided, if any."""
-    return _active.get()
 
 
 class Receipt(Protocol):
@@ -175,6 +170,11 @@ class WorkingSet:
         self._touch(aggregate_id, entry)
         return entry.aggregate
 
+    def save(self, *aggregates: Any) -> None:
+        """A decision's save: the batch saves every command's aggregates in one write,
+        and only then gives each result its position."""
+        self.stage(*aggregates)
+
     def stage(self, *aggregates: Any) -> None:
         """Take the aggregates a command saves; new ones join the working set."""
         for aggregate in aggregates:
@@ -263,12 +263,13 @@ Outcome = Any  # a Recorded, a LedgerError, or _NEEDS_FRESH_STATE while undecide
 class Batch:
     """Commands decided in order against one working set, committed in one save."""
 
-    def __init__(self, store: BatchStore, commands: Sequence[Callable[[], Any]],
+    def __init__(self, store: BatchStore, commands: Sequence[Callable[[WorkingSet], Any]],
                  conflict_lane: Callable[[], AbstractContextManager[Any]] = nullcontext,
                  prefetch: Iterable[UUID] = (), receipts: Sequence[Receipt | None] = (),
                  batch_receipt: Receipt | None = None) -> None:
-        """Decisions raise ``LedgerError`` to reject; any other exception (a bug, the
-        database gone) becomes that command's outcome and is never committed.
+        """Each command is a decision, called with the batch's working set to read and
+        save through. Decisions raise ``LedgerError`` to reject; any other exception (a
+        bug, the database gone) becomes that command's outcome and is never committed.
 
         ``conflict_lane`` serialises, across processes, the batches that have met a
         conflict: without it, writers of one hot account in several processes can keep
@@ -323,9 +324,8 @@ class Batch:
     def _decide(self, index: int) -> None:
         self.decisions += 1
         self.ws.begin()
-        token = _active.set(self.ws)
         try:
-            result = self._commands[index]()
+            result = self._commands[index](self.ws)
         except LedgerError as error:
             self._traces[index], self.outcomes[index] = self.ws.abort(), error
         except IntegrityError:
@@ -334,8 +334,6 @@ class Batch:
             self._traces[index], self.outcomes[index] = self.ws.abort(), _Failed(error)
         else:
             self._traces[index], self.outcomes[index] = self.ws.finish(result), result
-        finally:
-            _active.reset(token)
 
     def _commit_with_retries(self) -> None:
         with ExitStack() as lane:
@@ -352,8 +350,7 @@ class Batch:
                 if attempt == 0:
                     lane.enter_context(self._conflict_lane())
                 else:  # in the lane, only writers that have not met a conflict yet compete
-                    ceiling = min(BACKOFF_CEILING_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
-                    time.sleep(random.uniform(0, ceiling))  # noqa: S311 - jitter, not security
+                    back_off(attempt)
                 self._redecide_affected(give_up=attempt == COMMIT_ATTEMPTS_MAX - 1)
             self._commit_last_try()
 
@@ -532,7 +529,7 @@ class CallerContext(Protocol):
 
 @dataclass
 class _Submission:
-    decide: Callable[[], Any]
+    decide: Callable[[WorkingSet], Any]
     lock_keys: Sequence[UUID]
     reads: Sequence[UUID]  # what the decision is expected to read (prefetched with the batch)
     context: Any = None  # the caller's, from CallerContext.capture()
@@ -564,12 +561,12 @@ class GroupCommitWriter:
         self._thread = threading.Thread(target=self._loop, name="invario-group-commit", daemon=True)
         self._thread.start()
 
-    def submit(self, decide: Callable[[], Any], lock_keys: Sequence[UUID] = (), reads: Sequence[UUID] = (),
+    def submit(self, decide: Callable[[WorkingSet], Any], lock_keys: Sequence[UUID] = (), reads: Sequence[UUID] = (),
                receipt: Receipt | None = None) -> Any:
         """The command's outcome (a result, or the exception it raised), once committed."""
         return self.enqueue(decide, lock_keys, reads, receipt).result()
 
-    def enqueue(self, decide: Callable[[], Any], lock_keys: Sequence[UUID] = (), reads: Sequence[UUID] = (),
+    def enqueue(self, decide: Callable[[WorkingSet], Any], lock_keys: Sequence[UUID] = (), reads: Sequence[UUID] = (),
                 receipt: Receipt | None = None) -> Future[Any]:
         """Queue the command and return at once: the future of its outcome, resolved
         (with its result or its exception) after its batch's commit. Blocks only while

@@ -11,11 +11,10 @@ from collections.abc import Sequence
 from datetime import date
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import IntegrityError
-
+from application.decisions import typed
 from application.ledger import Ledger, PostingInstruction, Recorded
-from domain.errors import ConcurrencyConflict, CurrencyMismatch, RecurringTransactionNotFound
+from application.retries import save_with_retries
+from domain.errors import CurrencyMismatch, RecurringTransactionNotFound
 from domain.money import format_amount, parse_amount_minor
 from domain.recurring import RecurringTransaction, Schedule
 from domain.transaction import Posting, check_posting_count
@@ -41,15 +40,15 @@ class RecurringTransactions:
         resolved = tuple(self._resolve(tenant_id, instruction) for instruction in postings)
         recurring = RecurringTransaction.create(tenant_id, schedule, start_date, resolved, description, metadata,
                                                 end_date, today=self.ledger.clock().date())
-        return Recorded(recurring, self._save(recurring))
+        return Recorded(recurring, self.ledger.store.save(recurring))
 
     def cancel(self, tenant_id: UUID, recurring_id: UUID) -> Recorded:
-        recurring = self.get(tenant_id, recurring_id)
-        recurring.cancel()
-        try:
-            return Recorded(recurring, self._save(recurring))
-        except IntegrityError:
-            raise ConcurrencyConflict("the recurring transaction changed meanwhile; retry") from None
+        def decide() -> Recorded:
+            recurring = self.get(tenant_id, recurring_id)
+            recurring.cancel()
+            return Recorded(recurring, self.ledger.store.save(recurring))
+
+        return save_with_retries(decide)
 
     def run(self, tenant_id: UUID, recurring_id: UUID, run_date: date) -> Recorded:
         """Post the run of ``run_date`` (or replay it, if it was already posted)."""
@@ -61,11 +60,8 @@ class RecurringTransactions:
                                             recurring.metadata or None)
 
     def get(self, tenant_id: UUID, recurring_id: UUID) -> RecurringTransaction:
-        try:
-            recurring = self.ledger.repository.get(recurring_id)
-        except AggregateNotFoundError:
-            recurring = None
-        if not isinstance(recurring, RecurringTransaction) or recurring.tenant_id != tenant_id:
+        recurring = typed(self.ledger.store, recurring_id, RecurringTransaction)
+        if recurring is None or recurring.tenant_id != tenant_id:
             raise RecurringTransactionNotFound(f"recurring transaction {recurring_id} not found",
                                                recurring_transaction_id=str(recurring_id))
         return recurring
@@ -76,8 +72,3 @@ class RecurringTransactions:
             raise CurrencyMismatch(f"account {account.code} holds {account.currency}, not {instruction.currency}",
                                    account_id=str(account.id))
         return Posting(account.id, parse_amount_minor(instruction.amount, account.currency), account.currency)
-
-    def _save(self, recurring: RecurringTransaction) -> int | None:
-        recordings = self.ledger.save(recurring)
-        positions = [r.notification.id for r in recordings if r.notification.id is not None]
-        return max(positions) if positions else None

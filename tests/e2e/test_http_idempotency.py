@@ -152,5 +152,5 @@ def test_a_taken_key_on_a_command_that_saves_on_its_own_is_422(api: Api, acme: T
     opened = api.client.post("/v1/accounts", headers={**acme.headers, "Idempotency-Key": "k-8"},
                              json={"code": "other", "name": "Other", "currency": "BRL", "type": "asset"})
     assert_problem(opened, 422, "idempotency_key_reused")
-    assert "acme/other" not in api.accounts and api.runtime.ledger._get(  # noqa: SLF001 - nothing was saved
-        account_id_for(acme.id, "other"), object) is None
+    assert "acme/other" not in api.accounts and api.runtime.ledger.store.get(  # nothing was saved
+        account_id_for(acme.id, "other")) is None

@@ -160,21 +160,21 @@ def test_a_conflict_with_another_process_redecides_only_the_affected_lines(
         transfer(books, "r3", "d", "c", "3.00"),  # independent (its accounts are r1's only)
     ]
     decided: list[int] = []
-    real_decide, real_save = group_commit.Batch._decide, books.ledger._save_events
+    real_decide, real_save = group_commit.Batch._decide, books.ledger.store.save_events
     interfered = []
 
     def counting_decide(batch: group_commit.Batch, index: int) -> None:
         decided.append(index)
         real_decide(batch, index)
 
-    def save_after_the_other_process(events: Any, aggregates: Any) -> Any:
+    def save_after_the_other_process(events: Any, aggregates: Any, receipts: Any = None) -> Any:
         if not interfered:
             interfered.append(other.post_transaction(books.tenant_id, "other", DAY,
                                                      transfer(books, "other", "e", "a", "7.00").postings))
-        return real_save(events, aggregates)
+        return real_save(events, aggregates, receipts)
 
     monkeypatch.setattr(group_commit.Batch, "_decide", counting_decide)
-    monkeypatch.setattr(books.ledger, "_save_events", save_after_the_other_process)
+    monkeypatch.setattr(books.ledger.store, "save_events", save_after_the_other_process)
     outcomes = books.ledger.post_transactions(books.tenant_id, requests)
 
     assert all(isinstance(o, Recorded) for o in outcomes)

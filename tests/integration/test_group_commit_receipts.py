@@ -54,10 +54,10 @@ def open_books(ledger: Ledger) -> Books:
     return Books(ledger)
 
 
-def transfer_decision(books: Books, external_id: str, debit: str, credit: str, amount: str) -> Callable[[], Any]:
+def transfer_decision(books: Books, external_id: str, debit: str, credit: str, amount: str) -> Callable[[Any], Any]:
     legs = [leg(books.accounts[debit], amount), leg(books.accounts[credit], f"-{amount}")]
-    return books.ledger._new_transaction_decision(  # noqa: SLF001 - one batch, built by hand
-        books.tenant_id, external_id, DAY, legs, "", None, None)
+    return books.ledger.transactions._new_transaction_decision(  # noqa: SLF001 - one batch, built by hand
+        books.tenant_id, TransactionRequest(external_id, DAY, legs))
 
 
 def _render(outcome: Any) -> tuple[StoredResponse, Any]:
@@ -122,7 +122,7 @@ def test_a_taken_key_withdraws_its_command_and_its_dependents_are_decided_again(
     runtime.ledger.record_receipt(_receipt(store, "funding"), InsufficientFunds("an earlier answer"))
     log_before = log_length(runtime.ledger)
     funding, spending, other = _receipt(store, "funding"), _receipt(store, "spending"), _receipt(store, "other")
-    batch = Batch(runtime.ledger._batch_store(), [  # noqa: SLF001
+    batch = Batch(runtime.ledger.store, [
         transfer_decision(books, "fund", "cash", "wallet", "5.00"),    # its key is taken: never saved
         transfer_decision(books, "spend", "wallet", "cash", "3.00"),   # only possible after "fund"
         transfer_decision(books, "other", "cash", "savings", "1.00"),  # independent
@@ -149,7 +149,7 @@ def test_a_rolled_back_batch_leaves_no_key_and_no_event(runtime: Runtime) -> Non
 
     log_before = log_length(runtime.ledger)
     receipts = [_receipt(store, "fine"), _receipt(store, "broken", render=broken)]
-    batch = Batch(runtime.ledger._batch_store(), [  # noqa: SLF001
+    batch = Batch(runtime.ledger.store, [
         transfer_decision(books, "t1", "cash", "wallet", "1.00"),
         transfer_decision(books, "t2", "cash", "wallet", "2.00"),
     ], receipts=receipts)

@@ -120,8 +120,9 @@ def test_duplicate_account_code_is_rejected(books: Books, cash) -> None:
 
 def test_duplicate_account_code_lost_race_is_rejected(books: Books, cash, monkeypatch) -> None:
     # A concurrent writer opened it first: the store's version constraint decides.
-    real_get = books.ledger._get
-    monkeypatch.setattr(books.ledger, "_get", lambda id_, kind: None if kind is Account else real_get(id_, kind))
+    real_get = books.ledger.store.get
+    monkeypatch.setattr(books.ledger.store, "get",
+                        lambda id_: None if isinstance(real_get(id_), Account) else real_get(id_))
     with pytest.raises(AccountAlreadyExists) as info:
         _open(books, code="cash")
     assert info.value.code == "account_already_exists"

@@ -66,7 +66,7 @@ def test_existing_tenant_name_is_rejected(ledger) -> None:
 def test_tenant_created_concurrently_is_rejected_by_the_store(ledger, monkeypatch) -> None:
     # The losing writer did not see the tenant yet: the store's version constraint decides.
     ledger.create_tenant("acme")
-    monkeypatch.setattr(ledger, "_get", lambda *_: None)
+    monkeypatch.setattr(ledger.store, "get", lambda _id: None)
     with pytest.raises(TenantAlreadyExists) as info:
         ledger.create_tenant("acme")
     assert info.value.code == "tenant_already_exists"

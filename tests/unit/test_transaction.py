@@ -9,7 +9,7 @@ from uuid import uuid4
 import pytest
 from eventsourcing.persistence import IntegrityError
 
-from application import ledger as ledger_module
+from application import retries as retries_module
 from application.ledger import PostingInstruction
 from domain.errors import (
     AccountClosed,
@@ -270,14 +270,14 @@ def test_persistent_conflicts_give_up_with_concurrency_conflict(acme: Books, mon
     def conflict(*_: object) -> None:
         raise IntegrityError("version taken")
 
-    monkeypatch.setattr(acme.ledger, "_save", conflict)
-    monkeypatch.setattr(ledger_module, "time", SimpleNamespace(sleep=lambda _: None))  # skip the back-off
+    monkeypatch.setattr(acme.ledger.store, "save", conflict)
+    monkeypatch.setattr(retries_module, "time", SimpleNamespace(sleep=lambda _: None))  # skip the back-off
     with acme.rejects(ConcurrencyConflict, "concurrency_conflict", external_id="t1"):
         _pay(acme, "t1")
 
 
 def test_a_transient_conflict_is_retried(acme: Books, monkeypatch) -> None:
-    real_save, calls = acme.ledger._save, []
+    real_save, calls = acme.ledger.store.save, []
 
     def conflict_once(*aggregates: object) -> int | None:
         calls.append(1)
@@ -285,7 +285,7 @@ def test_a_transient_conflict_is_retried(acme: Books, monkeypatch) -> None:
             raise IntegrityError("version taken")
         return real_save(*aggregates)
 
-    monkeypatch.setattr(acme.ledger, "_save", conflict_once)
+    monkeypatch.setattr(acme.ledger.store, "save", conflict_once)
     _pay(acme, "t1")
     assert (len(calls), acme.balance(acme.ids["wallet"])) == (2, -900)
 

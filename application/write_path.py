@@ -1,0 +1,132 @@
+"""How a use case's decision gets run and saved.
+
+With no group-commit writer, a decision runs on its own against the store, under
+striped locks, and is retried after a conflict (``application.retries``). With
+one (``start_group_commit``), it is queued and decided with other callers'
+decisions in one batch (``application.group_commit``). Callers see the same
+result or error either way.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
+from typing import Any, TypeVar
+from uuid import UUID
+
+from application.aggregate_store import AggregateStore
+from application.decisions import Decision
+from application.group_commit import Batch, CallerContext, GroupCommitWriter, current_receipt
+from application.retries import save_with_retries
+
+T = TypeVar("T")
+
+WRITE_LOCK_STRIPES = 1024
+WRITE_QUEUE_MIN = 64
+
+# Set by WritePath.deferred(): execute() hands back the writer's future instead of
+# waiting. A context variable because deferred() wraps any use case as a
+# zero-argument callable (interfaces/http builds them), and the public use cases
+# would otherwise all need a parameter that only says "do not wait". It never
+# reaches a decision: it is read once, in the caller's thread, by execute().
+_deferring: ContextVar[bool] = ContextVar("invario_deferring", default=False)
+
+
+class StripedLocks:
+    """Per-aggregate mutual exclusion within one process, in bounded memory.
+
+    Keys hash onto a fixed set of locks, always taken in ascending order, so two
+    commands over overlapping accounts can never deadlock.
+    """
+
+    def __init__(self, stripes: int = WRITE_LOCK_STRIPES) -> None:
+        self._locks = [threading.Lock() for _ in range(stripes)]
+
+    @contextmanager
+    def holding(self, keys: Iterable[UUID]) -> Iterator[None]:
+        indices = sorted({hash(key) % len(self._locks) for key in keys})
+        for index in indices:
+            self._locks[index].acquire()
+        try:
+            yield
+        finally:
+            for index in reversed(indices):
+                self._locks[index].release()
+
+
+class WritePath:
+    """Runs decisions against one ``AggregateStore``: alone, or batched by a writer thread."""
+
+    def __init__(self, store: AggregateStore) -> None:
+        self._store = store
+        self._locks = StripedLocks()
+        self._writer: GroupCommitWriter | None = None
+        # Serialises conflicted batches across processes; bootstrap sets one per store.
+        self.conflict_lane: Callable[[], AbstractContextManager[Any]] = nullcontext
+
+    def start_group_commit(self, batch_size_max: int, wait_seconds: float,
+                           caller_context: CallerContext | None = None) -> None:
+        """From now on, decisions are queued and committed in batches by one writer
+        thread (see ``application.group_commit``); ``stop()`` drains the queue first."""
+        assert self._writer is None, "group commit is started once"
+        if batch_size_max > 1:
+            self._writer = GroupCommitWriter(self._run_submissions, batch_size_max, wait_seconds,
+                                             queue_max=max(WRITE_QUEUE_MIN, 8 * batch_size_max),
+                                             caller_context=caller_context)
+
+    def stop(self) -> None:
+        if self._writer is not None:
+            self._writer.stop()  # acknowledged writes are committed before the store closes
+
+    def execute(self, decide: Decision[T], lock_keys: Iterable[UUID] = (), reads: Iterable[UUID] = ()) -> T:
+        """Run a use case's decision: queued for the group-commit writer when there is
+        one, else on its own with retries. ``lock_keys`` are the aggregates it writes;
+        ``reads`` (beside them) what it will read: a batch loads them all at once first."""
+        if self._writer is None:
+            with self._locks.holding(lock_keys):
+                # Writers of the same aggregates in this process queue on the locks, so
+                # only other processes' writes make a decision run again.
+                return save_with_retries(lambda: decide(self._store))
+        lock_keys = list(lock_keys)
+        future = self._writer.enqueue(decide, lock_keys, [*reads, *lock_keys], current_receipt())
+        if _deferring.get():
+            return future  # type: ignore[return-value] # deferred(): the use case hands the future back
+        return future.result()  # type: ignore[no-any-return]
+
+    def deferred(self, use_case: Callable[[], T]) -> Future[T]:
+        """Run ``use_case`` up to its write, and return the future of its outcome instead
+        of waiting for the commit: async callers await it without holding a thread.
+        What the use case does before writing (checks, reads) runs here. A use case
+        that writes on its own (not through the group-commit writer, or with none
+        configured) runs whole, here, and its future is already done."""
+        token = _deferring.set(True)
+        try:
+            outcome = use_case()
+        finally:
+            _deferring.reset(token)
+        if isinstance(outcome, Future):  # every use case returns its execute() as is
+            return outcome
+        done: Future[T] = Future()
+        done.set_result(outcome)
+        return done
+
+    def decide_together(self, decisions: Sequence[Decision[Any]], lock_keys: Iterable[UUID], reads: Iterable[UUID],
+                        *, commit: bool, atomic: bool) -> list[Any]:
+        """One caller's decisions as one batch in this thread (``Batch.run``), the
+        calling command's receipt (if any) rendered with the list of outcomes."""
+        with self._locks.holding(lock_keys):
+            receipt = current_receipt() if commit else None
+            batch = Batch(self._store, decisions, self.conflict_lane, reads, batch_receipt=receipt)
+            return batch.run(commit=commit, failure_stops_all=True, atomic=atomic)
+
+    def _run_submissions(self, submissions: Sequence[Any]) -> list[Any]:
+        # The writer thread is this process's only batch writer; the locks keep the
+        # direct writers (e.g. post_transactions) off the same aggregates meanwhile.
+        keys = [key for submission in submissions for key in submission.lock_keys]
+        with self._locks.holding(keys):
+            reads = [key for submission in submissions for key in submission.reads]
+            return Batch(self._store, [s.decide for s in submissions], self.conflict_lane, reads,
+                         [s.receipt for s in submissions]).run()
