@@ -567,17 +567,17 @@ class GroupCommitWriter:
         return self.enqueue(decide, lock_keys, reads, receipt).result()
 
     def enqueue(self, decide: Callable[[WorkingSet], Any], lock_keys: Sequence[UUID] = (), reads: Sequence[UUID] = (),
-                receipt: Receipt | None = None) -> Future[Any]:
+                receipt: Receipt | None = None, *, block: bool = True) -> Future[Any]:
         """Queue the command and return at once: the future of its outcome, resolved
         (with its result or its exception) after its batch's commit. Blocks only while
-        the queue is full."""
+        the queue is full; with ``block=False`` raises ``queue.Full`` instead."""
         assert threading.current_thread() is not self._thread, "a decision must not submit another command"
         context = self._caller_context.capture() if self._caller_context is not None else None
         submission = _Submission(decide, lock_keys, reads, context, receipt)
         with self._accepting_lock:
             if not self._accepting:
                 raise ConcurrencyConflict("the ledger is shutting down and takes no more writes; retry the request")
-            self._queue.put(submission)
+            self._queue.put(submission, block=block)
         return submission.future
 
     def stop(self) -> None:

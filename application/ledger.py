@@ -129,9 +129,14 @@ class Ledger(Application):
         (see ``application.group_commit``); ``close()`` drains the queue first."""
         self.writes.start_group_commit(batch_size_max, wait_seconds, caller_context)
 
-    def deferred(self, use_case: Callable[[], T]) -> Future[T]:
+    def deferred(self, use_case: Callable[[], T], *, wait_for_room: bool = True) -> Future[T]:
         """``use_case`` run up to its write; the future of its outcome (``WritePath.deferred``)."""
-        return self.writes.deferred(use_case)
+        return self.writes.deferred(use_case, wait_for_room=wait_for_room)
+
+    @property
+    def writes_in_batches(self) -> bool:
+        """Whether writes are queued for the group-commit writer (``WritePath.writes_in_batches``)."""
+        return self.writes.writes_in_batches
 
     def close(self) -> None:
         self.writes.stop()  # acknowledged writes are committed before the store closes

@@ -9,6 +9,7 @@ result or error either way.
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
@@ -27,12 +28,18 @@ T = TypeVar("T")
 WRITE_LOCK_STRIPES = 1024
 WRITE_QUEUE_MIN = 64
 
+
+class _Deferral(enum.Enum):
+    WAITING_FOR_ROOM = "wait while the writer's queue is full"
+    NOT_WAITING = "raise queue.Full while the writer's queue is full"
+
+
 # Set by WritePath.deferred(): execute() hands back the writer's future instead of
 # waiting. A context variable because deferred() wraps any use case as a
 # zero-argument callable (interfaces/http builds them), and the public use cases
 # would otherwise all need a parameter that only says "do not wait". It never
 # reaches a decision: it is read once, in the caller's thread, by execute().
-_deferring: ContextVar[bool] = ContextVar("invario_deferring", default=False)
+_deferring: ContextVar[_Deferral | None] = ContextVar("invario_deferring", default=None)
 
 
 class StripedLocks:
@@ -91,18 +98,27 @@ class WritePath:
                 # only other processes' writes make a decision run again.
                 return save_with_retries(lambda: decide(self._store))
         lock_keys = list(lock_keys)
-        future = self._writer.enqueue(decide, lock_keys, [*reads, *lock_keys], current_receipt())
-        if _deferring.get():
+        deferral = _deferring.get()
+        future = self._writer.enqueue(decide, lock_keys, [*reads, *lock_keys], current_receipt(),
+                                      block=deferral is not _Deferral.NOT_WAITING)
+        if deferral is not None:
             return future  # type: ignore[return-value] # deferred(): the use case hands the future back
         return future.result()  # type: ignore[no-any-return]
 
-    def deferred(self, use_case: Callable[[], T]) -> Future[T]:
+    @property
+    def writes_in_batches(self) -> bool:
+        """Whether writes go through the group-commit writer (queued, never run in the caller)."""
+        return self._writer is not None
+
+    def deferred(self, use_case: Callable[[], T], *, wait_for_room: bool = True) -> Future[T]:
         """Run ``use_case`` up to its write, and return the future of its outcome instead
         of waiting for the commit: async callers await it without holding a thread.
         What the use case does before writing (checks, reads) runs here. A use case
         that writes on its own (not through the group-commit writer, or with none
-        configured) runs whole, here, and its future is already done."""
-        token = _deferring.set(True)
+        configured) runs whole, here, and its future is already done.
+        ``wait_for_room=False``: ``queue.Full`` instead of waiting while the writer's
+        queue is full (for callers on an event loop, which must never block)."""
+        token = _deferring.set(_Deferral.WAITING_FOR_ROOM if wait_for_room else _Deferral.NOT_WAITING)
         try:
             outcome = use_case()
         finally:

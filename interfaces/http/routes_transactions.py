@@ -71,7 +71,8 @@ async def post_transaction(request: Request, body: PostTransaction, principal: W
         if body.expires_at is not None and not pending:
             raise InvalidTransaction("expires_at is only for pending transactions (holds)", field="expires_at")
         with ledger_command("place_hold" if pending else "post_transaction") as outcome:
-            recorded = await committed(request, use_case)
+            # Posting and placing a hold only check their arguments before the write.
+            recorded = await committed(request, use_case, reads_before_write=False)
             outcome.transaction_id, outcome.replayed = recorded.aggregate.id, recorded.replayed
             outcome.position = recorded.position
         if pending and not recorded.replayed:
