@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from interfaces.cli.common import fail
+from interfaces.cli.common import EXIT_DATABASE, EXIT_INTERRUPTED, EXIT_USAGE, fail, operator_errors
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -31,9 +31,6 @@ if TYPE_CHECKING:
     from projections.verification import LedgerVerification
 
 EXIT_INCONSISTENT = 1
-EXIT_USAGE = 2
-EXIT_DATABASE = 3
-EXIT_INTERRUPTED = 130
 HOLDING_TABLES_SHOWN = 5
 
 
@@ -48,7 +45,6 @@ def register(app: typer.Typer) -> None:
 def _configured() -> tuple[Settings, DatabaseURL]:
     from infrastructure.database import DatabaseURL
     from infrastructure.settings import get_settings
-    from interfaces.cli.main import operator_errors
 
     with operator_errors():
         settings = get_settings()
@@ -58,7 +54,6 @@ def _configured() -> tuple[Settings, DatabaseURL]:
 @contextmanager
 def _backup_errors() -> Iterator[None]:
     from infrastructure.backup import BackupFailed
-    from interfaces.cli.main import operator_errors
 
     with operator_errors():
         try:
@@ -211,7 +206,6 @@ def _settle(settings: Settings) -> Settlement:
 
     from infrastructure.bootstrap import open_runtime
     from infrastructure.migrate import upgrade_to_head
-    from interfaces.cli.main import operator_errors
     from projections.restore import settle
 
     with operator_errors():

@@ -1,16 +1,32 @@
-"""Small pieces the operator commands share: failing with one line, and the --tenant option."""
+"""What the operator commands share: exit codes, failing with one line, the runtime, logging, --tenant.
+
+Every ``*_cmds.py`` module and ``main.py`` take these from here, so no command
+module imports ``main.py`` (which imports them all to register their commands).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import typer
+
+from domain.errors import TenantNotFound
+from infrastructure.errors import ConfigError, DatabaseUnavailable
 
 if TYPE_CHECKING:
     from infrastructure.bootstrap import Runtime
 
 EXIT_USAGE = 2
+EXIT_CONFIG = 2
+EXIT_DATABASE = 3
+EXIT_APART = 4  # the read models and the log disagree, or their tables are missing
+EXIT_PROJECTION_FAILED = 1  # like a failing follower of 'worker --once' or an inconsistent restore
+EXIT_INTERRUPTED = 130
 
 
 def fail(message: str, code: int) -> typer.Exit:
@@ -19,10 +35,127 @@ def fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
+@contextmanager
+def operator_errors() -> Iterator[None]:
+    """Turn expected failures into one clear line and an exit code, never a traceback."""
+    try:
+        yield
+    except ConfigError as exc:
+        typer.secho(f"invario: configuration error: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(EXIT_CONFIG) from None
+    except DatabaseUnavailable as exc:
+        typer.secho(f"invario: database unavailable: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(EXIT_DATABASE) from None
+    except Exception as exc:
+        # Deferred: only a failing command pays for loading the error table and the projections.
+        from infrastructure.db_errors import classify_database_error
+        from projections.follower import ProjectionFailed
+
+        if isinstance(exc, ProjectionFailed):  # a rebuild or restore met an event a read model cannot apply
+            typer.secho(f"invario: {exc}; the events are untouched: see ops/RUNBOOK.md, INC-14 Failing projection",
+                        err=True, fg=typer.colors.RED)
+            raise typer.Exit(EXIT_PROJECTION_FAILED) from None
+        failure = classify_database_error(exc)  # the database failed mid-command (docs/failure-modes.md)
+        if failure is None:
+            raise
+        typer.secho(f"invario: {failure.code.replace('_', ' ')}: {failure.reason}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(EXIT_DATABASE) from None
+
+
+def prepare_schema(runtime: Runtime) -> None:
+    """The embedded store migrates itself; on PostgreSQL that is an explicit operator step."""
+    # Deferred: alembic is loaded only by the commands that open a store.
+    from infrastructure.migrate import current_revision, head_revision, is_current, upgrade_to_head
+
+    if not runtime.database.is_postgres:
+        upgrade_to_head(runtime.engine)
+    elif not is_current(runtime.engine):
+        runtime.close()
+        raise ConfigError(
+            f"the schema is at revision {current_revision(runtime.engine)}, not {head_revision()}: "
+            "run 'invario migrate' first"
+        )
+
+
+@contextmanager
+def prepared_runtime() -> Iterator[Runtime]:
+    """An opened runtime with its schema ready, closed afterwards; failures are one line."""
+    # Deferred: opening a store loads SQLAlchemy and the event store; --help must not.
+    from infrastructure.bootstrap import open_runtime
+
+    with operator_errors():
+        runtime = open_runtime()
+        prepare_schema(runtime)
+    try:
+        with operator_errors():
+            yield runtime
+    finally:
+        runtime.close()
+
+
+@contextmanager
+def read_models_runtime() -> Iterator[Runtime]:
+    """``prepared_runtime``, where a failing statement (lost tables, a lost connection) is one line."""
+    with prepared_runtime() as runtime, _database_errors(runtime):
+        yield runtime
+
+
+@contextmanager
+def _database_errors(runtime: Runtime) -> Iterator[None]:
+    """A failing database statement (lost tables, a lost connection) is one line, never a traceback."""
+    # Deferred: SQLAlchemy and the read models' tables are loaded only by the commands that open a store.
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import DBAPIError
+
+    from projections.registry import READ_MODELS, tables_of
+
+    try:
+        yield
+    except DBAPIError as exc:
+        try:
+            with runtime.engine.connect() as connection:
+                existing = set(inspect(connection).get_table_names())
+        except DBAPIError:
+            existing = None  # the database itself is gone
+        wanted = {t.name for name in READ_MODELS for t in tables_of(name)}
+        if existing is not None and not wanted <= existing:
+            raise fail(f"read model tables are missing ({', '.join(sorted(wanted - existing))}): "
+                       "run 'invario projections rebuild --all'", EXIT_APART) from None
+        detail = " ".join(str(exc.orig or exc).split())[:300] or type(exc).__name__
+        raise fail(f"database error: {detail}", EXIT_DATABASE) from None
+
+
+class CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time (test runners swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+_OUR_LOGGERS = ("invario", "projections", "infrastructure", "interfaces")
+
+
+def log_to_stderr(level: int) -> None:
+    """Log lines on stderr, unless the process already has logging set up (a test runner, a host)."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = CurrentStderr()
+    handler.setLevel(level)
+    # Our own INFO lines; other libraries' (alembic's migration chatter) only from WARNING up.
+    handler.addFilter(lambda record: record.levelno >= logging.WARNING or record.name.startswith(_OUR_LOGGERS))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(min(root.level, level))
+
+
 def tenant_option(runtime: Runtime, tenant: str | None) -> UUID | None:
     """A ``--tenant`` given by name or id, which must exist; ``None`` means every tenant."""
-    from domain.errors import TenantNotFound
-
     if tenant is None:
         return None
     try:

@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-EXIT_CONFIG = 2
+from interfaces.cli.common import EXIT_CONFIG
+
 _COLOURS = {"OK": typer.colors.GREEN, "WARN": typer.colors.YELLOW, "ERROR": typer.colors.RED}
 
 

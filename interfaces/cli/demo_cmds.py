@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from interfaces.cli.common import EXIT_USAGE, fail
+from interfaces.cli.common import EXIT_USAGE, fail, operator_errors
 
 EXIT_REFUSED = 1
 
@@ -33,7 +33,6 @@ def demo(
     from domain.errors import LedgerError
     from infrastructure.database import DatabaseURL
     from infrastructure.settings import get_settings
-    from interfaces.cli.main import operator_errors
     from interfaces.notebook.demo import DemoOptions, DemoRefused, create_demo_ledger
 
     with operator_errors():

@@ -42,13 +42,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from interfaces.cli.common import fail
+from interfaces.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, fail, operator_errors
 
 if TYPE_CHECKING:
     from infrastructure.settings import Settings
 
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 HTTP_BODY_MAX_BYTES = 4 * 1024 * 1024
 JOURNAL_LINES_MAX = 20_000
 MASK = "***"
@@ -90,7 +88,6 @@ def evidence(
     """Collect logs, metrics, health, projections status, a verify report, version and
     configuration (secrets masked) into one tarball for support."""
     from infrastructure.settings import get_settings
-    from interfaces.cli.main import operator_errors
 
     if not directory.is_dir():
         raise fail(f"{directory} is not a directory", EXIT_USAGE)

@@ -21,7 +21,7 @@ from uuid import UUID
 
 import typer
 
-from interfaces.cli.common import fail, tenant_option
+from interfaces.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, fail, read_models_runtime, tenant_option
 
 if TYPE_CHECKING:
     from application.batches import BatchInfo
@@ -30,9 +30,7 @@ if TYPE_CHECKING:
     from infrastructure.bootstrap import Runtime
 
 EXIT_REJECTED = 1
-EXIT_USAGE = 2
 EXIT_BUSY = 4
-EXIT_INTERRUPTED = 130
 READ_BYTES = 1 << 20
 ERRORS_SHOWN = 20
 _FORMAT_BY_SUFFIX = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -54,7 +52,7 @@ def import_file(
     if mode not in ("atomic", "partial"):
         raise fail(f"--mode must be atomic or partial, not {mode!r}", EXIT_USAGE)
     format_ = _format_of(file, file_format)
-    with _runtime() as runtime:
+    with read_models_runtime() as runtime:
         tenant_id = tenant_option(runtime, tenant)
         assert tenant_id is not None
         store = BatchStore(runtime.engine, runtime.settings.batch_lease_seconds)
@@ -71,12 +69,6 @@ def import_file(
     _print_summary(done, store)
     if done.status == "rejected" or done.rejected_count > 0:
         raise typer.Exit(EXIT_REJECTED)
-
-
-def _runtime() -> Any:
-    from interfaces.cli.projections_cmds import _runtime as runtime
-
-    return runtime()
 
 
 def _format_of(file: Path, given: str | None) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,17 +20,22 @@ from uuid import UUID
 
 import typer
 
-from interfaces.cli.common import tenant_option
+from interfaces.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    CurrentStderr,
+    fail,
+    operator_errors,
+    prepared_runtime,
+    tenant_option,
+)
 
 if TYPE_CHECKING:
     from domain.digest import LedgerDigest
     from domain.integrity import Damage
-    from infrastructure.bootstrap import Runtime
     from projections.verification import LedgerVerification, VerificationReport
 
 EXIT_BROKEN = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 DIGEST_FILE_MAX_BYTES = 64 * 1024
 
 
@@ -44,52 +48,18 @@ def register(app: typer.Typer) -> None:
 # --- plumbing ----------------------------------------------------------------------------------
 
 
-class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever ``sys.stderr`` is at the time (test runners swap it)."""
-
-    @property  # type: ignore[override]
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value: Any) -> None:
-        pass
-
-
 def _log_integrity_events() -> None:
     """Show the monitor's events (CRITICAL integrity_check_failed, integrity_restored) on stderr, as in a log."""
     logger = logging.getLogger("invario.integrity")
     if not logger.handlers:
-        handler = _CurrentStderr()
+        handler = CurrentStderr()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.WARNING)
 
 
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.secho(f"invario: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code)
-
-
-@contextmanager
-def _runtime() -> Iterator[Runtime]:
-    """An opened runtime with its schema ready, closed afterwards; failures are one line."""
-    from infrastructure.bootstrap import open_runtime
-    from interfaces.cli.main import _prepare_schema, operator_errors
-
-    with operator_errors():
-        runtime = open_runtime()
-        _prepare_schema(runtime)
-    try:
-        with operator_errors():
-            yield runtime
-    finally:
-        runtime.close()
-
-
 def _integrity_settings() -> Any:
     from infrastructure.integrity_settings import get_integrity_settings
-    from interfaces.cli.main import operator_errors
 
     with operator_errors():
         return get_integrity_settings()
@@ -97,7 +67,6 @@ def _integrity_settings() -> Any:
 
 def _configured_key() -> Any:
     from infrastructure.signing import load_signing_key
-    from interfaces.cli.main import operator_errors
 
     secret = _integrity_settings().signing_key
     with operator_errors():
@@ -132,7 +101,7 @@ def verify(
 
     digests = [_trusted_digest(digest_file, public_key or [])] if digest_file is not None else []
     _log_integrity_events()
-    with _runtime() as runtime:
+    with prepared_runtime() as runtime:
         tenant_id = tenant_option(runtime, tenant)
         verification = LedgerVerification(runtime.ledger, runtime.engine, digests=digests)
         report = _run_with_progress(verification, quiet=as_json)
@@ -155,30 +124,30 @@ def _trusted_digest(path: Path, public_keys: list[str]) -> LedgerDigest:
         with path.open("rb") as file:
             text = file.read(DIGEST_FILE_MAX_BYTES + 1)
     except OSError as exc:
-        raise _fail(f"--digest: cannot read {path}: {exc.strerror}", EXIT_USAGE) from None
+        raise fail(f"--digest: cannot read {path}: {exc.strerror}", EXIT_USAGE) from None
     if len(text) > DIGEST_FILE_MAX_BYTES:
-        raise _fail(f"--digest: {path} is larger than a digest can be", EXIT_USAGE)
+        raise fail(f"--digest: {path} is larger than a digest can be", EXIT_USAGE)
     try:
         digest = LedgerDigest.from_document(json.loads(text))
     except ValueError as exc:  # not JSON, not UTF-8, or an InvalidDigest naming the bad member
-        raise _fail(f"--digest: {path} is not a ledger digest: {exc}", EXIT_USAGE) from None
+        raise fail(f"--digest: {path} is not a ledger digest: {exc}", EXIT_USAGE) from None
     if not signature_is_valid(digest):
-        raise _fail(f"--digest: the signature of {path} does not verify: the file was altered or forged",
+        raise fail(f"--digest: the signature of {path} does not verify: the file was altered or forged",
                     EXIT_USAGE)
     trusted = set()
     for value in public_keys:
         try:
             trusted.add(parse_public_key(value))
         except ValueError as exc:
-            raise _fail(f"--public-key: {exc}", EXIT_USAGE) from None
+            raise fail(f"--public-key: {exc}", EXIT_USAGE) from None
     own_key = _configured_key()
     if own_key is not None:
         trusted.add(own_key.public_key_raw)
     if not trusted:
-        raise _fail("--digest: no trusted key to check its signer against: set INVARIO_SIGNING_KEY or pass "
+        raise fail("--digest: no trusted key to check its signer against: set INVARIO_SIGNING_KEY or pass "
                     "--public-key", EXIT_USAGE)
     if digest.public_key_bytes() not in trusted:
-        raise _fail(f"--digest: {path} is signed by key {digest.key_id}, which is not a trusted key", EXIT_USAGE)
+        raise fail(f"--digest: {path} is signed by key {digest.key_id}, which is not a trusted key", EXIT_USAGE)
     return digest
 
 
@@ -201,7 +170,7 @@ def _run_with_progress(verification: LedgerVerification, *, quiet: bool) -> Veri
                 progress.update(task, completed=verification.next_start - 1, events=events, rate=f"{rate:,.0f}")
         except KeyboardInterrupt:
             position = verification.next_start - 1
-            raise _fail(f"verification interrupted after log position {position}: nothing was recorded; "
+            raise fail(f"verification interrupted after log position {position}: nothing was recorded; "
                         "run 'invario verify' again", EXIT_INTERRUPTED) from None
     return verification.report()
 
@@ -275,10 +244,10 @@ def digest() -> None:
 
     key = _configured_key()
     if key is None:
-        raise _fail("INVARIO_SIGNING_KEY is not set: digests need a signing key "
+        raise fail("INVARIO_SIGNING_KEY is not set: digests need a signing key "
                     "(generate one: invario generate-signing-key)", EXIT_USAGE)
     _log_integrity_events()
-    with _runtime() as runtime:
+    with prepared_runtime() as runtime:
         batch = runtime.settings.follower_batch_size
         with _counting("chaining new events") as counted:
             Follower(runtime.ledger, runtime.engine, GlobalChainProjection(), batch).catch_up(on_batch=counted)
@@ -289,7 +258,7 @@ def digest() -> None:
             from domain.integrity import Damage
 
             where = Damage.from_document(status.damage).describe() if status.damage else "unknown"
-            raise _fail(f"the ledger's hash chain is broken ({where}); no digest signed", EXIT_BROKEN)
+            raise fail(f"the ledger's hash chain is broken ({where}); no digest signed", EXIT_BROKEN)
         with runtime.engine.connect() as connection:
             checkpoint = read_checkpoint(connection)
         signed = key.sign_head(checkpoint.sequence, checkpoint.position, checkpoint.hash)

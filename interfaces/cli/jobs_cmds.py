@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from interfaces.cli.projections_cmds import EXIT_USAGE, _fail, _log_to_stderr, _runtime
+from interfaces.cli.common import EXIT_USAGE, fail, log_to_stderr, read_models_runtime
 
 EXIT_JOB_FAILED = 1
 
@@ -30,7 +30,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON inst
     from infrastructure.jobs import read_job_states
     from projections.scheduled_jobs import build_job_runner
 
-    with _runtime() as runtime:
+    with read_models_runtime() as runtime:
         runner = build_job_runner(runtime)
         states = read_job_states(runtime.engine, list(runner.jobs))
     now = datetime.now(timezone.utc)
@@ -84,14 +84,14 @@ def run(name: Annotated[str, typer.Argument(help="The job: monthly_snapshot, rec
     from projections.scheduled_jobs import JOB_NAMES, build_job_runner
 
     if name not in JOB_NAMES:
-        raise _fail(f"no job named {name!r}; there are: {', '.join(JOB_NAMES)}", EXIT_USAGE)
-    _log_to_stderr(logging.INFO)
-    with _runtime() as runtime:
+        raise fail(f"no job named {name!r}; there are: {', '.join(JOB_NAMES)}", EXIT_USAGE)
+    log_to_stderr(logging.INFO)
+    with read_models_runtime() as runtime:
         outcome = build_job_runner(runtime).run_now(name)
         state = read_job_states(runtime.engine, [name])[name]
     if outcome == CONTENDED:
-        raise _fail(f"job {name} is running in another worker (its lock is held); try again later",
+        raise fail(f"job {name} is running in another worker (its lock is held); try again later",
                     EXIT_JOB_FAILED)
     if outcome == FAILED:
-        raise _fail(f"job {name} failed: {state.detail}", EXIT_JOB_FAILED)
+        raise fail(f"job {name} failed: {state.detail}", EXIT_JOB_FAILED)
     typer.echo(f"job {name} succeeded in {state.duration_seconds or 0:.3f} s: {state.detail}")

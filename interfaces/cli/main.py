@@ -9,7 +9,20 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from infrastructure.errors import ConfigError, DatabaseUnavailable
+from infrastructure.errors import ConfigError
+from interfaces.cli import (
+    backup_cmds,
+    config_cmds,
+    demo_cmds,
+    evidence_cmds,
+    import_cmds,
+    integrity_cmds,
+    jobs_cmds,
+    projections_cmds,
+    tenant_cmds,
+)
+from interfaces.cli.common import operator_errors
+from interfaces.cli.common import prepare_schema as _prepare_schema  # a module name: tests replace it
 
 if TYPE_CHECKING:
     from infrastructure.bootstrap import Runtime
@@ -21,37 +34,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-EXIT_CONFIG = 2
-EXIT_DATABASE = 3
-EXIT_PROJECTION_FAILED = 1  # like a failing follower of 'worker --once' or an inconsistent restore
-
-
-@contextmanager
-def operator_errors() -> Iterator[None]:
-    """Turn expected failures into one clear line and an exit code, never a traceback."""
-    try:
-        yield
-    except ConfigError as exc:
-        typer.secho(f"invario: configuration error: {exc}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(EXIT_CONFIG) from None
-    except DatabaseUnavailable as exc:
-        typer.secho(f"invario: database unavailable: {exc}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(EXIT_DATABASE) from None
-    except Exception as exc:
-        from infrastructure.db_errors import classify_database_error
-        from projections.follower import ProjectionFailed
-
-        if isinstance(exc, ProjectionFailed):  # a rebuild or restore met an event a read model cannot apply
-            typer.secho(f"invario: {exc}; the events are untouched: see ops/RUNBOOK.md, INC-14 Failing projection",
-                        err=True, fg=typer.colors.RED)
-            raise typer.Exit(EXIT_PROJECTION_FAILED) from None
-        failure = classify_database_error(exc)  # the database failed mid-command (docs/failure-modes.md)
-        if failure is None:
-            raise
-        typer.secho(f"invario: {failure.code.replace('_', ' ')}: {failure.reason}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(EXIT_DATABASE) from None
-
 
 def _print_version(value: bool) -> None:
     if value:
@@ -186,20 +168,6 @@ def _serve_workers(workers: int, host: str, port: int, log_level: str) -> None:
                 timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
 
 
-def _prepare_schema(runtime: Runtime) -> None:
-    """The embedded store migrates itself; on PostgreSQL that is an explicit operator step."""
-    from infrastructure.migrate import current_revision, head_revision, is_current, upgrade_to_head
-
-    if not runtime.database.is_postgres:
-        upgrade_to_head(runtime.engine)
-    elif not is_current(runtime.engine):
-        runtime.close()
-        raise ConfigError(
-            f"the schema is at revision {current_revision(runtime.engine)}, not {head_revision()}: "
-            "run 'invario migrate' first"
-        )
-
-
 @app.command()
 def migrate() -> None:
     """Apply pending schema migrations (alembic upgrade head) to INVARIO_DATABASE_URL."""
@@ -218,43 +186,19 @@ def migrate() -> None:
         typer.echo(f"schema migrated from revision {before or 'empty'} to {after}")
 
 
-from interfaces.cli import tenant_cmds  # noqa: E402 - registers its commands on ``app``
+# --- the other commands, each module's own -------------------------------------------------
 
 tenant_cmds.register(app)
-
-from interfaces.cli import projections_cmds  # noqa: E402 - the read side's operator commands
-
-app.add_typer(projections_cmds.projections_app)
+app.add_typer(projections_cmds.projections_app)  # the read side's operator commands
 app.command()(projections_cmds.worker)
 app.command()(projections_cmds.reconcile)
-
-from interfaces.cli import integrity_cmds  # noqa: E402 - verify, digest, generate-signing-key
-
-integrity_cmds.register(app)
-
-from interfaces.cli import backup_cmds  # noqa: E402 - backup, restore
-
-backup_cmds.register(app)
-
-from interfaces.cli import evidence_cmds  # noqa: E402 - evidence
-
-evidence_cmds.register(app)
-
-from interfaces.cli import demo_cmds  # noqa: E402 - invario demo
-
-app.command()(demo_cmds.demo)
-
-from interfaces.cli import import_cmds  # noqa: E402 - import FILE (batch files, docs/batches.md)
-
-import_cmds.register(app)
-
-from interfaces.cli import config_cmds  # noqa: E402 - check-config
-
+integrity_cmds.register(app)  # verify, digest, generate-signing-key
+backup_cmds.register(app)  # backup, restore
+evidence_cmds.register(app)  # evidence
+app.command()(demo_cmds.demo)  # invario demo
+import_cmds.register(app)  # import FILE (batch files, docs/batches.md)
 app.command("check-config")(config_cmds.check_config)
-
-from interfaces.cli import jobs_cmds  # noqa: E402 - jobs status|run (docs/jobs.md)
-
-jobs_cmds.register(app)
+jobs_cmds.register(app)  # jobs status|run (docs/jobs.md)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -15,17 +15,23 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import typer
 
-from interfaces.cli.common import tenant_option
+from interfaces.cli.common import (
+    EXIT_APART,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    fail,
+    log_to_stderr,
+    operator_errors,
+    read_models_runtime,
+    tenant_option,
+)
 
 if TYPE_CHECKING:
     from infrastructure.bootstrap import Runtime
@@ -34,10 +40,6 @@ if TYPE_CHECKING:
 
 EXIT_DIVERGED = 1
 EXIT_FOLLOWER_FAILED = 1
-EXIT_USAGE = 2
-EXIT_DATABASE = 3
-EXIT_APART = 4
-EXIT_INTERRUPTED = 130
 
 projections_app = typer.Typer(
     name="projections",
@@ -49,80 +51,6 @@ projections_app = typer.Typer(
 # --- plumbing -----------------------------------------------------------------------------
 
 
-_OUR_LOGGERS = ("invario", "projections", "infrastructure", "interfaces")
-
-
-class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever ``sys.stderr`` is at the time (test runners swap it)."""
-
-    @property  # type: ignore[override]
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value: Any) -> None:
-        pass
-
-
-def _log_to_stderr(level: int) -> None:
-    """Log lines on stderr, unless the process already has logging set up (a test runner, a host)."""
-    root = logging.getLogger()
-    if root.handlers:
-        return
-    handler = _CurrentStderr()
-    handler.setLevel(level)
-    # Our own INFO lines; other libraries' (alembic's migration chatter) only from WARNING up.
-    handler.addFilter(lambda record: record.levelno >= logging.WARNING or record.name.startswith(_OUR_LOGGERS))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    root.setLevel(min(root.level, level))
-
-
-@contextmanager
-def _runtime() -> Iterator[Runtime]:
-    """An opened runtime with its schema ready, closed afterwards; failures are one line."""
-    from infrastructure.bootstrap import open_runtime
-    from interfaces.cli.main import _prepare_schema, operator_errors
-
-    with operator_errors():
-        runtime = open_runtime()
-        _prepare_schema(runtime)
-    try:
-        with operator_errors(), _database_errors(runtime):
-            yield runtime
-    finally:
-        runtime.close()
-
-
-@contextmanager
-def _database_errors(runtime: Runtime) -> Iterator[None]:
-    """A failing database statement (lost tables, a lost connection) is one line, never a traceback."""
-    from sqlalchemy import inspect
-    from sqlalchemy.exc import DBAPIError
-
-    from projections.registry import READ_MODELS, tables_of
-
-    try:
-        yield
-    except DBAPIError as exc:
-        try:
-            with runtime.engine.connect() as connection:
-                existing = set(inspect(connection).get_table_names())
-        except DBAPIError:
-            existing = None  # the database itself is gone
-        wanted = {t.name for name in READ_MODELS for t in tables_of(name)}
-        if existing is not None and not wanted <= existing:
-            raise _fail(f"read model tables are missing ({', '.join(sorted(wanted - existing))}): "
-                        "run 'invario projections rebuild --all'", EXIT_APART) from None
-        detail = " ".join(str(exc.orig or exc).split())[:300] or type(exc).__name__
-        raise _fail(f"database error: {detail}", EXIT_DATABASE) from None
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.secho(f"invario: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code)
-
-
 def _month_option(month: str | None) -> str | None:
     from projections.encoding import parse_month
 
@@ -131,7 +59,7 @@ def _month_option(month: str | None) -> str | None:
     try:
         return parse_month(month)
     except ValueError as exc:
-        raise _fail(f"--month: {exc}", EXIT_USAGE) from None
+        raise fail(f"--month: {exc}", EXIT_USAGE) from None
 
 
 # --- invario worker ---------------------------------------------------------------------------
@@ -151,7 +79,7 @@ def worker(
 
     _worker_logging()
     stop = threading.Event()
-    with _runtime() as runtime:
+    with read_models_runtime() as runtime:
         metrics_server = None if once else _serve_worker_metrics(runtime)
         waiter, idle_seconds = waiter_for(runtime, stop)
         jobs = [] if once else [build_job_scheduler(runtime)]  # scheduled jobs (docs/jobs.md)
@@ -171,7 +99,7 @@ def worker(
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
     if loop.failing:
-        raise _fail(f"followers failed: {', '.join(loop.failing)} (see 'invario projections status')", EXIT_FOLLOWER_FAILED)
+        raise fail(f"followers failed: {', '.join(loop.failing)} (see 'invario projections status')", EXIT_FOLLOWER_FAILED)
     typer.echo("invario worker: stopped", err=True)
 
 
@@ -191,7 +119,6 @@ def _worker_logging() -> None:
     """JSON lines on stdout (INVARIO_LOG_LEVEL, INVARIO_LOG_FORMAT), unless a host set up logging (a test runner)."""
     from infrastructure.logging_setup import configure_logging
     from infrastructure.settings import get_settings
-    from interfaces.cli.main import operator_errors
 
     if logging.getLogger().handlers:
         return
@@ -215,7 +142,7 @@ def _serve_worker_metrics(runtime: Runtime) -> Any:
     try:
         server, _thread = start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
     except OSError as exc:
-        raise _fail(f"cannot serve metrics on {settings.worker_metrics_host}:{settings.worker_metrics_port}: "
+        raise fail(f"cannot serve metrics on {settings.worker_metrics_host}:{settings.worker_metrics_port}: "
                     f"{exc.strerror} (set INVARIO_WORKER_METRICS_PORT; 0 disables)", EXIT_USAGE) from None
     typer.echo(f"invario worker: metrics on http://{settings.worker_metrics_host}:{settings.worker_metrics_port}"
                "/metrics", err=True)
@@ -244,7 +171,7 @@ def status(
     """Each projection's position, lag behind the log, state and last error."""
     from projections.status import projection_statuses
 
-    with _runtime() as runtime:
+    with read_models_runtime() as runtime:
         head, statuses = projection_statuses(runtime)
     if as_json:
         typer.echo(json.dumps({"head": head, "projections": [_status_json(s) for s in statuses]}, indent=2))
@@ -290,10 +217,10 @@ def show_event(
     """
     from projections.status import describe_event
 
-    with _runtime() as runtime:
+    with read_models_runtime() as runtime:
         found = describe_event(runtime, position)
     if found is None:
-        raise _fail(f"the log holds no event at position {position}", EXIT_USAGE)
+        raise fail(f"the log holds no event at position {position}", EXIT_USAGE)
     typer.echo(json.dumps(found, indent=2, default=str, ensure_ascii=True))
 
 
@@ -315,15 +242,15 @@ def rebuild(
     from projections.registry import ALL_PROJECTIONS, GLOBAL_CHAIN, READ_MODELS
 
     if all_ == (name is not None):
-        raise _fail("name one projection or pass --all: " + ", ".join(ALL_PROJECTIONS), EXIT_USAGE)
+        raise fail("name one projection or pass --all: " + ", ".join(ALL_PROJECTIONS), EXIT_USAGE)
     if name is not None and name not in ALL_PROJECTIONS:
-        raise _fail(f"no projection named {name!r}; there are: {', '.join(ALL_PROJECTIONS)}", EXIT_USAGE)
+        raise fail(f"no projection named {name!r}; there are: {', '.join(ALL_PROJECTIONS)}", EXIT_USAGE)
     names = READ_MODELS if all_ else (name,)
     if GLOBAL_CHAIN in names:
         typer.secho("invario: warning: rebuilding the global chain re-derives the tamper evidence from the "
                     "events as they are now; run 'invario verify' first if you have it", err=True,
                     fg=typer.colors.YELLOW)
-    with _runtime() as runtime:
+    with read_models_runtime() as runtime:
         _run_rebuild(runtime, names, from_scratch=from_scratch, batch_size=batch_size)
 
 
@@ -339,7 +266,7 @@ def _run_rebuild(runtime: Runtime, names: tuple[str, ...], *, from_scratch: bool
     try:
         applied, position = _replay_with_progress(runtime, start, batch_size)
     except KeyboardInterrupt:
-        raise _fail("rebuild interrupted; run the same command again to resume", EXIT_INTERRUPTED) from None
+        raise fail("rebuild interrupted; run the same command again to resume", EXIT_INTERRUPTED) from None
     elapsed = max(time.monotonic() - began, 1e-9)
     typer.echo(f"rebuilt {', '.join(start.names)}: {applied} events in {elapsed:.1f} s "
                f"({applied / elapsed:,.0f} events/s), now at position {position}")
@@ -389,12 +316,12 @@ def recompute_month_command(
 
     checked_month = _month_option(month)
     assert checked_month is not None
-    with _runtime() as runtime:
+    with read_models_runtime() as runtime:
         tenant_id = tenant_option(runtime, tenant)
         try:
             position, corrections = recompute_month(runtime.engine, checked_month, tenant_id)
         except PositionsApart as exc:
-            raise _fail(str(exc), EXIT_APART) from None
+            raise fail(str(exc), EXIT_APART) from None
     for correction in corrections:
         typer.echo(f"corrected {correction.month} of account {correction.account_id}")
     typer.echo(f"month {checked_month} recomputed at position {position}: {len(corrections)} row(s) corrected")
@@ -422,15 +349,15 @@ def reconcile(
     from projections.wiring import build_read_models_group
 
     checked_month = _month_option(month)
-    _log_to_stderr(logging.WARNING)
-    with _runtime() as runtime:
+    log_to_stderr(logging.WARNING)
+    with read_models_runtime() as runtime:
         tenant_id = tenant_option(runtime, tenant)
         if catch_up:
             build_read_models_group(runtime, runtime.settings.follower_batch_size, defer_to_rebuilds=True).catch_up()
         try:
             report = _reconcile_with_progress(run_reconcile, runtime, tenant_id, checked_month)
         except PositionsApart as exc:
-            raise _fail(str(exc), EXIT_APART) from None
+            raise fail(str(exc), EXIT_APART) from None
     if as_json:
         typer.echo(json.dumps(_report_json(report), indent=2))
     else:

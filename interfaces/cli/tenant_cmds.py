@@ -18,6 +18,7 @@ import typer
 
 from domain.api_key import READ, SCOPES, WRITE
 from domain.errors import InvalidScopes, LedgerError
+from interfaces.cli.common import operator_errors
 
 if TYPE_CHECKING:
     from infrastructure.bootstrap import Runtime
@@ -37,7 +38,6 @@ def register(app: typer.Typer) -> None:
 @contextmanager
 def _runtime() -> Iterator[Runtime]:
     from infrastructure.bootstrap import open_runtime
-    from interfaces.cli.main import operator_errors
 
     with operator_errors():
         runtime = open_runtime()
@@ -50,7 +50,6 @@ def _runtime() -> Iterator[Runtime]:
 
 @contextmanager
 def _rejections() -> Iterator[None]:
-    from interfaces.cli.main import operator_errors
 
     with operator_errors():
         try:
