@@ -26,8 +26,9 @@ from interfaces.http import (
 )
 from interfaces.http.docs import API_DESCRIPTION
 from interfaces.http.handlers import follow_database_watch, install_exception_handlers
-from interfaces.http.metrics import NATIVE_TELEMETRY_OFF, install_metrics
+from interfaces.http.metrics import NATIVE_TELEMETRY_OFF
 from interfaces.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from interfaces.http.routes_metrics import install_metrics
 from interfaces.http.openapi import install_openapi
 from interfaces.http.queries import build_read_models
 from interfaces.http.routes_batches import PATH as BATCHES_PATH

@@ -29,8 +29,8 @@ from domain.errors import LedgerError
 from infrastructure.db_errors import DatabaseFailure, DatabaseGate, classify_database_error
 from infrastructure.errors import DatabaseUnavailable
 from infrastructure.pg_watch import DatabaseWatch
-from interfaces.http.middleware import SCOPE_REQUEST_ID
 from interfaces.http.problems import (
+    SCOPE_REQUEST_ID,
     ApiProblem,
     database_problem,
     ledger_error_parts,

@@ -17,8 +17,7 @@ from anyio import to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from infrastructure.integrity_monitor import IntegrityMonitor
-from interfaces.http.middleware import SCOPE_REQUEST_ID
-from interfaces.http.problems import problem_response
+from interfaces.http.problems import SCOPE_REQUEST_ID, problem_response
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 RETRY_AFTER_SECONDS = 60

@@ -1,4 +1,6 @@
-"""Metrics endpoints, and what the HTTP layer counts, traces and logs about commands.
+"""What the HTTP layer counts, traces and logs about requests and commands.
+
+Its endpoints are in ``interfaces.http.routes_metrics``:
 
 - ``GET /metrics``: this process's metrics in the Prometheus text format, for a
   scraper on the API port. Served from a route with ``generate_latest()`` (the
@@ -26,20 +28,17 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import Request
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from domain.errors import LedgerError
 from infrastructure.correlation import request_facts
-from infrastructure.telemetry import METER_NAME, instruments, metrics_document, render_prometheus, tracer
-from projections.lag_metrics import register_lag_gauge
+from infrastructure.telemetry import METER_NAME, instruments, tracer
 
 log = logging.getLogger("invario.ledger")
 
-PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 # FastAPI's own OpenTelemetry support would add a second server span per request and a
 # second, differently named duration histogram; the runbooks' names are ours (see middleware).
 NATIVE_TELEMETRY_OFF: dict[str, Any] = {"tracing": False, "metrics": False, "logs": False,
@@ -47,39 +46,16 @@ NATIVE_TELEMETRY_OFF: dict[str, Any] = {"tracing": False, "metrics": False, "log
 PROCESSED_EVENT = "transaction_processed"
 REJECTED_EVENT = "transaction_rejected"
 
-def install_metrics(app: FastAPI) -> None:
-    """Add the three metrics routes (deps is imported here: it imports this module for its counters)."""
-    from interfaces.http.deps import Admin
-    from interfaces.http.docs import errors
-
-    router = APIRouter(tags=["operations"])
-    text = {200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}}
-    admin_errors = errors(401, 403)
-
-    @router.get("/metrics", summary="Metrics of this process (Prometheus text format)", response_class=Response,
-                responses=text)
-    def prometheus_metrics() -> Response:
-        return Response(render_prometheus(), media_type=PROMETHEUS_TEXT)
-
-    @router.get("/internal/metrics", summary="The same metrics, for operators (admin token)",
-                response_class=Response, dependencies=[Admin], responses={**text, **admin_errors})
-    def internal_metrics() -> Response:
-        return Response(render_prometheus(), media_type=PROMETHEUS_TEXT)
-
-    @router.get("/internal/metrics/json", summary="The same metrics as JSON, for scripts (admin token)",
-                dependencies=[Admin], responses=admin_errors)
-    def internal_metrics_json() -> JSONResponse:
-        return JSONResponse(metrics_document())
-
-    app.include_router(router)
-    register_lag_gauge(app.state.runtime)
-    _gate_source["gate"] = app.state.database_gate
-
 
 # --- whether the database answers (one API per process; the last one installed wins in tests) ---
 
 DATABASE_GAUGE = "invario_database_reachable"
 _gate_source: dict[str, Any] = {}
+
+
+def report_database_gate(gate: Any) -> None:
+    """``invario_database_reachable`` follows this gate (the API's ``DatabaseGate``)."""
+    _gate_source["gate"] = gate
 
 
 def _observe_database(_options: CallbackOptions) -> list[Observation]:

@@ -27,13 +27,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from infrastructure.correlation import RequestFacts, request_facts
 from infrastructure.correlation import request_id as request_id_var
+from interfaces.http.handlers import database_failure_response
 from interfaces.http.metrics import observe_request, request_span
-from interfaces.http.problems import problem_response
+from interfaces.http.problems import SCOPE_REQUEST_ID, problem_response
 
 log = logging.getLogger("invario.http")
 
 REQUEST_ID_HEADER = "X-Request-ID"
-SCOPE_REQUEST_ID = "invario.request_id"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -75,8 +75,6 @@ class RequestContextMiddleware:
                     log.exception("error after answering %s %s", scope.get("method"), scope.get("path"),
                                   extra={"event": "unhandled_error"})
                     raise
-                from interfaces.http.handlers import database_failure_response  # handlers imports this module
-
                 response = database_failure_response(scope, exc)  # raised outside the routes (middleware)
                 if response is not None:
                     await response(scope, receive, send_with_id)

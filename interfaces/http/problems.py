@@ -29,6 +29,8 @@ from domain import errors as e
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:invario:problem:"
+# Where RequestContextMiddleware keeps the request's id in the ASGI scope; every problem document carries it.
+SCOPE_REQUEST_ID = "invario.request_id"
 
 # The one table: business rejection -> HTTP status. Subclasses not listed inherit
 # their parent's status, but tests require every LedgerError to be listed here.

@@ -34,9 +34,9 @@ from application.ledger import Ledger, PostingInstruction, Recorded, Transaction
 from domain.errors import LedgerError
 from interfaces.http.deps import POSITION_HEADER, IdempotencyKey, Writer, respond, run_command, runtime_of
 from interfaces.http.docs import errors
-from interfaces.http.middleware import SCOPE_REQUEST_ID
 from interfaces.http.problems import (
     PROBLEM_MEDIA_TYPE,
+    SCOPE_REQUEST_ID,
     ApiProblem,
     Problem,
     ledger_error_parts,
