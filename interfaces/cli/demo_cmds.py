@@ -2,7 +2,7 @@
 
 Three tenants (USD, EUR, JPY), a chart of accounts and customer wallets each,
 and a few thousand seeded transactions over several months: back-dated
-entries, reversals and holds (see ``interfaces.notebook.demo``). Interrupted,
+entries, reversals and holds (see ``interfaces.demo``). Interrupted,
 it can simply be run again with the same options: every write replays.
 """
 
@@ -30,10 +30,11 @@ def demo(
     Refuses a store that holds anything but this demo; run it again with the
     same options to finish an interrupted run.
     """
+    # Deferred: the generator and the settings load only when the command runs, not for --help.
     from domain.errors import LedgerError
     from infrastructure.database import DatabaseURL
     from infrastructure.settings import get_settings
-    from interfaces.notebook.demo import DemoOptions, DemoRefused, create_demo_ledger
+    from interfaces.demo import DemoOptions, DemoRefused, create_demo_ledger
 
     with operator_errors():
         url = database_url or get_settings().database_url

@@ -5,7 +5,7 @@
         book.balances(as_of=date(2025, 3, 31))
 """
 
-from interfaces.notebook.demo import DemoOptions, DemoRefused, DemoSummary, create_demo_ledger
+from interfaces.demo import DemoOptions, DemoRefused, DemoSummary, create_demo_ledger
 from interfaces.notebook.reader import EVENT_TYPES, LedgerEvent, ReadOnlyLedger, open_ledger
 
 __all__ = [

@@ -12,7 +12,7 @@ from infrastructure.bootstrap import open_runtime
 from infrastructure.settings import Settings
 from interfaces.cli.main import app
 from interfaces.notebook import DemoOptions, open_ledger
-from interfaces.notebook.demo import generate_demo
+from interfaces.demo import generate_demo
 
 runner = CliRunner()
 SMALL = ["--transactions", "120", "--months", "3"]
