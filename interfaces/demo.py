@@ -333,6 +333,7 @@ def create_demo_ledger(
     on_transaction: Callable[[int], None] | None = None,
 ) -> DemoSummary:
     """Open the store at ``url`` (schema migrated), write the demo into it, close it."""
+    # Deferred: importing interfaces.notebook (which exports this) must not load alembic and the store.
     from infrastructure.bootstrap import open_runtime
     from infrastructure.migrate import upgrade_to_head
     from infrastructure.settings import Settings

@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from projections.restore import Settlement
     from projections.verification import LedgerVerification
 
+# Imports inside the functions below are deferred on purpose: they load SQLAlchemy, alembic, rich,
+# pydantic-settings, the application or the projections, which `invario --help` and every other
+# command would otherwise pay for at start-up.
+
 EXIT_INCONSISTENT = 1
 HOLDING_TABLES_SHOWN = 5
 

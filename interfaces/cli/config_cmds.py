@@ -8,6 +8,10 @@ import typer
 
 from interfaces.cli.common import EXIT_CONFIG
 
+# Imports inside the functions below are deferred on purpose: they load SQLAlchemy, alembic, rich,
+# pydantic-settings, the application or the projections, which `invario --help` and every other
+# command would otherwise pay for at start-up.
+
 _COLOURS = {"OK": typer.colors.GREEN, "WARN": typer.colors.YELLOW, "ERROR": typer.colors.RED}
 
 

@@ -12,7 +12,12 @@ from typing import Annotated
 
 import typer
 
+from domain.errors import LedgerError
 from interfaces.cli.common import EXIT_USAGE, fail, operator_errors
+
+# Imports inside the functions below are deferred on purpose: they load SQLAlchemy, alembic, rich,
+# pydantic-settings, the application or the projections, which `invario --help` and every other
+# command would otherwise pay for at start-up.
 
 EXIT_REFUSED = 1
 
@@ -30,8 +35,7 @@ def demo(
     Refuses a store that holds anything but this demo; run it again with the
     same options to finish an interrupted run.
     """
-    # Deferred: the generator and the settings load only when the command runs, not for --help.
-    from domain.errors import LedgerError
+    # Deferred: the generator (the application, the store) and the settings load only when the command runs.
     from infrastructure.database import DatabaseURL
     from infrastructure.settings import get_settings
     from interfaces.demo import DemoOptions, DemoRefused, create_demo_ledger

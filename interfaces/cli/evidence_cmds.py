@@ -37,15 +37,22 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from infrastructure.errors import ConfigError, DatabaseUnavailable
 from interfaces.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, fail, operator_errors
+from interfaces.cli.projections_cmds import _status_json
 
 if TYPE_CHECKING:
     from infrastructure.settings import Settings
+
+# Imports inside the functions below are deferred on purpose: they load SQLAlchemy, alembic, rich,
+# pydantic-settings, the application or the projections, which `invario --help` and every other
+# command would otherwise pay for at start-up.
 
 HTTP_BODY_MAX_BYTES = 4 * 1024 * 1024
 JOURNAL_LINES_MAX = 20_000
@@ -191,8 +198,6 @@ def _configuration(settings: Settings) -> dict[str, Any]:
 
 
 def _version_text() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     lines = []
     for package in ("invario", *LIBRARIES):
         try:
@@ -299,8 +304,6 @@ def _worker_metrics(bundle: Bundle, settings: Settings) -> None:
 
 def _database(bundle: Bundle, *, verify: bool) -> None:
     from infrastructure.bootstrap import open_runtime
-    from infrastructure.errors import ConfigError, DatabaseUnavailable
-    from interfaces.cli.projections_cmds import _status_json
     from projections.status import projection_statuses
 
     try:

@@ -21,6 +21,7 @@ from uuid import UUID
 
 import typer
 
+from domain.errors import InvalidBatch
 from interfaces.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, fail, read_models_runtime, tenant_option
 
 if TYPE_CHECKING:
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
     from infrastructure.batch_runner import BatchRunner
     from infrastructure.batch_store import BatchStore
     from infrastructure.bootstrap import Runtime
+
+# Imports inside the functions below are deferred on purpose: they load SQLAlchemy, alembic, rich,
+# pydantic-settings, the application or the projections, which `invario --help` and every other
+# command would otherwise pay for at start-up.
 
 EXIT_REJECTED = 1
 EXIT_BUSY = 4
@@ -93,7 +98,6 @@ def _sha256(file: Path) -> str:
 def _resume_or_store(store: BatchStore, runner: BatchRunner, file: Path, tenant_id: UUID, mode: str,
                      format_: str) -> BatchInfo:
     """The unfinished batch of this very file, taken over; else the file stored as a new batch."""
-    from domain.errors import InvalidBatch
     from infrastructure.batch_runner import Upload
 
     earlier = store.find_unfinished(tenant_id, _sha256(file), mode)

@@ -20,6 +20,8 @@ from uuid import UUID
 
 import typer
 
+from domain.digest import LedgerDigest
+from domain.integrity import Damage
 from interfaces.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
@@ -31,9 +33,11 @@ from interfaces.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from domain.digest import LedgerDigest
-    from domain.integrity import Damage
     from projections.verification import LedgerVerification, VerificationReport
+
+# Imports inside the functions below are deferred on purpose: they load SQLAlchemy, alembic, rich,
+# pydantic-settings, the application or the projections, which `invario --help` and every other
+# command would otherwise pay for at start-up.
 
 EXIT_BROKEN = 1
 DIGEST_FILE_MAX_BYTES = 64 * 1024
@@ -117,7 +121,6 @@ def verify(
 
 def _trusted_digest(path: Path, public_keys: list[str]) -> LedgerDigest:
     """Read the digest file and check its signature and signer before touching the database."""
-    from domain.digest import LedgerDigest
     from infrastructure.signing import parse_public_key, signature_is_valid
 
     try:
@@ -255,8 +258,6 @@ def digest() -> None:
             IntegrityVerifier(runtime.ledger, runtime.engine, batch, signing_key=key).catch_up(on_batch=counted)
         status = process_monitor().status()
         if status.broken:
-            from domain.integrity import Damage
-
             where = Damage.from_document(status.damage).describe() if status.damage else "unknown"
             raise fail(f"the ledger's hash chain is broken ({where}); no digest signed", EXIT_BROKEN)
         with runtime.engine.connect() as connection:

@@ -15,6 +15,10 @@ import typer
 
 from interfaces.cli.common import EXIT_USAGE, fail, log_to_stderr, read_models_runtime
 
+# Imports inside the functions below are deferred on purpose: they load SQLAlchemy, alembic, rich,
+# pydantic-settings, the application or the projections, which `invario --help` and every other
+# command would otherwise pay for at start-up.
+
 EXIT_JOB_FAILED = 1
 
 jobs_app = typer.Typer(name="jobs", help="The scheduled jobs run by 'invario worker'.", no_args_is_help=True)

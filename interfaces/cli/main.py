@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from importlib import metadata
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -27,6 +28,10 @@ from interfaces.cli.common import prepare_schema as _prepare_schema  # a module 
 if TYPE_CHECKING:
     from infrastructure.bootstrap import Runtime
 
+# Imports inside the functions below are deferred on purpose: they load SQLAlchemy, alembic, rich,
+# pydantic-settings, the application or the projections, which `invario --help` and every other
+# command would otherwise pay for at start-up.
+
 app = typer.Typer(
     name="invario",
     help="Invario: an event-sourced, tamper-evident double-entry ledger.",
@@ -35,11 +40,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
 def _print_version(value: bool) -> None:
     if value:
-        from importlib.metadata import version
-
-        typer.echo(f"invario {version('invario')}")
+        typer.echo(f"invario {metadata.version('invario')}")
         raise typer.Exit()
 
 

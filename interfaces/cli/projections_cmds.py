@@ -22,6 +22,8 @@ from uuid import UUID
 
 import typer
 
+from domain.errors import UnknownCurrency
+from domain.money import format_amount
 from interfaces.cli.common import (
     EXIT_APART,
     EXIT_INTERRUPTED,
@@ -37,6 +39,10 @@ if TYPE_CHECKING:
     from infrastructure.bootstrap import Runtime
     from projections.reconcile import Reconciliation
     from projections.status import ProjectionStatus
+
+# Imports inside the functions below are deferred on purpose: they load SQLAlchemy, alembic, rich,
+# pydantic-settings, the application or the projections, which `invario --help` and every other
+# command would otherwise pay for at start-up.
 
 EXIT_DIVERGED = 1
 EXIT_FOLLOWER_FAILED = 1
@@ -381,9 +387,6 @@ def _reconcile_with_progress(run: Any, runtime: Runtime, tenant_id: UUID | None,
 
 
 def _difference(amount_minor: int, currency: str) -> str:
-    from domain.errors import UnknownCurrency
-    from domain.money import format_amount
-
     try:
         return f"{format_amount(amount_minor, currency)} {currency}"
     except UnknownCurrency:

@@ -23,6 +23,10 @@ from interfaces.cli.common import operator_errors
 if TYPE_CHECKING:
     from infrastructure.bootstrap import Runtime
 
+# Imports inside the functions below are deferred on purpose: they load SQLAlchemy, alembic, rich,
+# pydantic-settings, the application or the projections, which `invario --help` and every other
+# command would otherwise pay for at start-up.
+
 EXIT_REJECTED = 1
 
 Owner = Annotated[str, typer.Option("--owner", help="The tenant's name")]

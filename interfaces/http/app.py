@@ -17,6 +17,8 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from infrastructure.bootstrap import ApiServices, Runtime, build_api_services, open_runtime
+from infrastructure.logging_setup import configure_logging
+from infrastructure.settings import get_settings
 from interfaces.http import (
     routes_accounts,
     routes_admin,
@@ -94,9 +96,6 @@ def create_app_in_worker() -> FastAPI:
     The parent has checked the settings and the schema. The store is closed when the
     worker stops (after its requests in flight), which commits what it holds.
     """
-    from infrastructure.logging_setup import configure_logging
-    from infrastructure.settings import get_settings
-
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
     runtime = open_runtime(settings, serving=True)

@@ -435,7 +435,7 @@ def _check_rows(rows: Sequence[Any], rows_max: int) -> None:
 
 
 def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
-    try:
+    try:  # deferred: pandas is optional and slow to import
         import pandas as pd
     except ImportError:  # pragma: no cover - depends on the environment
         raise ImportError("DataFrames need pandas: pip install 'invario[notebook]'") from None
