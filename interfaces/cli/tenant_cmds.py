@@ -54,7 +54,6 @@ def _runtime() -> Iterator[Runtime]:
 
 @contextmanager
 def _rejections() -> Iterator[None]:
-
     with operator_errors():
         try:
             yield
