@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from importlib import metadata
 from contextlib import contextmanager
+from importlib import metadata
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
