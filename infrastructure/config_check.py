@@ -1,9 +1,9 @@
 """Checking the configuration: every ``INVARIO_*`` setting, its source, and whether it is safe.
 
-``check_environment()`` reports each setting of every settings model (value,
-source, OK/WARN/ERROR) for ``invario check-config``; ``template()`` writes a
-commented env file generated from the same models, so neither can drift from
-the code. ``unsafe_to_serve()`` is the rule ``invario serve`` refuses to start
+``check_environment()`` reports each setting of the one ``Settings`` class
+(value, source, OK/WARN/ERROR) for ``invario check-config``; ``template()``
+writes a commented env file generated from the same class, so neither can drift
+from the code. ``unsafe_to_serve()`` is the rule ``invario serve`` refuses to start
 on (docs/failure-modes.md, "Configuration"):
 
 - PostgreSQL without ``INVARIO_AUTH_PEPPER`` (only the embedded SQLite store
@@ -28,15 +28,12 @@ from typing import Any
 from pydantic import SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
-from pydantic_settings import BaseSettings
 
 from infrastructure.database import DatabaseURL, redact
 from infrastructure.errors import ConfigError
-from infrastructure.integrity_settings import IntegritySettings
 from infrastructure.settings import DEFAULT_DATABASE_URL, SECRET_LENGTH_MIN, Settings
 
 PREFIX = "INVARIO_"
-SETTINGS_MODELS: tuple[type[BaseSettings], ...] = (Settings, IntegritySettings)
 SECRET_BITS_MIN = 100  # estimated from the characters' frequencies; token_urlsafe(32) has ~190
 DISTINCT_CHARACTERS_MIN = 10
 PLACEHOLDER_WORDS = ("changeme", "change-me", "change_me", "replaceme", "replace-me", "replace_me",
@@ -59,12 +56,8 @@ class Finding:
 
 
 def setting_fields() -> list[tuple[str, FieldInfo]]:
-    """``(INVARIO_NAME, field)`` of every setting of every model, in declaration order."""
-    found: dict[str, FieldInfo] = {}
-    for model in SETTINGS_MODELS:
-        for name, info in model.model_fields.items():
-            found.setdefault(PREFIX + name.upper(), info)
-    return list(found.items())
+    """``(INVARIO_NAME, field)`` of every setting, in declaration order."""
+    return [(PREFIX + name.upper(), info) for name, info in Settings.model_fields.items()]
 
 
 def _is_secret(info: FieldInfo) -> bool:
@@ -140,15 +133,14 @@ def unsafe_to_serve(environ: Mapping[str, str] | None = None) -> None:
 
 
 def _validation_errors() -> dict[str, str]:
-    """``INVARIO_NAME -> message`` of every value the settings models reject, read as the service reads them."""
+    """``INVARIO_NAME -> message`` of every value ``Settings`` rejects, read as the service reads them."""
     errors: dict[str, str] = {}
-    for model in SETTINGS_MODELS:
-        try:
-            model()
-        except ValidationError as exc:
-            for error in exc.errors():
-                name = PREFIX + "_".join(str(part) for part in error["loc"]).upper()
-                errors.setdefault(name, error["msg"])
+    try:
+        Settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = PREFIX + "_".join(str(part) for part in error["loc"]).upper()
+            errors.setdefault(name, error["msg"])
     return errors
 
 

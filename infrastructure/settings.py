@@ -1,4 +1,4 @@
-"""Settings, read once from the environment (prefix ``INVARIO_``) by pydantic-settings."""
+"""Every setting of the service, in one class, read once from the environment (prefix ``INVARIO_``) by pydantic-settings."""
 
 from __future__ import annotations
 
@@ -154,6 +154,32 @@ class Settings(BaseSettings):
     http_threads_max: int = Field(
         256, ge=1, le=4096, description="Requests one API process handles at once (threads; writers wait there for "
         "their group commit, so more threads means fuller batches)"
+    )
+
+    # --- integrity checks (docs/failure-modes.md; the worker's verifier and /health) ---
+    signing_key: SecretStr | None = Field(
+        None,
+        description="Base64 of a 32-byte Ed25519 private key (seed) that signs digests of the global chain; "
+        "never stored in the database (generate one: invario generate-signing-key)",
+    )
+    digest_interval_seconds: float = Field(
+        3600.0, ge=0, le=7 * 86400, description="How often the worker signs and stores a digest (0: never)"
+    )
+    integrity_recheck_seconds: float = Field(
+        30.0, gt=0, le=86400, description="While the chain is broken, how often the worker re-verifies it in full"
+    )
+    integrity_full_verify_seconds: float = Field(
+        86400.0, ge=0, le=30 * 86400,
+        description="How often the worker re-verifies the whole ledger while healthy (0: never)",
+    )
+    integrity_state_refresh_seconds: float = Field(
+        1.0, gt=0, le=60, description="How stale a process's view of the shared integrity state may be"
+    )
+    health_timeout_seconds: float = Field(
+        2.0, gt=0, le=30, description="Bound on the database checks of /health and /health/ready"
+    )
+    ready_max_lag: int = Field(
+        1000, ge=0, le=10_000_000, description="Largest projection lag (events) at which /health/ready says ready"
     )
 
     @field_validator("job_monthly_snapshot_schedule", "job_reconcile_schedule")

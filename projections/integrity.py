@@ -30,7 +30,7 @@ from sqlalchemy import Engine
 from application.ledger import Ledger
 from domain.integrity import CHANGED, CHECKPOINT, MISSING, AggregateHeads, ChainWalk, Damage
 from infrastructure.integrity_monitor import IntegrityMonitor, process_monitor
-from infrastructure.integrity_settings import IntegritySettings, get_integrity_settings
+from infrastructure.settings import Settings, get_settings
 from infrastructure.integrity_store import Checkpoint, advance_checkpoint, read_checkpoint, store_digest
 from infrastructure.signing import SigningKey, load_signing_key
 from projections.follower import drain
@@ -51,12 +51,12 @@ class IntegrityVerifier:
         engine: Engine,
         batch_size: int = 500,
         *,
-        settings: IntegritySettings | None = None,
+        settings: Settings | None = None,
         monitor: IntegrityMonitor | None = None,
         signing_key: SigningKey | None = None,
     ) -> None:
         self.ledger, self.engine, self.batch_size = ledger, engine, batch_size
-        self.settings = settings or get_integrity_settings()
+        self.settings = settings or get_settings()
         secret = self.settings.signing_key.get_secret_value() if self.settings.signing_key else None
         self.signing_key = signing_key or load_signing_key(secret)
         self.monitor = monitor or process_monitor()

@@ -143,7 +143,7 @@ def _secret_values(settings: Settings) -> list[str]:
 
     from infrastructure.database import DatabaseURL
 
-    values = [v.get_secret_value() for v in _all_settings(settings).values() if isinstance(v, SecretStr)]
+    values = [v.get_secret_value() for v in dict(settings).values() if isinstance(v, SecretStr)]
     with suppress(Exception):
         values.append(DatabaseURL.parse(settings.database_url).password)
     values += [value for name, value in os.environ.items() if name.startswith("INVARIO_") and _secret_name(name)]
@@ -168,22 +168,13 @@ def _secret_name(name: str) -> bool:
     return any(part in name.upper() for part in SECRET_NAME_PARTS)
 
 
-def _all_settings(settings: Settings) -> dict[str, Any]:
-    from infrastructure.integrity_settings import get_integrity_settings
-
-    values = dict(settings)
-    with suppress(Exception):
-        values.update(dict(get_integrity_settings()))
-    return values
-
-
 def _configuration(settings: Settings) -> dict[str, Any]:
     from pydantic import SecretStr
 
     from infrastructure.database import redact
 
     shown: dict[str, Any] = {}
-    for name, value in sorted(_all_settings(settings).items()):
+    for name, value in sorted(dict(settings).items()):
         if isinstance(value, SecretStr):
             shown[name] = f"{MASK} (set)"
         elif name == "database_url":

@@ -62,17 +62,17 @@ def _log_integrity_events() -> None:
     logger.setLevel(logging.WARNING)
 
 
-def _integrity_settings() -> Any:
-    from infrastructure.integrity_settings import get_integrity_settings
+def _settings() -> Any:
+    from infrastructure.settings import get_settings
 
     with operator_errors():
-        return get_integrity_settings()
+        return get_settings()
 
 
 def _configured_key() -> Any:
     from infrastructure.signing import load_signing_key
 
-    secret = _integrity_settings().signing_key
+    secret = _settings().signing_key
     with operator_errors():
         return load_signing_key(secret.get_secret_value() if secret else None)
 

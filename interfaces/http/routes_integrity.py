@@ -28,9 +28,9 @@ from starlette.middleware import Middleware
 
 from infrastructure.bootstrap import Runtime
 from infrastructure.integrity_monitor import IntegrityMonitor, IntegrityStatus, process_monitor
-from infrastructure.integrity_settings import IntegritySettings, get_integrity_settings
 from infrastructure.integrity_store import latest_digest, read_checkpoint
 from infrastructure.migrate import is_current
+from infrastructure.settings import Settings, get_settings
 from infrastructure.signing import SigningKey, load_signing_key
 from interfaces.http.deps import Admin, Reader, runtime_of
 from interfaces.http.docs import errors
@@ -88,7 +88,7 @@ class BoundedProbe:
 
 @dataclass
 class IntegrityParts:
-    settings: IntegritySettings
+    settings: Settings
     monitor: IntegrityMonitor
     probe: BoundedProbe
     signing_key: SigningKey | None
@@ -96,7 +96,7 @@ class IntegrityParts:
 
 def install_integrity(app: FastAPI, runtime: Runtime, monitor: IntegrityMonitor | None = None) -> None:
     """Add the health and integrity routes and the write guard to the API (call it in ``create_app``)."""
-    settings = get_integrity_settings()
+    settings = get_settings()
     secret = settings.signing_key.get_secret_value() if settings.signing_key else None
     monitor = monitor or process_monitor()
     monitor.attach(runtime.engine, settings.integrity_state_refresh_seconds)

@@ -26,7 +26,6 @@ from typer.testing import CliRunner
 from application.ledger import PostingInstruction
 from infrastructure.bootstrap import open_runtime
 from infrastructure.integrity_monitor import process_monitor
-from infrastructure.integrity_settings import get_integrity_settings
 from infrastructure.settings import Settings, get_settings
 from infrastructure.signing import SigningKey, generate_signing_key
 from interfaces.cli.main import app as cli
@@ -41,11 +40,9 @@ Invoke = Callable[..., Any]
 def fresh_state() -> Iterator[None]:
     process_monitor().reset()
     get_settings.cache_clear()
-    get_integrity_settings.cache_clear()
     yield
     process_monitor().reset()
     get_settings.cache_clear()
-    get_integrity_settings.cache_clear()
 
 
 # --- the walkthrough, with the real binaries ------------------------------------------------
@@ -161,7 +158,7 @@ def invario(ledger_url: str, monkeypatch: pytest.MonkeyPatch) -> Invoke:
     def invoke(*args: str, signing_key: str | None = None) -> Any:
         if signing_key is not None:
             monkeypatch.setenv("INVARIO_SIGNING_KEY", signing_key)
-        get_integrity_settings.cache_clear()
+        get_settings.cache_clear()
         return runner.invoke(cli, list(args))
 
     return invoke

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from infrastructure.integrity_monitor import process_monitor
-from infrastructure.integrity_settings import IntegritySettings
 from infrastructure.integrity_store import read_checkpoint
+from infrastructure.settings import Settings
 from projections.follower import Follower
 from projections.global_chain import GlobalChainProjection
 from projections.integrity import IntegrityVerifier
@@ -13,7 +13,7 @@ from tests.integration.conftest import OpenRuntime
 from tests.integration.helpers import DAY, leg
 from tests.integration.integrity_support import fresh_monitor, open_ready  # noqa: F401 - autouse fixture
 
-SETTINGS = IntegritySettings(integrity_full_verify_seconds=0)
+SETTINGS = Settings(integrity_full_verify_seconds=0)
 
 
 def test_small_batches_from_two_workers_reach_the_full_verifications_head(

@@ -20,8 +20,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from domain.digest import LedgerDigest
 from domain.integrity import CHANGED, CHECKPOINT, GLOBAL_CHAIN, MISSING
 from infrastructure.integrity_monitor import process_monitor
-from infrastructure.integrity_settings import IntegritySettings, get_integrity_settings
 from infrastructure.integrity_store import read_checkpoint
+from infrastructure.settings import Settings, get_settings
 from infrastructure.signing import SigningKey, signature_is_valid
 from interfaces.http.app import create_app
 from interfaces.http.routes_integrity import BoundedProbe
@@ -55,7 +55,7 @@ pytestmark = pytest.mark.postgres
 
 SECRET = base64.b64encode(b"s" * 32).decode()
 open_operator = contextmanager(api_for)
-QUICK_RECHECK = IntegritySettings(integrity_recheck_seconds=0.01, integrity_full_verify_seconds=0)
+QUICK_RECHECK = Settings(integrity_recheck_seconds=0.01, integrity_full_verify_seconds=0)
 
 
 @pytest.fixture
@@ -166,12 +166,12 @@ def test_the_digest_is_served_signed_and_proves_the_ledger(
         missing = operator.client.get("/v1/ledger/digest", headers=operator.headers)
         assert (missing.status_code, missing.json()["code"]) == (404, "digest_unavailable")
     monkeypatch.setenv("INVARIO_SIGNING_KEY", SECRET)
-    get_integrity_settings.cache_clear()
+    get_settings.cache_clear()
     try:
         with open_operator(books) as operator:
             response = operator.client.get("/v1/ledger/digest", headers=operator.headers)
     finally:
-        get_integrity_settings.cache_clear()
+        get_settings.cache_clear()
     assert response.status_code == 200
     digest = LedgerDigest.from_document(response.json())
     with books.runtime.engine.connect() as connection:
@@ -185,7 +185,7 @@ def test_the_digest_is_served_signed_and_proves_the_ledger(
 def test_the_worker_signs_digests_periodically(books: Books) -> None:
     key = SigningKey.from_setting(SECRET)
     IntegrityVerifier(books.runtime.ledger, books.runtime.engine, signing_key=key,
-                      settings=IntegritySettings(digest_interval_seconds=3600)).process_batch()
+                      settings=Settings(digest_interval_seconds=3600)).process_batch()
     with open_operator(books) as operator:  # an API without the key serves the worker's digest
         served = operator.client.get("/v1/ledger/digest", headers=operator.headers).json()
     assert served["key_id"] == key.key_id and signature_is_valid(LedgerDigest.from_document(served))
@@ -224,7 +224,7 @@ def test_the_health_probe_never_waits_longer_than_its_bound() -> None:
 
 def test_readiness_counts_projection_lag(books: Books, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INVARIO_READY_MAX_LAG", "0")
-    get_integrity_settings.cache_clear()
+    get_settings.cache_clear()
     try:
         with open_operator(books) as operator:
             assert operator.client.get("/health/ready").json()["status"] == "ready"
@@ -235,4 +235,4 @@ def test_readiness_counts_projection_lag(books: Books, monkeypatch: pytest.Monke
             catch_up(books.runtime)
             assert operator.client.get("/health/ready").status_code == 200
     finally:
-        get_integrity_settings.cache_clear()
+        get_settings.cache_clear()

@@ -36,14 +36,10 @@ FILES = {"MANIFEST.json", "version.txt", "config.json", "logs.txt", "health.json
 
 def invoke(env: dict[str, str], *args: str) -> Result:
     get_settings.cache_clear()
-    from infrastructure.integrity_settings import get_integrity_settings
-
-    get_integrity_settings.cache_clear()
     try:
         return CliRunner().invoke(app, list(args), env=env)
     finally:
         get_settings.cache_clear()
-        get_integrity_settings.cache_clear()
 
 
 def unpacked(tarball: Path) -> dict[str, bytes]:
