@@ -1,4 +1,4 @@
-"""Every setting of the service, in one class, read once from the environment (prefix ``INVARIO_``) by pydantic-settings."""
+"""Every setting of the service, in one class, read once from ``INVARIO_*`` by pydantic-settings."""
 
 from __future__ import annotations
 

@@ -17,6 +17,9 @@
 While the ledger is broken it verifies nothing new; it re-verifies the whole
 ledger every ``INVARIO_INTEGRITY_RECHECK_SECONDS`` instead, so that once a good
 backup is restored the break clears (and writes resume) on its own.
+
+The verifier reads no settings itself: ``projections.wiring`` passes it those
+intervals (a ``VerifierSchedule``) and the signing key.
 """
 
 from __future__ import annotations
@@ -24,15 +27,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
 from application.ledger import Ledger
 from domain.integrity import CHANGED, CHECKPOINT, MISSING, AggregateHeads, ChainWalk, Damage
 from infrastructure.integrity_monitor import IntegrityMonitor, process_monitor
-from infrastructure.settings import Settings, get_settings
 from infrastructure.integrity_store import Checkpoint, advance_checkpoint, read_checkpoint, store_digest
-from infrastructure.signing import SigningKey, load_signing_key
+from infrastructure.signing import SigningKey
 from projections.follower import drain
 from projections.verification import LedgerLookups, LedgerVerification, check_event, record_outcome, stored_chain_rows
 
@@ -40,6 +43,16 @@ log = logging.getLogger("invario.integrity")
 
 SOURCE = "worker"
 FULL_STEP_EVENTS = 5_000  # one step of a full verification per loop turn keeps the loop responsive
+
+
+@dataclass(frozen=True)
+class VerifierSchedule:
+    """How often the verifier acts, in seconds (``INVARIO_DIGEST_INTERVAL_SECONDS`` and the like)."""
+
+    digest_interval_seconds: float  # sign a digest (0: never)
+    recheck_seconds: float  # while broken, re-verify the whole ledger
+    full_verify_seconds: float  # while healthy, re-verify the whole ledger (0: never)
+    state_refresh_seconds: float  # how stale the process's view of the shared integrity state may be
 
 
 class IntegrityVerifier:
@@ -51,23 +64,22 @@ class IntegrityVerifier:
         engine: Engine,
         batch_size: int = 500,
         *,
-        settings: Settings | None = None,
-        monitor: IntegrityMonitor | None = None,
+        schedule: VerifierSchedule,
         signing_key: SigningKey | None = None,
+        monitor: IntegrityMonitor | None = None,
     ) -> None:
         self.ledger, self.engine, self.batch_size = ledger, engine, batch_size
-        self.settings = settings or get_settings()
-        secret = self.settings.signing_key.get_secret_value() if self.settings.signing_key else None
-        self.signing_key = signing_key or load_signing_key(secret)
+        self.schedule = schedule
+        self.signing_key = signing_key  # None: no digests
         self.monitor = monitor or process_monitor()
-        self.monitor.attach(engine, self.settings.integrity_state_refresh_seconds)
+        self.monitor.attach(engine, schedule.state_refresh_seconds)
         self.lookups = LedgerLookups(ledger)
         self.heads = AggregateHeads()
         self._continues_from: Checkpoint | None = None
         now = time.monotonic()
         self._full: LedgerVerification | None = None
-        self._next_recheck_at = now + self.settings.integrity_recheck_seconds
-        self._next_sweep_at = now + self.settings.integrity_full_verify_seconds
+        self._next_recheck_at = now + self.schedule.recheck_seconds
+        self._next_sweep_at = now + self.schedule.full_verify_seconds
         self._next_digest_at = now
         self._was_broken = False
 
@@ -144,7 +156,7 @@ class IntegrityVerifier:
         self._continues_from = None
         self.monitor.report_break(self.engine, damage, SOURCE)
         self._was_broken = True
-        self._next_recheck_at = time.monotonic() + self.settings.integrity_recheck_seconds
+        self._next_recheck_at = time.monotonic() + self.schedule.recheck_seconds
 
     # --- whole-ledger verifications -----------------------------------------------------------------
 
@@ -154,14 +166,14 @@ class IntegrityVerifier:
         if not self._was_broken:
             self._was_broken = True
             self._full = None
-            self._next_recheck_at = now + self.settings.integrity_recheck_seconds
+            self._next_recheck_at = now + self.schedule.recheck_seconds
         if self._full is None and now < self._next_recheck_at:
             return 0
         return self._full_step("re-verification after a break")
 
     def _sweep_step(self) -> int:
         """While healthy: a full verification every INVARIO_INTEGRITY_FULL_VERIFY_SECONDS (0: never)."""
-        if self.settings.integrity_full_verify_seconds == 0:
+        if self.schedule.full_verify_seconds == 0:
             return 0
         if self._full is None and time.monotonic() < self._next_sweep_at:
             return 0
@@ -176,8 +188,8 @@ class IntegrityVerifier:
             return verified
         report, self._full = self._full.report(), None
         now = time.monotonic()
-        self._next_recheck_at = now + self.settings.integrity_recheck_seconds
-        self._next_sweep_at = now + self.settings.integrity_full_verify_seconds
+        self._next_recheck_at = now + self.schedule.recheck_seconds
+        self._next_sweep_at = now + self.schedule.full_verify_seconds
         intact = record_outcome(self.engine, report, f"{SOURCE} {purpose}")
         log.info("integrity: %s of %d events done in %.1f s: %s", purpose, report.events, report.elapsed_seconds,
                  "intact" if intact else "broken")
@@ -186,12 +198,12 @@ class IntegrityVerifier:
     # --- digests ---------------------------------------------------------------------------------------
 
     def _sign_if_due(self) -> None:
-        if self.signing_key is None or self.settings.digest_interval_seconds == 0:
+        if self.signing_key is None or self.schedule.digest_interval_seconds == 0:
             return
         now = time.monotonic()
         if now < self._next_digest_at:
             return
-        self._next_digest_at = now + self.settings.digest_interval_seconds
+        self._next_digest_at = now + self.schedule.digest_interval_seconds
         with self.engine.connect() as connection:
             checkpoint = read_checkpoint(connection)
         if checkpoint.sequence > 0:

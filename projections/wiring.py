@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from infrastructure.bootstrap import Runtime
+from infrastructure.signing import SigningKey, load_signing_key
 from projections.follower import Follower, FollowerGroup
 from projections.global_chain import GlobalChainProjection
 from projections.hold_expiry import HoldExpiry
-from projections.integrity import IntegrityVerifier
+from projections.integrity import IntegrityVerifier, VerifierSchedule
 from projections.registry import READ_MODELS_GROUP, read_model_projections
 
 
@@ -21,9 +22,25 @@ def build_followers(runtime: Runtime) -> list[FollowerGroup | IntegrityVerifier 
     return [
         Follower(runtime.ledger, runtime.engine, GlobalChainProjection(), batch_size),
         build_read_models_group(runtime, batch_size, defer_to_rebuilds=True),
-        IntegrityVerifier(runtime.ledger, runtime.engine, batch_size),
+        build_integrity_verifier(runtime, batch_size),
         HoldExpiry(runtime.ledger, runtime.engine),  # voids holds past their deadline (docs/holds.md)
     ]
+
+
+def build_integrity_verifier(
+    runtime: Runtime, batch_size: int, *, signing_key: SigningKey | None = None
+) -> IntegrityVerifier:
+    """The verifier with the runtime's intervals and signing key (INVARIO_SIGNING_KEY unless one is given)."""
+    settings = runtime.settings
+    if signing_key is None and settings.signing_key is not None:
+        signing_key = load_signing_key(settings.signing_key.get_secret_value())
+    schedule = VerifierSchedule(
+        digest_interval_seconds=settings.digest_interval_seconds,
+        recheck_seconds=settings.integrity_recheck_seconds,
+        full_verify_seconds=settings.integrity_full_verify_seconds,
+        state_refresh_seconds=settings.integrity_state_refresh_seconds,
+    )
+    return IntegrityVerifier(runtime.ledger, runtime.engine, batch_size, schedule=schedule, signing_key=signing_key)
 
 
 def build_read_models_group(runtime: Runtime, batch_size: int, *, defer_to_rebuilds: bool) -> FollowerGroup:

@@ -243,7 +243,7 @@ def digest() -> None:
     from infrastructure.integrity_store import read_checkpoint, store_digest
     from projections.follower import Follower
     from projections.global_chain import GlobalChainProjection
-    from projections.integrity import IntegrityVerifier
+    from projections.wiring import build_integrity_verifier
 
     key = _configured_key()
     if key is None:
@@ -255,7 +255,7 @@ def digest() -> None:
         with _counting("chaining new events") as counted:
             Follower(runtime.ledger, runtime.engine, GlobalChainProjection(), batch).catch_up(on_batch=counted)
         with _counting("verifying new events") as counted:
-            IntegrityVerifier(runtime.ledger, runtime.engine, batch, signing_key=key).catch_up(on_batch=counted)
+            build_integrity_verifier(runtime, batch, signing_key=key).catch_up(on_batch=counted)
         status = process_monitor().status()
         if status.broken:
             where = Damage.from_document(status.damage).describe() if status.damage else "unknown"

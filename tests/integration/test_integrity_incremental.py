@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from infrastructure.integrity_monitor import process_monitor
 from infrastructure.integrity_store import read_checkpoint
-from infrastructure.settings import Settings
 from projections.follower import Follower
 from projections.global_chain import GlobalChainProjection
-from projections.integrity import IntegrityVerifier
+from projections.integrity import IntegrityVerifier, VerifierSchedule
 from projections.verification import LedgerVerification
 from tests.integration.conftest import OpenRuntime
 from tests.integration.helpers import DAY, leg
 from tests.integration.integrity_support import fresh_monitor, open_ready  # noqa: F401 - autouse fixture
 
-SETTINGS = Settings(integrity_full_verify_seconds=0)
+SCHEDULE = VerifierSchedule(digest_interval_seconds=3600, recheck_seconds=30, full_verify_seconds=0,
+                            state_refresh_seconds=1)
 
 
 def test_small_batches_from_two_workers_reach_the_full_verifications_head(
@@ -25,7 +25,7 @@ def test_small_batches_from_two_workers_reach_the_full_verifications_head(
     a = ledger.open_account(tenant, "a", "A", "BRL", "asset").aggregate.id
     b = ledger.open_account(tenant, "b", "B", "BRL", "asset").aggregate.id
     other = open_ready(open_rt, database_url)  # a second worker process
-    workers = [IntegrityVerifier(r.ledger, r.engine, batch_size=7, settings=SETTINGS) for r in (runtime, other)]
+    workers = [IntegrityVerifier(r.ledger, r.engine, batch_size=7, schedule=SCHEDULE) for r in (runtime, other)]
     chain = Follower(ledger, runtime.engine, GlobalChainProjection(), batch_size=5)
     for round_ in range(4):
         for n in range(5):

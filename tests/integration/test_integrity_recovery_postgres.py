@@ -21,13 +21,13 @@ from domain.digest import LedgerDigest
 from domain.integrity import CHANGED, CHECKPOINT, GLOBAL_CHAIN, MISSING
 from infrastructure.integrity_monitor import process_monitor
 from infrastructure.integrity_store import read_checkpoint
-from infrastructure.settings import Settings, get_settings
+from infrastructure.settings import get_settings
 from infrastructure.signing import SigningKey, signature_is_valid
 from interfaces.http.app import create_app
 from interfaces.http.routes_integrity import BoundedProbe
 from projections.follower import Follower
 from projections.global_chain import GlobalChainProjection
-from projections.integrity import IntegrityVerifier
+from projections.integrity import IntegrityVerifier, VerifierSchedule
 from tests.integration.conftest import OpenRuntime
 from tests.integration.helpers import DAY, leg
 from tests.integration.integrity_support import (
@@ -55,7 +55,8 @@ pytestmark = pytest.mark.postgres
 
 SECRET = base64.b64encode(b"s" * 32).decode()
 open_operator = contextmanager(api_for)
-QUICK_RECHECK = Settings(integrity_recheck_seconds=0.01, integrity_full_verify_seconds=0)
+QUICK_RECHECK = VerifierSchedule(digest_interval_seconds=3600, recheck_seconds=0.01, full_verify_seconds=0,
+                                 state_refresh_seconds=1)
 
 
 @pytest.fixture
@@ -121,7 +122,7 @@ def test_the_worker_finds_a_changed_new_event_and_clears_the_break_after_a_resto
     runtime = books.runtime
     runtime.ledger.post_transaction(books.tenant_id, "late", DAY, [leg(books.cash, "7.00"), leg(books.wallet, "-7.00")])
     version = runtime.ledger.get_account(books.tenant_id, books.cash).version
-    verifier = IntegrityVerifier(runtime.ledger, runtime.engine, 500, settings=QUICK_RECHECK)
+    verifier = IntegrityVerifier(runtime.ledger, runtime.engine, 500, schedule=QUICK_RECHECK)
     Follower(runtime.ledger, runtime.engine, GlobalChainProjection()).catch_up()  # chained, not yet verified
     backup = change_one_digit(books, version)
 
@@ -130,7 +131,7 @@ def test_the_worker_finds_a_changed_new_event_and_clears_the_break_after_a_resto
     assert gauge_value(gauge_reader) == 0
 
     set_state(books.url, books.cash, version, backup)
-    time.sleep(QUICK_RECHECK.integrity_recheck_seconds)
+    time.sleep(QUICK_RECHECK.recheck_seconds)
     verifier.catch_up()  # the re-verification is due: it passes, and clears the break
     assert operator.client.get("/health").status_code == 200
     assert open_account(operator, "resumed") == 201
@@ -139,7 +140,7 @@ def test_the_worker_finds_a_changed_new_event_and_clears_the_break_after_a_resto
 def test_the_worker_notices_a_dropped_tip_at_its_checkpoint(books: Books, operator: Operator) -> None:
     head = int(books.runtime.ledger.recorder.max_notification_id() or 0)
     sql(books.url, f"DELETE FROM {EVENTS} WHERE notification_id = %s", (head,))  # noqa: S608
-    IntegrityVerifier(books.runtime.ledger, books.runtime.engine, settings=QUICK_RECHECK).process_batch()
+    IntegrityVerifier(books.runtime.ledger, books.runtime.engine, schedule=QUICK_RECHECK).process_batch()
     assert_health_names(operator, chain=CHECKPOINT, kind=MISSING, position=head)
 
 
@@ -184,8 +185,9 @@ def test_the_digest_is_served_signed_and_proves_the_ledger(
 
 def test_the_worker_signs_digests_periodically(books: Books) -> None:
     key = SigningKey.from_setting(SECRET)
-    IntegrityVerifier(books.runtime.ledger, books.runtime.engine, signing_key=key,
-                      settings=Settings(digest_interval_seconds=3600)).process_batch()
+    hourly = VerifierSchedule(digest_interval_seconds=3600, recheck_seconds=30, full_verify_seconds=86400,
+                              state_refresh_seconds=1)
+    IntegrityVerifier(books.runtime.ledger, books.runtime.engine, signing_key=key, schedule=hourly).process_batch()
     with open_operator(books) as operator:  # an API without the key serves the worker's digest
         served = operator.client.get("/v1/ledger/digest", headers=operator.headers).json()
     assert served["key_id"] == key.key_id and signature_is_valid(LedgerDigest.from_document(served))
