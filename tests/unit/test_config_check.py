@@ -63,3 +63,21 @@ def test_unbounded_api_statements_are_a_warning_on_postgres(monkeypatch: pytest.
     assert "unbounded" in found["INVARIO_DB_STATEMENT_TIMEOUT_SECONDS"].note
     monkeypatch.setenv("INVARIO_DB_STATEMENT_TIMEOUT_SECONDS", "30")
     assert {f.name: f for f in check_environment()}["INVARIO_DB_STATEMENT_TIMEOUT_SECONDS"].status != WARN
+
+
+def test_one_settings_class_holds_every_variable_and_check_config_reports_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from infrastructure.config_check import ERROR, check_environment, setting_fields, template
+    from infrastructure.settings import Settings
+
+    names = [name for name, _ in setting_fields()]
+    assert names == ["INVARIO_" + field.upper() for field in Settings.model_fields]
+    integrity = ["INVARIO_SIGNING_KEY", "INVARIO_DIGEST_INTERVAL_SECONDS", "INVARIO_INTEGRITY_RECHECK_SECONDS",
+                 "INVARIO_INTEGRITY_FULL_VERIFY_SECONDS", "INVARIO_INTEGRITY_STATE_REFRESH_SECONDS",
+                 "INVARIO_HEALTH_TIMEOUT_SECONDS", "INVARIO_READY_MAX_LAG"]
+    assert set(integrity) <= set(names)
+    assert all(f"#{name}=" in template() for name in integrity)
+    monkeypatch.setenv("INVARIO_READY_MAX_LAG", "-1")
+    found = {finding.name: finding for finding in check_environment()}
+    assert found["INVARIO_READY_MAX_LAG"].status == ERROR
