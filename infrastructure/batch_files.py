@@ -28,16 +28,7 @@ from application.batches import (
     content_key,
 )
 from application.ledger import PostingInstruction
-from domain.errors import (
-    InvalidAmount,
-    InvalidBatch,
-    InvalidDate,
-    InvalidEncoding,
-    LedgerError,
-    MalformedCsv,
-    MalformedJsonLine,
-    MissingField,
-)
+from domain.errors import InvalidAmount, InvalidTransaction, LedgerError
 from domain.ids import account_id_for
 from domain.text import check_line
 
@@ -47,6 +38,47 @@ CSV_REQUIRED = ("external_id", "effective_date", "postings")
 CSV_OPTIONAL = ("description",)
 JSON_MEMBERS = frozenset({"external_id", "effective_date", "postings", "description", "metadata"})
 POSTING_MEMBERS = frozenset({"account", "amount", "currency"})
+
+
+# --- the file-format errors ---------------------------------------------------------
+# Not rules of the ledger, so not in domain/errors.py; still LedgerErrors, with stable public codes:
+# interfaces/http/problems.py maps them to HTTP statuses, 'invario import' reports InvalidBatch.
+
+
+class InvalidBatch(LedgerError):
+    """The file as a whole cannot be taken: empty, a bad header, an over-long line, an unknown format."""
+
+    code = "invalid_batch"
+
+
+class InvalidEncoding(InvalidBatch):
+    """A line of a batch file is not UTF-8."""
+
+    code = "invalid_encoding"
+
+
+class MalformedCsv(InvalidBatch):
+    """A CSV line cannot be read: bad quoting, or not as many fields as the header."""
+
+    code = "malformed_csv"
+
+
+class MalformedJsonLine(InvalidBatch):
+    """A JSONL line is not one JSON object of the documented members."""
+
+    code = "malformed_json_line"
+
+
+class InvalidDate(InvalidTransaction):
+    """An effective date that is not a calendar date YYYY-MM-DD."""
+
+    code = "invalid_date"
+
+
+class MissingField(InvalidTransaction):
+    """A line of a batch file lacks a required value."""
+
+    code = "missing_field"
 
 
 # --- lines -------------------------------------------------------------------------

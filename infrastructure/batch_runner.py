@@ -17,8 +17,7 @@ from uuid import UUID
 
 from application.batches import COMPLETED, CSV, BatchInfo, BatchProcessor, LeaseLost, Progress
 from application.ledger import Ledger
-from domain.errors import InvalidBatch
-from infrastructure.batch_files import LineChunker, check_csv_header, parse_chunk
+from infrastructure.batch_files import InvalidBatch, LineChunker, check_csv_header, parse_chunk
 from infrastructure.batch_store import BatchStore
 from infrastructure.bootstrap import Runtime
 from infrastructure.telemetry import instruments
