@@ -262,46 +262,12 @@ class AccountHasHolds(LedgerError):
 
 
 # --- batches (files of transactions) ------------------------------------------------
+# The file-format errors (InvalidBatch, MalformedCsv...) are the file reader's: infrastructure/batch_files.py.
 
 
 class BatchNotFound(LedgerError):
     code = "batch_not_found"
 
-
-class InvalidBatch(LedgerError):
-    """The file as a whole cannot be taken: empty, a bad header, an over-long line, an unknown format."""
-
-    code = "invalid_batch"
-
-
-class InvalidEncoding(InvalidBatch):
-    """A line of a batch file is not UTF-8."""
-
-    code = "invalid_encoding"
-
-
-class MalformedCsv(InvalidBatch):
-    """A CSV line cannot be read: bad quoting, or not as many fields as the header."""
-
-    code = "malformed_csv"
-
-
-class MalformedJsonLine(InvalidBatch):
-    """A JSONL line is not one JSON object of the documented members."""
-
-    code = "malformed_json_line"
-
-
-class InvalidDate(InvalidTransaction):
-    """An effective date that is not a calendar date YYYY-MM-DD."""
-
-    code = "invalid_date"
-
-
-class MissingField(InvalidTransaction):
-    """A line of a batch file lacks a required value."""
-
-    code = "missing_field"
 
 # --- recurring transactions ---------------------------------------------------------
 

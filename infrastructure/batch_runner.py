@@ -15,9 +15,9 @@ import threading
 import uuid
 from uuid import UUID
 
-from application.batches import COMPLETED, CSV, BatchInfo, BatchProcessor, LeaseLost, LineChunker, Progress
+from application.batches import COMPLETED, CSV, BatchInfo, BatchProcessor, LeaseLost, Progress
 from application.ledger import Ledger
-from domain.errors import InvalidBatch
+from infrastructure.batch_files import InvalidBatch, LineChunker, check_csv_header, parse_chunk
 from infrastructure.batch_store import BatchStore
 from infrastructure.bootstrap import Runtime
 from infrastructure.telemetry import instruments
@@ -47,8 +47,6 @@ class Upload:
 
     def finish(self, owner: str | None = None) -> BatchInfo:
         """Store the last chunk and queue the batch (or hand it to ``owner``); ``InvalidBatch`` if empty."""
-        from application.batches import check_csv_header
-
         for chunk in self._chunker.close():
             self.store.add_chunk(self.batch_id, chunk)
         if self.format == CSV:
@@ -63,8 +61,6 @@ class Upload:
 
     def check_header_early(self) -> None:
         """Refuse a bad CSV header as soon as it has arrived, not after the whole file."""
-        from application.batches import check_csv_header
-
         if self.format == CSV and self._chunker.header is not None:
             check_csv_header(self._chunker.header)
 
@@ -109,7 +105,7 @@ class BatchRunner:
                 raise _Stopping
 
         try:
-            done = BatchProcessor(self.ledger, self.store, self.owner).run(batch, progress)
+            done = BatchProcessor(self.ledger, self.store, self.owner, parse=parse_chunk).run(batch, progress)
         except LeaseLost as exc:
             log.warning("batch %s: %s; leaving it to its new holder", batch.id, exc)
             return 0

@@ -51,9 +51,9 @@ from application.batches import (
     ChunkResult,
     LeaseLost,
     LineError,
-    NewChunk,
     StoredChunk,
 )
+from infrastructure.batch_files import NewChunk
 from infrastructure.schema import metadata
 
 RECEIVING = "receiving"  # being uploaded; never visible to clients (the id is only returned once stored)

@@ -21,7 +21,6 @@ from uuid import UUID
 
 import typer
 
-from domain.errors import InvalidBatch
 from interfaces.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, fail, read_models_runtime, tenant_option
 
 if TYPE_CHECKING:
@@ -98,6 +97,7 @@ def _sha256(file: Path) -> str:
 def _resume_or_store(store: BatchStore, runner: BatchRunner, file: Path, tenant_id: UUID, mode: str,
                      format_: str) -> BatchInfo:
     """The unfinished batch of this very file, taken over; else the file stored as a new batch."""
+    from infrastructure.batch_files import InvalidBatch
     from infrastructure.batch_runner import Upload
 
     earlier = store.find_unfinished(tenant_id, _sha256(file), mode)

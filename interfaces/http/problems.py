@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from domain import errors as e
+from infrastructure import batch_files as files
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:invario:problem:"
@@ -82,12 +83,12 @@ STATUS_BY_ERROR: dict[type[e.LedgerError], int] = {
     e.TransactionNotPosted: 409,
     e.AccountHasHolds: 409,
     e.BatchNotFound: 404,
-    e.InvalidBatch: 422,
-    e.InvalidEncoding: 422,
-    e.MalformedCsv: 422,
-    e.MalformedJsonLine: 422,
-    e.InvalidDate: 422,
-    e.MissingField: 422,
+    files.InvalidBatch: 422,  # the file-format errors: the batch file reader's, not the domain's
+    files.InvalidEncoding: 422,
+    files.MalformedCsv: 422,
+    files.MalformedJsonLine: 422,
+    files.InvalidDate: 422,
+    files.MissingField: 422,
     e.InvalidRecurringTransaction: 422,
     e.RecurringTransactionNotFound: 404,
     e.RecurringTransactionCancelled: 409,

@@ -7,21 +7,9 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from application.batches import (
-    CHUNK_LINES,
-    CSV,
-    JSONL,
-    LINE_BYTES_MAX,
-    BatchInfo,
-    BatchLine,
-    LineChunker,
-    LineError,
-    StoredChunk,
-    check_csv_header,
-    parse_chunk,
-)
-from domain.errors import InvalidBatch
+from application.batches import CHUNK_LINES, CSV, JSONL, BatchInfo, BatchLine, LineError, StoredChunk
 from domain.ids import account_id_for
+from infrastructure.batch_files import LINE_BYTES_MAX, InvalidBatch, LineChunker, check_csv_header, parse_chunk
 from tests.support.batch_files import BAD_LINES, HEADER
 
 TENANT = uuid4()

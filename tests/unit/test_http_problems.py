@@ -8,6 +8,7 @@ import pytest
 from fastapi.exceptions import RequestValidationError
 
 from domain import errors
+from infrastructure import batch_files
 from interfaces.http.deps import expected_version
 from interfaces.http.problems import (
     STATUS_BY_ERROR,
@@ -21,7 +22,8 @@ from interfaces.http.problems import (
 
 
 def _ledger_errors() -> list[type[errors.LedgerError]]:
-    return [c for c in vars(errors).values()
+    # The domain's, and the batch file reader's (its file-format errors).
+    return [c for module in (errors, batch_files) for c in vars(module).values()
             if isinstance(c, type) and issubclass(c, errors.LedgerError) and c is not errors.LedgerError]
 
 

@@ -14,12 +14,13 @@ from uuid import uuid4
 
 import pytest
 
-from application.batches import JSONL, BatchInfo, LineError, StoredChunk, parse_chunk
+from application.batches import JSONL, BatchInfo, LineError, StoredChunk
 from application.ledger import TransactionRequest
 from application.recurring import RecurringTransactions
 from domain.errors import InvalidText, LedgerError, TenantNotFound
 from domain.recurring import Schedule
 from domain.text import check_line, check_text, quoted
+from infrastructure.batch_files import parse_chunk
 from tests.unit.books import DAY, Books, leg
 
 # One of each kind the rule refuses everywhere.
