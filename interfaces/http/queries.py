@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Request
+from fastapi import Query, Request
 
 from interfaces.http.problems import ApiProblem
 from projections.queries import InvalidCursor, ReadModels
 from projections.tenant_directory import InvalidTenantCursor, TenantDirectory
 
 T = TypeVar("T")
+
+Limit = Annotated[int, Query(ge=1, le=200, description="Page size (at most 200)")]
+Cursor = Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")]
 
 
 def read_models(request: Request) -> ReadModels:

@@ -13,23 +13,10 @@ from fastapi.responses import Response
 from application.ledger import Recorded
 from domain.errors import AccountNotFound
 from domain.money import parse_amount_minor
-from interfaces.http.deps import (
-    Cursor,
-    IdempotencyKey,
-    IfMatch,
-    Limit,
-    MinPosition,
-    Reader,
-    Writer,
-    await_position,
-    committed,
-    expected_version,
-    respond,
-    run_command,
-    runtime_of,
-)
+from interfaces.http.auth import Reader, Writer
 from interfaces.http.docs import COMMAND_ERRORS, CREATE_ERRORS, LIST_ERRORS, QUERY_ERRORS
-from interfaces.http.queries import check_date_range, read_models, reading_page
+from interfaces.http.keyed_commands import IdempotencyKey, run_command
+from interfaces.http.queries import Cursor, Limit, check_date_range, read_models, reading_page
 from interfaces.http.representations import (
     account_from_aggregate,
     account_from_view,
@@ -37,7 +24,9 @@ from interfaces.http.representations import (
     entry_from_view,
     hold_from_view,
 )
+from interfaces.http.responses import IfMatch, MinPosition, await_position, expected_version, respond
 from interfaces.http.schemas import AccountOut, AccountPage, BalanceOut, EntryPage, HoldPage, OpenAccount
+from interfaces.http.services import committed, runtime_of
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
 

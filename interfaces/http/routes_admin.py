@@ -10,25 +10,14 @@ from fastapi.responses import Response
 
 from application.ledger import Recorded
 from domain.errors import TenantNotFound
-from interfaces.http.deps import (
-    ADMIN_SCOPE,
-    Admin,
-    Cursor,
-    IdempotencyKey,
-    IfMatch,
-    Limit,
-    MinPosition,
-    await_position,
-    committed,
-    expected_version,
-    respond,
-    run_command,
-    runtime_of,
-)
+from interfaces.http.auth import Admin
 from interfaces.http.docs import COMMAND_ERRORS, LIST_ERRORS, QUERY_ERRORS, errors
-from interfaces.http.queries import reading_page, tenant_directory
+from interfaces.http.keyed_commands import ADMIN_SCOPE, IdempotencyKey, run_command
+from interfaces.http.queries import Cursor, Limit, reading_page, tenant_directory
 from interfaces.http.representations import tenant_from_aggregate, tenant_from_view
+from interfaces.http.responses import IfMatch, MinPosition, await_position, expected_version, respond
 from interfaces.http.schemas import CreateTenant, SuspendTenant, TenantOut, TenantPage
+from interfaces.http.services import committed, runtime_of
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Admin])
 

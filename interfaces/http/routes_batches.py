@@ -24,9 +24,10 @@ from domain.errors import BatchNotFound
 from infrastructure.batch_runner import BatchRunner, Upload
 from infrastructure.batch_store import BatchStore
 from infrastructure.bootstrap import Runtime
-from interfaces.http.deps import Cursor, Limit, Reader, Writer
+from interfaces.http.auth import Reader, Writer
 from interfaces.http.docs import errors
 from interfaces.http.problems import ApiProblem, Problem
+from interfaces.http.queries import Cursor, Limit
 
 PATH = "/v1/batches"
 router = APIRouter(prefix=PATH, tags=["batches"])

@@ -32,11 +32,12 @@ from infrastructure.integrity_store import latest_digest, read_checkpoint
 from infrastructure.migrate import is_current
 from infrastructure.settings import Settings, get_settings
 from infrastructure.signing import SigningKey, load_signing_key
-from interfaces.http.deps import Admin, Reader, runtime_of
+from interfaces.http.auth import Admin, Reader
 from interfaces.http.docs import errors
 from interfaces.http.integrity_guard import IntegrityWriteGuard
 from interfaces.http.integrity_schemas import AuditOut, DigestOut, HealthOut, ReadyOut
 from interfaces.http.problems import DATABASE_FAILURES, ApiProblem
+from interfaces.http.services import runtime_of
 from projections.follower import read_tracking
 from projections.registry import ALL_PROJECTIONS
 from projections.verification import LedgerLookups, LedgerVerification, record_outcome

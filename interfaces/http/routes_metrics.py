@@ -1,7 +1,7 @@
 """The metrics endpoints: ``/metrics``, ``/internal/metrics`` and ``/internal/metrics/json``.
 
 What they serve is described in ``interfaces.http.metrics``. They live apart from
-it because they need the admin dependency of ``interfaces.http.deps``, which
+it because they need the admin dependency of ``interfaces.http.auth``, which
 imports ``metrics`` for tenants' names: together the two modules formed a cycle.
 """
 
@@ -11,7 +11,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from infrastructure.telemetry import metrics_document, render_prometheus
-from interfaces.http.deps import Admin
+from interfaces.http.auth import Admin
 from interfaces.http.docs import errors
 from interfaces.http.metrics import report_database_gate
 from projections.lag_metrics import register_lag_gauge

@@ -21,13 +21,13 @@ from domain.metadata import METADATA_KEYS_MAX
 from domain.money import format_amount
 from domain.recurring import FREQUENCIES, WEEKDAYS, RecurringTransaction, Schedule
 from domain.transaction import DESCRIPTION_LENGTH_MAX, POSTINGS_MAX, POSTINGS_MIN
-from interfaces.http.deps import (
-    Cursor, IdempotencyKey, Limit, MinPosition, Reader, Writer, await_position, committed, respond, run_command,
-    runtime_of,
-)
+from interfaces.http.auth import Reader, Writer
 from interfaces.http.docs import CREATE_ERRORS, LIST_ERRORS, QUERY_ERRORS
-from interfaces.http.queries import read_models, reading_page
+from interfaces.http.keyed_commands import IdempotencyKey, run_command
+from interfaces.http.queries import Cursor, Limit, read_models, reading_page
+from interfaces.http.responses import MinPosition, await_position, respond
 from interfaces.http.schemas import Body, Page, PostingIn, PostingOut
+from interfaces.http.services import committed, runtime_of
 from projections.recurring_queries import RecurringReadModel, RecurringView
 
 router = APIRouter(prefix="/v1/recurring-transactions", tags=["recurring"])

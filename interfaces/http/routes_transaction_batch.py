@@ -32,8 +32,9 @@ from starlette.concurrency import run_in_threadpool
 from application.access import Principal
 from application.ledger import Ledger, PostingInstruction, Recorded, TransactionRequest
 from domain.errors import LedgerError
-from interfaces.http.deps import POSITION_HEADER, IdempotencyKey, Writer, respond, run_command, runtime_of
+from interfaces.http.auth import Writer
 from interfaces.http.docs import errors
+from interfaces.http.keyed_commands import IdempotencyKey, run_command
 from interfaces.http.problems import (
     PROBLEM_MEDIA_TYPE,
     SCOPE_REQUEST_ID,
@@ -51,6 +52,8 @@ from interfaces.http.schemas import (
     PostTransaction,
     PostTransactionBatch,
 )
+from interfaces.http.responses import POSITION_HEADER, respond
+from interfaces.http.services import runtime_of
 
 PATH = "/v1/transactions/batch"
 # 1,000 transactions need more than the 256 KiB of one request by default (~170 bytes

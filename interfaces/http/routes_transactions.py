@@ -14,29 +14,17 @@ from starlette.concurrency import run_in_threadpool
 from application.ledger import PostingInstruction, Recorded
 from domain.errors import InvalidTransaction, TransactionNotFound
 from infrastructure.hold_metrics import CREATED, POSTED, VOIDED, count_hold
-from interfaces.http.deps import (
-    Cursor,
-    IdempotencyKey,
-    IfMatch,
-    Limit,
-    MinPosition,
-    Reader,
-    Writer,
-    await_position,
-    committed,
-    expected_version,
-    respond,
-    run_command,
-    runtime_of,
-)
+from interfaces.http.auth import Reader, Writer
 from interfaces.http.docs import CREATE_ERRORS, LIST_ERRORS, QUERY_ERRORS
+from interfaces.http.keyed_commands import IdempotencyKey, run_command
 from interfaces.http.metrics import ledger_command
-from interfaces.http.queries import check_date_range, read_models, reading_page
+from interfaces.http.queries import Cursor, Limit, check_date_range, read_models, reading_page
 from interfaces.http.representations import (
     transaction_from_view,
     transaction_version_of_view,
     transaction_written,
 )
+from interfaces.http.responses import IfMatch, MinPosition, await_position, expected_version, respond
 from interfaces.http.schemas import (
     PostHold,
     PostTransaction,
@@ -45,6 +33,7 @@ from interfaces.http.schemas import (
     TransactionPage,
     TransactionWritten,
 )
+from interfaces.http.services import committed, runtime_of
 
 router = APIRouter(prefix="/v1/transactions", tags=["transactions"])
 

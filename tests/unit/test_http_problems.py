@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 
 from domain import errors
 from infrastructure import batch_files
-from interfaces.http.deps import expected_version
+from interfaces.http.responses import expected_version
 from interfaces.http.problems import (
     STATUS_BY_ERROR,
     ApiProblem,

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from interfaces.http.deps import respond
+from interfaces.http.responses import respond
 
 
 class Sample(BaseModel):
