@@ -58,7 +58,7 @@ projections_app = typer.Typer(
 
 
 def _month_option(month: str | None) -> str | None:
-    from projections.encoding import parse_month
+    from projections.read_models.encoding import parse_month
 
     if month is None:
         return None
@@ -318,7 +318,7 @@ def recompute_month_command(
 ) -> None:
     """Recompute one month's snapshots from the statement entries; fix only what is wrong."""
     from projections.consistency import PositionsApart
-    from projections.monthly import recompute_month
+    from projections.read_models.monthly import recompute_month
 
     checked_month = _month_option(month)
     assert checked_month is not None

@@ -28,7 +28,7 @@ from interfaces.http.deps import (
 from interfaces.http.docs import CREATE_ERRORS, LIST_ERRORS, QUERY_ERRORS
 from interfaces.http.queries import read_models, reading_page
 from interfaces.http.schemas import Body, Page, PostingIn, PostingOut
-from projections.recurring_queries import RecurringReadModel, RecurringView
+from projections.read_models.recurring_queries import RecurringReadModel, RecurringView
 
 router = APIRouter(prefix="/v1/recurring-transactions", tags=["recurring"])
 

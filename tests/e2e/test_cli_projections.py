@@ -20,7 +20,7 @@ from typer.testing import CliRunner, Result
 
 from infrastructure.settings import get_settings
 from interfaces.cli.main import app
-from projections.queries import ReadModels
+from projections.read_models.queries import ReadModels
 from projections.registry import ALL_PROJECTIONS, READ_MODELS, tables_of
 from tests.integration.conftest import OpenRuntime, open_rt  # noqa: F401 - the fixture, for this suite too
 from tests.integration.projections_support import (
@@ -235,7 +235,7 @@ def test_projections_event_prints_the_event_at_a_position_read_only(database_url
 def test_a_rebuild_that_meets_an_event_it_cannot_apply_says_which_without_a_traceback(
     database_url: str, open_rt: OpenRuntime, monkeypatch: pytest.MonkeyPatch  # noqa: F811
 ) -> None:
-    from projections.transactions import TransactionsProjection
+    from projections.read_models.transactions import TransactionsProjection
 
     runtime = open_ready(open_rt, database_url)
     book = open_book(runtime.ledger)

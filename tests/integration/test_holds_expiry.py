@@ -13,7 +13,7 @@ from application.ledger import PostingInstruction
 from domain.errors import HoldAlreadyResolved, LedgerError
 from domain.transaction import Transaction
 from projections.hold_expiry import HoldExpiry
-from projections.queries import ReadModels
+from projections.read_models.queries import ReadModels
 from projections.wiring import build_followers
 from tests.integration.conftest import OpenRuntime
 from tests.integration.projections_support import catch_up, open_book, open_ready, post

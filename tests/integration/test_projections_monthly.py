@@ -7,9 +7,9 @@ from datetime import date
 
 from sqlalchemy import select
 
-from projections.encoding import month_of
-from projections.monthly import read_monthly_snapshots, recompute_month
-from projections.queries import ReadModels
+from projections.read_models.encoding import month_of
+from projections.read_models.monthly import read_monthly_snapshots, recompute_month
+from projections.read_models.queries import ReadModels
 from tests.integration.conftest import OpenRuntime
 from tests.integration.projections_support import (
     Book,

@@ -14,7 +14,7 @@ from uuid import uuid4
 import pytest
 
 from domain.account import AccountType
-from projections.queries import PAGE_SIZE_MAX, InvalidCursor, ReadModels
+from projections.read_models.queries import PAGE_SIZE_MAX, InvalidCursor, ReadModels
 from projections.rebuild import start_rebuild
 from projections.registry import MONTHLY_SNAPSHOTS
 from projections.runner import FollowerThread

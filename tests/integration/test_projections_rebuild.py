@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from projections.follower import read_tracking
-from projections.queries import ReadModels
+from projections.read_models.queries import ReadModels
 from projections.rebuild import replay, start_rebuild
 from projections.reconcile import reconcile
 from projections.registry import ACCOUNTS, GLOBAL_CHAIN, READ_MODELS, STATEMENTS, tables_of

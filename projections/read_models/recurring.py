@@ -14,7 +14,7 @@ from sqlalchemy import BigInteger, Column, Connection, Date, DateTime, Index, In
 
 from domain.recurring import ACTIVE, CANCELLED, RecurringTransaction
 from infrastructure.schema import metadata
-from projections.encoding import storable, storable_text
+from projections.read_models.encoding import storable, storable_text
 from projections.follower import LoggedEvent
 
 NAME = "recurring_transactions"
