@@ -295,7 +295,7 @@ def _worker_metrics(bundle: Bundle, settings: Settings) -> None:
 
 def _database(bundle: Bundle, *, verify: bool) -> None:
     from infrastructure.bootstrap import open_runtime
-    from projections.status import projection_statuses
+    from projections.following.status import projection_statuses
 
     try:
         runtime = open_runtime()

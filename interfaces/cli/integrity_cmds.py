@@ -241,9 +241,9 @@ def digest() -> None:
     """
     from infrastructure.integrity_monitor import process_monitor
     from infrastructure.integrity_store import read_checkpoint, store_digest
-    from projections.follower import Follower
+    from projections.following.follower import Follower
     from projections.global_chain import GlobalChainProjection
-    from projections.wiring import build_integrity_verifier
+    from projections.following.wiring import build_integrity_verifier
 
     key = _configured_key()
     if key is None:

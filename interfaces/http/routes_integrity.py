@@ -37,8 +37,8 @@ from interfaces.http.docs import errors
 from interfaces.http.integrity_guard import IntegrityWriteGuard
 from interfaces.http.integrity_schemas import AuditOut, DigestOut, HealthOut, ReadyOut
 from interfaces.http.problems import DATABASE_FAILURES, ApiProblem
-from projections.follower import read_tracking
-from projections.registry import ALL_PROJECTIONS
+from projections.following.follower import read_tracking
+from projections.following.registry import ALL_PROJECTIONS
 from projections.verification import LedgerLookups, LedgerVerification, record_outcome
 
 T = TypeVar("T")

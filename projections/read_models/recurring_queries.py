@@ -11,8 +11,8 @@ from uuid import UUID
 from sqlalchemy import Connection, Engine, func, or_, select
 
 from domain.recurring import ACTIVE
-from projections.consistency import snapshot
-from projections.follower import read_tracking
+from projections.following.consistency import snapshot
+from projections.following.follower import read_tracking
 from projections.read_models.queries import Page, _check_page_size, _decode_cursor, _encode_cursor
 from projections.read_models.recurring import NAME, read_recurring_transactions, recurring_progress
 

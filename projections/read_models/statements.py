@@ -25,7 +25,7 @@ from domain.transaction import Transaction, TransactionStatus
 from infrastructure.schema import metadata
 from projections.read_models.bulk import insert_rows
 from projections.read_models.encoding import storable_text
-from projections.follower import LoggedEvent
+from projections.following.follower import LoggedEvent
 
 read_statement_entries = Table(
     "read_statement_entries",

@@ -18,7 +18,7 @@ from domain.transaction import Transaction, TransactionStatus
 from infrastructure.schema import metadata
 from projections.read_models.encoding import canonical_json, storable_text
 from projections.read_models.bulk import insert_rows
-from projections.follower import LoggedEvent
+from projections.following.follower import LoggedEvent
 
 read_transactions = Table(
     "read_transactions",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from infrastructure.integrity_monitor import process_monitor
 from infrastructure.integrity_store import read_checkpoint
-from projections.follower import Follower
+from projections.following.follower import Follower
 from projections.global_chain import GlobalChainProjection
 from projections.integrity import IntegrityVerifier, VerifierSchedule
 from projections.verification import LedgerVerification

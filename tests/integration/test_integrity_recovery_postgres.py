@@ -25,7 +25,7 @@ from infrastructure.settings import get_settings
 from infrastructure.signing import SigningKey, signature_is_valid
 from interfaces.http.app import create_app
 from interfaces.http.routes_integrity import BoundedProbe
-from projections.follower import Follower
+from projections.following.follower import Follower
 from projections.global_chain import GlobalChainProjection
 from projections.integrity import IntegrityVerifier, VerifierSchedule
 from tests.integration.conftest import OpenRuntime

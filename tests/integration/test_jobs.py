@@ -25,7 +25,7 @@ from infrastructure.jobs import (
 )
 from infrastructure.migrate import upgrade_to_head
 from projections.scheduled_jobs import RECURRING, build_job_runner
-from projections.wiring import build_followers
+from projections.following.wiring import build_followers
 from tests.integration.conftest import OpenRuntime
 from tests.integration.helpers import leg
 

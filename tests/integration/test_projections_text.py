@@ -31,7 +31,7 @@ from projections.read_models.queries import ReadModels
 from projections.reconcile import reconcile
 from projections.read_models.recurring_queries import RecurringReadModel
 from projections.read_models.statements import read_hold_entries, read_statement_entries
-from projections.status import CURRENT, projection_statuses
+from projections.following.status import CURRENT, projection_statuses
 from projections.read_models.tenant_directory import TenantDirectory
 from projections.verification import LedgerVerification
 from tests.integration.conftest import OpenRuntime

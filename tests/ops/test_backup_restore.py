@@ -23,7 +23,7 @@ from infrastructure.database import DatabaseURL
 from infrastructure.settings import get_settings
 from interfaces.cli.main import app
 from projections.read_models.accounts import read_accounts
-from projections.registry import ALL_PROJECTIONS, TRACKING_TABLE, tables_of
+from projections.following.registry import ALL_PROJECTIONS, TRACKING_TABLE, tables_of
 from tests.integration.conftest import OpenRuntime, open_rt  # noqa: F401 - the fixture, for this suite too
 from tests.integration.projections_support import (
     Book,

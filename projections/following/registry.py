@@ -11,7 +11,7 @@ from __future__ import annotations
 from sqlalchemy import Table
 
 from projections.read_models.accounts import AccountsProjection
-from projections.follower import Projection, projection_tracking
+from projections.following.follower import Projection, projection_tracking
 from projections.global_chain import GlobalChainProjection, ledger_chain
 from projections.read_models.monthly import MonthlySnapshotsProjection
 from projections.read_models.recurring import RecurringTransactionsProjection
