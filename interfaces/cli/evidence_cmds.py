@@ -316,7 +316,7 @@ def _database(bundle: Bundle, *, verify: bool) -> None:
 
 
 def _verify_document(runtime: Any) -> dict[str, Any]:
-    from projections.verification import LedgerVerification
+    from projections.jobs.verification import LedgerVerification
 
     began = time.monotonic()
     try:

@@ -37,7 +37,7 @@ from interfaces.cli.common import (
 
 if TYPE_CHECKING:
     from infrastructure.bootstrap import Runtime
-    from projections.reconcile import Reconciliation
+    from projections.jobs.reconcile import Reconciliation
     from projections.following.status import ProjectionStatus
 
 # Imports inside the functions below are deferred on purpose: they load SQLAlchemy, alembic, rich,
@@ -80,7 +80,7 @@ def worker(
     it polls every INVARIO_FOLLOWER_POLL_SECONDS.
     """
     from projections.following.runner import FollowerLoop, waiter_for
-    from projections.scheduled_jobs import build_job_scheduler
+    from projections.jobs.scheduled_jobs import build_job_scheduler
     from projections.following.wiring import build_followers
 
     _worker_logging()
@@ -351,7 +351,7 @@ def reconcile(
     currency. Exit code 1 when anything diverges.
     """
     from projections.following.consistency import PositionsApart
-    from projections.reconcile import reconcile as run_reconcile
+    from projections.jobs.reconcile import reconcile as run_reconcile
     from projections.following.wiring import build_read_models_group
 
     checked_month = _month_option(month)

@@ -39,7 +39,7 @@ from interfaces.http.integrity_schemas import AuditOut, DigestOut, HealthOut, Re
 from interfaces.http.problems import DATABASE_FAILURES, ApiProblem
 from projections.following.follower import read_tracking
 from projections.following.registry import ALL_PROJECTIONS
-from projections.verification import LedgerLookups, LedgerVerification, record_outcome
+from projections.jobs.verification import LedgerLookups, LedgerVerification, record_outcome
 
 T = TypeVar("T")
 

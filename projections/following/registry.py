@@ -12,7 +12,7 @@ from sqlalchemy import Table
 
 from projections.read_models.accounts import AccountsProjection
 from projections.following.follower import Projection, projection_tracking
-from projections.global_chain import GlobalChainProjection, ledger_chain
+from projections.jobs.global_chain import GlobalChainProjection, ledger_chain
 from projections.read_models.monthly import MonthlySnapshotsProjection
 from projections.read_models.recurring import RecurringTransactionsProjection
 from projections.read_models.statements import StatementsProjection

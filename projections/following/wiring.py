@@ -5,9 +5,9 @@ from __future__ import annotations
 from infrastructure.bootstrap import Runtime
 from infrastructure.signing import SigningKey, load_signing_key
 from projections.following.follower import Follower, FollowerGroup
-from projections.global_chain import GlobalChainProjection
-from projections.hold_expiry import HoldExpiry
-from projections.integrity import IntegrityVerifier, VerifierSchedule
+from projections.jobs.global_chain import GlobalChainProjection
+from projections.jobs.hold_expiry import HoldExpiry
+from projections.jobs.integrity import IntegrityVerifier, VerifierSchedule
 from projections.following.registry import READ_MODELS_GROUP, read_model_projections
 
 

@@ -18,7 +18,7 @@ from domain.errors import AccountNotFound, TenantNotFound
 from domain.ids import account_id_for
 from infrastructure.bootstrap import Runtime
 from projections.following.follower import Follower, projection_tracking
-from projections.global_chain import GlobalChainProjection, ledger_chain
+from projections.jobs.global_chain import GlobalChainProjection, ledger_chain
 from projections.following.schema import ensure_schema
 from tests.integration.conftest import OpenRuntime
 from tests.integration.helpers import DAY, leg, notifications

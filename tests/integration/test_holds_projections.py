@@ -10,7 +10,7 @@ from sqlalchemy import update
 from application.ledger import PostingInstruction
 from projections.read_models.queries import ReadModels
 from projections.following.rebuild import replay, start_rebuild
-from projections.reconcile import PENDING, reconcile
+from projections.jobs.reconcile import PENDING, reconcile
 from projections.following.registry import READ_MODELS
 from projections.read_models.accounts import read_accounts
 from tests.integration.conftest import OpenRuntime

@@ -24,7 +24,7 @@ from infrastructure.jobs import (
     CONTENDED, FAILED, NOT_DUE, SUCCEEDED, IntervalSchedule, Job, JobResult, JobRunner, read_job_states,
 )
 from infrastructure.migrate import upgrade_to_head
-from projections.scheduled_jobs import RECURRING, build_job_runner
+from projections.jobs.scheduled_jobs import RECURRING, build_job_runner
 from projections.following.wiring import build_followers
 from tests.integration.conftest import OpenRuntime
 from tests.integration.helpers import leg
@@ -308,7 +308,7 @@ def test_monthly_snapshot_job_seals_the_previous_month(database_url: str, open_r
     from sqlalchemy import update
 
     from projections.read_models.monthly import read_monthly_snapshots
-    from projections.scheduled_jobs import MONTHLY_SNAPSHOT
+    from projections.jobs.scheduled_jobs import MONTHLY_SNAPSHOT
 
     runtime = ready(open_rt, database_url)
     tenant_id, cash, rent = book(runtime)
@@ -337,7 +337,7 @@ def test_reconcile_job_logs_divergences(database_url: str, open_rt: OpenRuntime,
     from sqlalchemy import update
 
     from projections.read_models.accounts import read_accounts
-    from projections.scheduled_jobs import RECONCILE
+    from projections.jobs.scheduled_jobs import RECONCILE
 
     runtime = ready(open_rt, database_url)
     tenant_id, cash, rent = book(runtime)

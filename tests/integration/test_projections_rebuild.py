@@ -11,7 +11,7 @@ from sqlalchemy import select
 from projections.following.follower import read_tracking
 from projections.read_models.queries import ReadModels
 from projections.following.rebuild import replay, start_rebuild
-from projections.reconcile import reconcile
+from projections.jobs.reconcile import reconcile
 from projections.following.registry import ACCOUNTS, GLOBAL_CHAIN, READ_MODELS, STATEMENTS, tables_of
 from projections.following.status import CURRENT, REBUILDING, projection_statuses
 from tests.integration.conftest import OpenRuntime

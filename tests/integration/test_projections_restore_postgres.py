@@ -12,7 +12,7 @@ import pytest
 from infrastructure.bootstrap import Runtime
 from projections.following.follower import read_tracking
 from projections.following.rebuild import replay, start_rebuild
-from projections.reconcile import BALANCE, reconcile
+from projections.jobs.reconcile import BALANCE, reconcile
 from projections.following.registry import ALL_PROJECTIONS, GLOBAL_CHAIN, READ_MODELS, TRACKING_TABLE, tables_of
 from projections.following.status import CURRENT, DIVERGED, projection_statuses
 from projections.following.wiring import build_read_models_group

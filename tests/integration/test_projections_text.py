@@ -28,12 +28,12 @@ from domain.errors import LedgerError
 from domain.recurring import Schedule
 from infrastructure.bootstrap import Runtime
 from projections.read_models.queries import ReadModels
-from projections.reconcile import reconcile
+from projections.jobs.reconcile import reconcile
 from projections.read_models.recurring_queries import RecurringReadModel
 from projections.read_models.statements import read_hold_entries, read_statement_entries
 from projections.following.status import CURRENT, projection_statuses
 from projections.read_models.tenant_directory import TenantDirectory
-from projections.verification import LedgerVerification
+from projections.jobs.verification import LedgerVerification
 from tests.integration.conftest import OpenRuntime
 from tests.integration.projections_support import catch_up, open_ready
 

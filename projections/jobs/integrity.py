@@ -37,7 +37,7 @@ from infrastructure.integrity_monitor import IntegrityMonitor, process_monitor
 from infrastructure.integrity_store import Checkpoint, advance_checkpoint, read_checkpoint, store_digest
 from infrastructure.signing import SigningKey
 from projections.following.follower import drain
-from projections.verification import LedgerLookups, LedgerVerification, check_event, record_outcome, stored_chain_rows
+from projections.jobs.verification import LedgerLookups, LedgerVerification, check_event, record_outcome, stored_chain_rows
 
 log = logging.getLogger("invario.integrity")
 

@@ -24,7 +24,7 @@ from infrastructure.jobs import CronSchedule, IntervalSchedule, Job, JobResult, 
 from projections.read_models.encoding import month_of
 from projections.following.follower import read_tracking
 from projections.read_models.monthly import recompute_month
-from projections.reconcile import reconcile
+from projections.jobs.reconcile import reconcile
 from projections.read_models.recurring import recurring_progress
 from projections.read_models.recurring_queries import DueSchedule, RecurringReadModel
 from projections.following.registry import MONTHLY_SNAPSHOTS
