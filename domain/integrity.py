@@ -1,6 +1,6 @@
 """Verification of the two hash chains, as a pure state machine over a stream of events.
 
-The caller (``projections.verification``) reads the notification log in pages,
+The caller (``projections.jobs.verification``) reads the notification log in pages,
 decodes each stored event and recomputes its hash (``domain.chain``), and feeds
 the results, in log order, to a ``ChainWalk`` together with the rows the global
 chain table holds for the same sequences. The walk

@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from infrastructure.bootstrap import Runtime
     from infrastructure.database import DatabaseURL
     from infrastructure.settings import Settings
-    from projections.restore import Settlement
-    from projections.verification import LedgerVerification
+    from projections.jobs.restore import Settlement
+    from projections.jobs.verification import LedgerVerification
 
 # Imports inside the functions below are deferred on purpose: they load SQLAlchemy, alembic, rich,
 # pydantic-settings, the application or the projections, which `invario --help` and every other
@@ -210,7 +210,7 @@ def _settle(settings: Settings) -> Settlement:
 
     from infrastructure.bootstrap import open_runtime
     from infrastructure.migrate import upgrade_to_head
-    from projections.restore import settle
+    from projections.jobs.restore import settle
 
     with operator_errors():
         runtime = open_runtime(settings)

@@ -49,7 +49,7 @@ def operator_errors() -> Iterator[None]:
     except Exception as exc:
         # Deferred: only a failing command pays for loading the error table and the projections.
         from infrastructure.db_errors import classify_database_error
-        from projections.follower import ProjectionFailed
+        from projections.following.follower import ProjectionFailed
 
         if isinstance(exc, ProjectionFailed):  # a rebuild or restore met an event a read model cannot apply
             typer.secho(f"invario: {exc}; the events are untouched: see ops/RUNBOOK.md, INC-14 Failing projection",
@@ -107,7 +107,7 @@ def _database_errors(runtime: Runtime) -> Iterator[None]:
     from sqlalchemy import inspect
     from sqlalchemy.exc import DBAPIError
 
-    from projections.registry import READ_MODELS, tables_of
+    from projections.following.registry import READ_MODELS, tables_of
 
     try:
         yield

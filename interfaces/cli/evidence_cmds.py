@@ -295,7 +295,7 @@ def _worker_metrics(bundle: Bundle, settings: Settings) -> None:
 
 def _database(bundle: Bundle, *, verify: bool) -> None:
     from infrastructure.bootstrap import open_runtime
-    from projections.status import projection_statuses
+    from projections.following.status import projection_statuses
 
     try:
         runtime = open_runtime()
@@ -316,7 +316,7 @@ def _database(bundle: Bundle, *, verify: bool) -> None:
 
 
 def _verify_document(runtime: Any) -> dict[str, Any]:
-    from projections.verification import LedgerVerification
+    from projections.jobs.verification import LedgerVerification
 
     began = time.monotonic()
     try:

@@ -33,7 +33,7 @@ from interfaces.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from projections.verification import LedgerVerification, VerificationReport
+    from projections.jobs.verification import LedgerVerification, VerificationReport
 
 # Imports inside the functions below are deferred on purpose: they load SQLAlchemy, alembic, rich,
 # pydantic-settings, the application or the projections, which `invario --help` and every other
@@ -101,7 +101,7 @@ def verify(
     and with --digest. Exit code 1 when anything is broken; the outcome is also
     recorded, so /health and the write guard of every process follow it.
     """
-    from projections.verification import LedgerLookups, LedgerVerification, record_outcome
+    from projections.jobs.verification import LedgerLookups, LedgerVerification, record_outcome
 
     digests = [_trusted_digest(digest_file, public_key or [])] if digest_file is not None else []
     _log_integrity_events()
@@ -241,9 +241,9 @@ def digest() -> None:
     """
     from infrastructure.integrity_monitor import process_monitor
     from infrastructure.integrity_store import read_checkpoint, store_digest
-    from projections.follower import Follower
-    from projections.global_chain import GlobalChainProjection
-    from projections.wiring import build_integrity_verifier
+    from projections.following.follower import Follower
+    from projections.jobs.global_chain import GlobalChainProjection
+    from projections.following.wiring import build_integrity_verifier
 
     key = _configured_key()
     if key is None:

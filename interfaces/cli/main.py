@@ -84,8 +84,8 @@ def serve(
     from infrastructure.logging_setup import configure_logging
     from infrastructure.settings import get_settings
     from interfaces.http.app import create_app
-    from projections.runner import FollowerThread
-    from projections.wiring import build_followers
+    from projections.following.runner import FollowerThread
+    from projections.following.wiring import build_followers
 
     with operator_errors():
         settings = get_settings()

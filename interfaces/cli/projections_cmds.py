@@ -37,8 +37,8 @@ from interfaces.cli.common import (
 
 if TYPE_CHECKING:
     from infrastructure.bootstrap import Runtime
-    from projections.reconcile import Reconciliation
-    from projections.status import ProjectionStatus
+    from projections.jobs.reconcile import Reconciliation
+    from projections.following.status import ProjectionStatus
 
 # Imports inside the functions below are deferred on purpose: they load SQLAlchemy, alembic, rich,
 # pydantic-settings, the application or the projections, which `invario --help` and every other
@@ -58,7 +58,7 @@ projections_app = typer.Typer(
 
 
 def _month_option(month: str | None) -> str | None:
-    from projections.encoding import parse_month
+    from projections.read_models.encoding import parse_month
 
     if month is None:
         return None
@@ -79,9 +79,9 @@ def worker(
     On PostgreSQL it wakes on the event store's LISTEN/NOTIFY channel; on SQLite
     it polls every INVARIO_FOLLOWER_POLL_SECONDS.
     """
-    from projections.runner import FollowerLoop, waiter_for
-    from projections.scheduled_jobs import build_job_scheduler
-    from projections.wiring import build_followers
+    from projections.following.runner import FollowerLoop, waiter_for
+    from projections.jobs.scheduled_jobs import build_job_scheduler
+    from projections.following.wiring import build_followers
 
     _worker_logging()
     stop = threading.Event()
@@ -138,7 +138,7 @@ def _serve_worker_metrics(runtime: Runtime) -> Any:
     from prometheus_client import start_http_server
 
     from infrastructure.telemetry import setup_telemetry
-    from projections.lag_metrics import register_lag_gauge
+    from projections.following.lag_metrics import register_lag_gauge
 
     settings = runtime.settings
     setup_telemetry("invario-worker")
@@ -175,7 +175,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
 ) -> None:
     """Each projection's position, lag behind the log, state and last error."""
-    from projections.status import projection_statuses
+    from projections.following.status import projection_statuses
 
     with read_models_runtime() as runtime:
         head, statuses = projection_statuses(runtime)
@@ -221,7 +221,7 @@ def show_event(
     Text is printed with every non-ASCII and control character escaped
     (``\\u0000``), so what a read model could not store is visible.
     """
-    from projections.status import describe_event
+    from projections.following.status import describe_event
 
     with read_models_runtime() as runtime:
         found = describe_event(runtime, position)
@@ -245,7 +245,7 @@ def rebuild(
     command again. The global chain is rebuilt only when named: it is tamper
     evidence, and a rebuild re-derives it from the events as they are now.
     """
-    from projections.registry import ALL_PROJECTIONS, GLOBAL_CHAIN, READ_MODELS
+    from projections.following.registry import ALL_PROJECTIONS, GLOBAL_CHAIN, READ_MODELS
 
     if all_ == (name is not None):
         raise fail("name one projection or pass --all: " + ", ".join(ALL_PROJECTIONS), EXIT_USAGE)
@@ -261,7 +261,7 @@ def rebuild(
 
 
 def _run_rebuild(runtime: Runtime, names: tuple[str, ...], *, from_scratch: bool, batch_size: int) -> None:
-    from projections.rebuild import start_rebuild
+    from projections.following.rebuild import start_rebuild
 
     start = start_rebuild(runtime, names, from_scratch=from_scratch)
     if start.resumed:
@@ -282,8 +282,8 @@ def _replay_with_progress(runtime: Runtime, start: Any, batch_size: int) -> tupl
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from projections.follower import read_tracking
-    from projections.rebuild import log_head, replay
+    from projections.following.follower import read_tracking
+    from projections.following.rebuild import log_head, replay
 
     columns = (
         TextColumn("[bold]replaying"), BarColumn(), MofNCompleteColumn(),
@@ -317,8 +317,8 @@ def recompute_month_command(
     tenant: Annotated[str | None, typer.Option(help="Only this tenant (name or id)")] = None,
 ) -> None:
     """Recompute one month's snapshots from the statement entries; fix only what is wrong."""
-    from projections.consistency import PositionsApart
-    from projections.monthly import recompute_month
+    from projections.following.consistency import PositionsApart
+    from projections.read_models.monthly import recompute_month
 
     checked_month = _month_option(month)
     assert checked_month is not None
@@ -350,9 +350,9 @@ def reconcile(
     against the account aggregates; (c) each tenant's balances sum to zero per
     currency. Exit code 1 when anything diverges.
     """
-    from projections.consistency import PositionsApart
-    from projections.reconcile import reconcile as run_reconcile
-    from projections.wiring import build_read_models_group
+    from projections.following.consistency import PositionsApart
+    from projections.jobs.reconcile import reconcile as run_reconcile
+    from projections.following.wiring import build_read_models_group
 
     checked_month = _month_option(month)
     log_to_stderr(logging.WARNING)

@@ -10,7 +10,7 @@ Its endpoints are in ``interfaces.http.routes_metrics``:
 - ``GET /internal/metrics/json``: the same as JSON, for scripts.
 
 None of them waits on the database (the lag gauge is read in the background:
-``projections.lag_metrics``). ``invario_database_reachable`` is 0 while this
+``projections.following.lag_metrics``). ``invario_database_reachable`` is 0 while this
 process refuses requests because the database does not answer (its
 ``DatabaseGate`` is shut: on PostgreSQL the liveness probe got no answer).
 

@@ -9,8 +9,8 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Query, Request
 
 from interfaces.http.problems import ApiProblem
-from projections.queries import InvalidCursor, ReadModels
-from projections.tenant_directory import InvalidTenantCursor, TenantDirectory
+from projections.read_models.queries import InvalidCursor, ReadModels
+from projections.read_models.tenant_directory import InvalidTenantCursor, TenantDirectory
 
 T = TypeVar("T")
 

@@ -38,9 +38,9 @@ from interfaces.http.integrity_guard import IntegrityWriteGuard
 from interfaces.http.integrity_schemas import AuditOut, DigestOut, HealthOut, ReadyOut
 from interfaces.http.problems import DATABASE_FAILURES, ApiProblem
 from interfaces.http.services import runtime_of
-from projections.follower import read_tracking
-from projections.registry import ALL_PROJECTIONS
-from projections.verification import LedgerLookups, LedgerVerification, record_outcome
+from projections.following.follower import read_tracking
+from projections.following.registry import ALL_PROJECTIONS
+from projections.jobs.verification import LedgerLookups, LedgerVerification, record_outcome
 
 T = TypeVar("T")
 

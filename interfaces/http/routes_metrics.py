@@ -14,7 +14,7 @@ from infrastructure.telemetry import metrics_document, render_prometheus
 from interfaces.http.auth import Admin
 from interfaces.http.docs import errors
 from interfaces.http.metrics import report_database_gate
-from projections.lag_metrics import register_lag_gauge
+from projections.following.lag_metrics import register_lag_gauge
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 

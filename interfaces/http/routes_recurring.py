@@ -28,7 +28,7 @@ from interfaces.http.queries import Cursor, Limit, read_models, reading_page
 from interfaces.http.responses import MinPosition, await_position, respond
 from interfaces.http.schemas import Body, Page, PostingIn, PostingOut
 from interfaces.http.services import committed, runtime_of
-from projections.recurring_queries import RecurringReadModel, RecurringView
+from projections.read_models.recurring_queries import RecurringReadModel, RecurringView
 
 router = APIRouter(prefix="/v1/recurring-transactions", tags=["recurring"])
 

@@ -26,7 +26,7 @@ from sqlalchemy import text
 
 from infrastructure.bootstrap import open_runtime
 from infrastructure.settings import Settings
-from projections.registry import READ_MODELS
+from projections.following.registry import READ_MODELS
 from tests.bench.bench_http import _worker
 from tests.bench.bench_inprocess import _open_book, _post_for_a_while
 from tests.bench.measurement import Measurement

@@ -14,9 +14,9 @@ import tracemalloc
 
 from infrastructure.bootstrap import Runtime, open_runtime
 from infrastructure.settings import Settings
-from projections.rebuild import replay, start_rebuild
-from projections.registry import GLOBAL_CHAIN, READ_MODELS
-from projections.schema import ensure_schema
+from projections.following.rebuild import replay, start_rebuild
+from projections.following.registry import GLOBAL_CHAIN, READ_MODELS
+from projections.following.schema import ensure_schema
 from tests.bench.ledger_data import populate
 from tests.bench.measurement import Measurement
 from tests.bench.support import on_each_store

@@ -21,10 +21,10 @@ from domain.chain import compute_event_hash
 from domain.integrity import ChainWalk
 from infrastructure.bootstrap import Runtime, open_runtime
 from infrastructure.settings import Settings
-from projections.follower import Follower
-from projections.global_chain import GlobalChainProjection
-from projections.schema import ensure_schema
-from projections.verification import PAGE_SIZE, LedgerLookups, LedgerVerification, check_event, stored_chain_rows
+from projections.following.follower import Follower
+from projections.jobs.global_chain import GlobalChainProjection
+from projections.following.schema import ensure_schema
+from projections.jobs.verification import PAGE_SIZE, LedgerLookups, LedgerVerification, check_event, stored_chain_rows
 from tests.bench.ledger_data import populate
 from tests.bench.measurement import Measurement
 from tests.bench.support import on_each_store

@@ -18,7 +18,7 @@ from infrastructure.bootstrap import Runtime, open_access, open_runtime
 from infrastructure.migrate import upgrade_to_head
 from infrastructure.settings import Settings
 from interfaces.http.app import create_app
-from projections.wiring import build_followers
+from projections.following.wiring import build_followers
 
 PEPPER = "test-pepper-do-not-use-anywhere-0123456789"
 ADMIN_TOKEN = "test-admin-token-do-not-use-anywhere-0123456789"

@@ -20,8 +20,8 @@ from typer.testing import CliRunner, Result
 
 from infrastructure.settings import get_settings
 from interfaces.cli.main import app
-from projections.queries import ReadModels
-from projections.registry import ALL_PROJECTIONS, READ_MODELS, tables_of
+from projections.read_models.queries import ReadModels
+from projections.following.registry import ALL_PROJECTIONS, READ_MODELS, tables_of
 from tests.integration.conftest import OpenRuntime, open_rt  # noqa: F401 - the fixture, for this suite too
 from tests.integration.projections_support import (
     Book,
@@ -154,7 +154,7 @@ def test_reconcile_refuses_read_models_at_different_positions(sqlite_database_ur
     runtime = open_ready(open_rt, sqlite_database_url)
     post(open_book(runtime.ledger), runtime.ledger, "t1", date(2024, 1, 2), {"cash": 5, "bank": -5})
     assert invoke(sqlite_database_url, "worker", "--once").exit_code == 0
-    from projections.rebuild import start_rebuild
+    from projections.following.rebuild import start_rebuild
 
     start_rebuild(runtime, ["monthly_snapshots"])
     result = invoke(sqlite_database_url, "reconcile", "--no-catch-up")
@@ -190,7 +190,7 @@ def test_an_interrupted_rebuild_resumes_when_run_again(
     post_random(open_book(runtime.ledger), runtime.ledger, 20)
     assert invoke(sqlite_database_url, "worker", "--once").exit_code == 0
     rows = read_model_rows(runtime.engine)
-    import projections.rebuild as rebuild_module
+    import projections.following.rebuild as rebuild_module
 
     real_replay = rebuild_module.replay
 
@@ -235,7 +235,7 @@ def test_projections_event_prints_the_event_at_a_position_read_only(database_url
 def test_a_rebuild_that_meets_an_event_it_cannot_apply_says_which_without_a_traceback(
     database_url: str, open_rt: OpenRuntime, monkeypatch: pytest.MonkeyPatch  # noqa: F811
 ) -> None:
-    from projections.transactions import TransactionsProjection
+    from projections.read_models.transactions import TransactionsProjection
 
     runtime = open_ready(open_rt, database_url)
     book = open_book(runtime.ledger)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import update
 
-from projections.follower import projection_tracking
-from projections.registry import TRANSACTIONS
+from projections.following.follower import projection_tracking
+from projections.following.registry import TRANSACTIONS
 from tests.e2e.http_fixtures import Api, Tenant, acme, api  # noqa: F401 - fixtures
 
 STUCK = ("ProjectionFailed: projection transactions cannot apply the event at position 3 "

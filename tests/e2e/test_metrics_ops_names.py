@@ -16,7 +16,7 @@ _SUFFIXES = ("_bucket", "_count", "_sum")
 LATER = {"rate_limited_total", "http_request_duration_seconds", "job_duration_seconds", "job_failures_total", "job_lock_contended_total",
          "job_last_success_timestamp_seconds", "invario_reconciliation_divergences_total",
          "job_next_run_timestamp_seconds",  # published by the worker's job scheduler (docs/jobs.md)
-         "invario_projection_failing"}  # published by processes that run followers (projections/runner.py)
+         "invario_projection_failing"}  # published by processes that run followers (projections/following/runner.py)
 
 
 def used_names(text: str) -> set[str]:

@@ -22,9 +22,9 @@ from domain.chain import compute_event_hash
 from infrastructure.bootstrap import Runtime, open_access
 from infrastructure.integrity_monitor import GAUGE_NAME, process_monitor, register_integrity_gauge
 from interfaces.http.app import create_app
-from projections.schema import ensure_schema
-from projections.verification import LedgerVerification, VerificationReport, record_outcome
-from projections.wiring import build_followers
+from projections.following.schema import ensure_schema
+from projections.jobs.verification import LedgerVerification, VerificationReport, record_outcome
+from projections.following.wiring import build_followers
 from tests.integration.conftest import OpenRuntime
 from tests.integration.helpers import DAY, leg
 

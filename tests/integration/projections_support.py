@@ -17,9 +17,9 @@ from sqlalchemy import Engine, select, text
 from application.ledger import Ledger, PostingInstruction
 from domain.money import format_amount
 from infrastructure.bootstrap import Runtime
-from projections.registry import READ_MODELS, tables_of
-from projections.schema import ensure_schema
-from projections.wiring import build_followers, build_read_models_group
+from projections.following.registry import READ_MODELS, tables_of
+from projections.following.schema import ensure_schema
+from projections.following.wiring import build_followers, build_read_models_group
 from tests.integration.conftest import OpenRuntime
 
 FIRST_DAY = date(2024, 1, 10)

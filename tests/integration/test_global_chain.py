@@ -17,9 +17,9 @@ from domain.chain import GENESIS_HASH, global_link_hash
 from domain.errors import AccountNotFound, TenantNotFound
 from domain.ids import account_id_for
 from infrastructure.bootstrap import Runtime
-from projections.follower import Follower, projection_tracking
-from projections.global_chain import GlobalChainProjection, ledger_chain
-from projections.schema import ensure_schema
+from projections.following.follower import Follower, projection_tracking
+from projections.jobs.global_chain import GlobalChainProjection, ledger_chain
+from projections.following.schema import ensure_schema
 from tests.integration.conftest import OpenRuntime
 from tests.integration.helpers import DAY, leg, notifications
 

@@ -12,9 +12,9 @@ from uuid import UUID
 from application.ledger import PostingInstruction
 from domain.errors import HoldAlreadyResolved, LedgerError
 from domain.transaction import Transaction
-from projections.hold_expiry import HoldExpiry
-from projections.queries import ReadModels
-from projections.wiring import build_followers
+from projections.jobs.hold_expiry import HoldExpiry
+from projections.read_models.queries import ReadModels
+from projections.following.wiring import build_followers
 from tests.integration.conftest import OpenRuntime
 from tests.integration.projections_support import catch_up, open_book, open_ready, post
 
@@ -93,7 +93,7 @@ def test_concurrent_post_and_void_of_one_hold_exactly_one_wins(database_url: str
     wallet = runtime.ledger.get_account(book.tenant_id, book.accounts["wallet"])
     assert wallet.pending_minor == 0
     catch_up(runtime)
-    from projections.reconcile import reconcile
+    from projections.jobs.reconcile import reconcile
 
     assert reconcile(runtime.ledger, runtime.engine).divergences == ()
 

@@ -8,11 +8,11 @@ from datetime import date, datetime, timedelta, timezone
 from sqlalchemy import update
 
 from application.ledger import PostingInstruction
-from projections.queries import ReadModels
-from projections.rebuild import replay, start_rebuild
-from projections.reconcile import PENDING, reconcile
-from projections.registry import READ_MODELS
-from projections.accounts import read_accounts
+from projections.read_models.queries import ReadModels
+from projections.following.rebuild import replay, start_rebuild
+from projections.jobs.reconcile import PENDING, reconcile
+from projections.following.registry import READ_MODELS
+from projections.read_models.accounts import read_accounts
 from tests.integration.conftest import OpenRuntime
 from tests.integration.projections_support import catch_up, open_book, open_ready, post, read_model_rows
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from infrastructure.integrity_monitor import process_monitor
 from infrastructure.integrity_store import read_checkpoint
-from projections.follower import Follower
-from projections.global_chain import GlobalChainProjection
-from projections.integrity import IntegrityVerifier, VerifierSchedule
-from projections.verification import LedgerVerification
+from projections.following.follower import Follower
+from projections.jobs.global_chain import GlobalChainProjection
+from projections.jobs.integrity import IntegrityVerifier, VerifierSchedule
+from projections.jobs.verification import LedgerVerification
 from tests.integration.conftest import OpenRuntime
 from tests.integration.helpers import DAY, leg
 from tests.integration.integrity_support import fresh_monitor, open_ready  # noqa: F401 - autouse fixture

@@ -25,9 +25,9 @@ from infrastructure.settings import get_settings
 from infrastructure.signing import SigningKey, signature_is_valid
 from interfaces.http.app import create_app
 from interfaces.http.routes_integrity import BoundedProbe
-from projections.follower import Follower
-from projections.global_chain import GlobalChainProjection
-from projections.integrity import IntegrityVerifier, VerifierSchedule
+from projections.following.follower import Follower
+from projections.jobs.global_chain import GlobalChainProjection
+from projections.jobs.integrity import IntegrityVerifier, VerifierSchedule
 from tests.integration.conftest import OpenRuntime
 from tests.integration.helpers import DAY, leg
 from tests.integration.integrity_support import (

@@ -25,7 +25,7 @@ from domain.integrity import (
 )
 from domain.tenant import Tenant
 from infrastructure.signing import SigningKey
-from projections.reconcile import BALANCE, reconcile
+from projections.jobs.reconcile import BALANCE, reconcile
 from tests.integration.conftest import OpenRuntime
 from tests.integration.integrity_support import (
     EVENTS,

@@ -24,8 +24,8 @@ from infrastructure.jobs import (
     CONTENDED, FAILED, NOT_DUE, SUCCEEDED, IntervalSchedule, Job, JobResult, JobRunner, read_job_states,
 )
 from infrastructure.migrate import upgrade_to_head
-from projections.scheduled_jobs import RECURRING, build_job_runner
-from projections.wiring import build_followers
+from projections.jobs.scheduled_jobs import RECURRING, build_job_runner
+from projections.following.wiring import build_followers
 from tests.integration.conftest import OpenRuntime
 from tests.integration.helpers import leg
 
@@ -307,8 +307,8 @@ def test_monthly_snapshot_job_seals_the_previous_month(database_url: str, open_r
                                                        counted: FakeInstruments) -> None:
     from sqlalchemy import update
 
-    from projections.monthly import read_monthly_snapshots
-    from projections.scheduled_jobs import MONTHLY_SNAPSHOT
+    from projections.read_models.monthly import read_monthly_snapshots
+    from projections.jobs.scheduled_jobs import MONTHLY_SNAPSHOT
 
     runtime = ready(open_rt, database_url)
     tenant_id, cash, rent = book(runtime)
@@ -336,8 +336,8 @@ def test_reconcile_job_logs_divergences(database_url: str, open_rt: OpenRuntime,
                                         caplog: pytest.LogCaptureFixture) -> None:
     from sqlalchemy import update
 
-    from projections.accounts import read_accounts
-    from projections.scheduled_jobs import RECONCILE
+    from projections.read_models.accounts import read_accounts
+    from projections.jobs.scheduled_jobs import RECONCILE
 
     runtime = ready(open_rt, database_url)
     tenant_id, cash, rent = book(runtime)
@@ -359,7 +359,7 @@ def test_reconcile_job_logs_divergences(database_url: str, open_rt: OpenRuntime,
 def test_lost_progress_replays_without_posting_twice(database_url: str, open_rt: OpenRuntime,
                                                      counted: FakeInstruments) -> None:
     """A crash between posting a run and saving the progress: the next cycle's re-post is a replay."""
-    from projections.recurring import recurring_progress
+    from projections.read_models.recurring import recurring_progress
 
     runtime = ready(open_rt, database_url)
     tenant_id, cash, rent = book(runtime)
@@ -381,7 +381,7 @@ def test_revision_0007_creates_exactly_the_declared_job_tables(database_url: str
     from alembic.runtime.migration import MigrationContext
 
     from infrastructure.schema import metadata
-    from projections.recurring import read_recurring_transactions, recurring_progress
+    from projections.read_models.recurring import read_recurring_transactions, recurring_progress
 
     runtime = ready(open_rt, database_url)
     ours = {jobs_module.job_runs.name, recurring_progress.name, read_recurring_transactions.name}

@@ -17,7 +17,7 @@ from sqlalchemy import text
 from application.ledger import PostingInstruction
 from infrastructure.bootstrap import Runtime
 from interfaces.notebook import EVENT_TYPES, ReadOnlyLedger, open_ledger
-from projections.queries import ReadModels
+from projections.read_models.queries import ReadModels
 from tests.integration.conftest import OpenRuntime
 from tests.integration.projections_support import Book, catch_up_read_models, open_book, open_ready, post
 

@@ -17,11 +17,11 @@ from sqlalchemy import Connection
 
 from infrastructure.bootstrap import Runtime
 from infrastructure.log_notifications import SleepingWaiter
-from projections.follower import FollowerGroup, LoggedEvent, read_tracking
-from projections.registry import READ_MODELS, TRANSACTIONS
-from projections.runner import FollowerLoop
-from projections.status import CURRENT, FAILING, projection_statuses
-from projections.wiring import build_read_models_group
+from projections.following.follower import FollowerGroup, LoggedEvent, read_tracking
+from projections.following.registry import READ_MODELS, TRANSACTIONS
+from projections.following.runner import FollowerLoop
+from projections.following.status import CURRENT, FAILING, projection_statuses
+from projections.following.wiring import build_read_models_group
 from tests.integration.conftest import OpenRuntime
 from tests.integration.projections_support import open_book, open_ready, post
 

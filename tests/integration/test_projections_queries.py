@@ -14,11 +14,11 @@ from uuid import uuid4
 import pytest
 
 from domain.account import AccountType
-from projections.queries import PAGE_SIZE_MAX, InvalidCursor, ReadModels
-from projections.rebuild import start_rebuild
-from projections.registry import MONTHLY_SNAPSHOTS
-from projections.runner import FollowerThread
-from projections.wiring import build_followers
+from projections.read_models.queries import PAGE_SIZE_MAX, InvalidCursor, ReadModels
+from projections.following.rebuild import start_rebuild
+from projections.following.registry import MONTHLY_SNAPSHOTS
+from projections.following.runner import FollowerThread
+from projections.following.wiring import build_followers
 from tests.integration.conftest import OpenRuntime
 from tests.integration.projections_support import catch_up, open_book, open_ready, post, post_random
 

@@ -8,12 +8,12 @@ from datetime import date
 import pytest
 from sqlalchemy import select
 
-from projections.follower import read_tracking
-from projections.queries import ReadModels
-from projections.rebuild import replay, start_rebuild
-from projections.reconcile import reconcile
-from projections.registry import ACCOUNTS, GLOBAL_CHAIN, READ_MODELS, STATEMENTS, tables_of
-from projections.status import CURRENT, REBUILDING, projection_statuses
+from projections.following.follower import read_tracking
+from projections.read_models.queries import ReadModels
+from projections.following.rebuild import replay, start_rebuild
+from projections.jobs.reconcile import reconcile
+from projections.following.registry import ACCOUNTS, GLOBAL_CHAIN, READ_MODELS, STATEMENTS, tables_of
+from projections.following.status import CURRENT, REBUILDING, projection_statuses
 from tests.integration.conftest import OpenRuntime
 from tests.integration.projections_support import (
     catch_up,

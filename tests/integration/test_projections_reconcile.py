@@ -9,10 +9,10 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from projections.consistency import PositionsApart
-from projections.rebuild import replay, start_rebuild
-from projections.reconcile import BALANCE, MONTHLY_SNAPSHOT, TENANT_TOTAL, reconcile
-from projections.registry import MONTHLY_SNAPSHOTS, READ_MODELS
+from projections.following.consistency import PositionsApart
+from projections.following.rebuild import replay, start_rebuild
+from projections.jobs.reconcile import BALANCE, MONTHLY_SNAPSHOT, TENANT_TOTAL, reconcile
+from projections.following.registry import MONTHLY_SNAPSHOTS, READ_MODELS
 from tests.integration.conftest import OpenRuntime
 from tests.integration.projections_support import Book, catch_up, execute, open_book, open_ready, post, post_random
 

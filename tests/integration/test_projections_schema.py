@@ -14,8 +14,8 @@ from alembic.script import ScriptDirectory
 from infrastructure.log_notifications import PostgresNotifyWaiter
 from infrastructure.migrate import _config, current_revision, head_revision
 from infrastructure.schema import metadata
-from projections.registry import ALL_PROJECTIONS, TRACKING_TABLE, tables_of
-from projections.runner import waiter_for
+from projections.following.registry import ALL_PROJECTIONS, TRACKING_TABLE, tables_of
+from projections.following.runner import waiter_for
 from tests.integration.conftest import OpenRuntime
 from tests.integration.projections_support import open_book, open_ready, post
 

@@ -4,7 +4,7 @@
   unchanged (a property test: arbitrary Unicode in every text field of every command).
 - A log written before the text rule (domain/text.py) may hold text no store can
   keep as is (a NUL for PostgreSQL); the read models store it with U+FFFD in its
-  place (projections/encoding.py) and never stop on it; the events stay untouched.
+  place (projections/read_models/encoding.py) and never stop on it; the events stay untouched.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from application.recurring import RecurringTransactions
 from domain.errors import LedgerError
 from domain.recurring import Schedule
 from infrastructure.bootstrap import Runtime
-from projections.queries import ReadModels
-from projections.reconcile import reconcile
-from projections.recurring_queries import RecurringReadModel
-from projections.statements import read_hold_entries, read_statement_entries
-from projections.status import CURRENT, projection_statuses
-from projections.tenant_directory import TenantDirectory
-from projections.verification import LedgerVerification
+from projections.read_models.queries import ReadModels
+from projections.jobs.reconcile import reconcile
+from projections.read_models.recurring_queries import RecurringReadModel
+from projections.read_models.statements import read_hold_entries, read_statement_entries
+from projections.following.status import CURRENT, projection_statuses
+from projections.read_models.tenant_directory import TenantDirectory
+from projections.jobs.verification import LedgerVerification
 from tests.integration.conftest import OpenRuntime
 from tests.integration.projections_support import catch_up, open_ready
 

@@ -22,8 +22,8 @@ from infrastructure.backup import pg_environment, temporary_path
 from infrastructure.database import DatabaseURL
 from infrastructure.settings import get_settings
 from interfaces.cli.main import app
-from projections.accounts import read_accounts
-from projections.registry import ALL_PROJECTIONS, TRACKING_TABLE, tables_of
+from projections.read_models.accounts import read_accounts
+from projections.following.registry import ALL_PROJECTIONS, TRACKING_TABLE, tables_of
 from tests.integration.conftest import OpenRuntime, open_rt  # noqa: F401 - the fixture, for this suite too
 from tests.integration.projections_support import (
     Book,

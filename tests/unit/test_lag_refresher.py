@@ -1,4 +1,4 @@
-"""The lag gauge never makes a scrape wait on the database (projections.lag_metrics)."""
+"""The lag gauge never makes a scrape wait on the database (projections.following.lag_metrics)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-from projections import lag_metrics
-from projections.lag_metrics import SCRAPE_WAIT_SECONDS, LagRefresher
+from projections.following import lag_metrics
+from projections.following.lag_metrics import SCRAPE_WAIT_SECONDS, LagRefresher
 
 
 def _runtime(max_notification_id: Any) -> Any:

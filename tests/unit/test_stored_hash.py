@@ -1,6 +1,6 @@
 """The verification shortcut recomputes exactly the reference hash, and vouches for nothing else.
 
-``projections.stored_hash`` hashes an event from its stored JSON without building
+``projections.jobs.stored_hash`` hashes an event from its stored JSON without building
 the domain event; it may only ever return a hash that equals the stored one, and
 that hash must be ``compute_event_hash`` of the decoded event.
 """
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from domain.chain import compute_event_hash
 from domain.tenant import Tenant
-from projections.stored_hash import hashes_from_stored
+from projections.jobs.stored_hash import hashes_from_stored
 from tests.unit.books import Books, in_memory_ledger, leg
 
 # Any text a store can hold: everything but lone surrogates (no UTF-8 encoding exists for them).

@@ -39,14 +39,14 @@ from uuid import UUID
 from sqlalchemy import Connection, Engine, Row, func, select, tuple_
 
 from domain.account import AccountType
-from projections.accounts import read_accounts
-from projections.consistency import snapshot
-from projections.encoding import canonical_json, is_storable, month_of, month_start
-from projections.follower import read_tracking
-from projections.monthly import read_monthly_snapshots
-from projections.registry import ACCOUNTS, MONTHLY_SNAPSHOTS, READ_MODELS, STATEMENTS, TRANSACTIONS
-from projections.statements import read_hold_entries, read_statement_entries
-from projections.transactions import read_transactions
+from projections.read_models.accounts import read_accounts
+from projections.following.consistency import snapshot
+from projections.read_models.encoding import canonical_json, is_storable, month_of, month_start
+from projections.following.follower import read_tracking
+from projections.read_models.monthly import read_monthly_snapshots
+from projections.following.registry import ACCOUNTS, MONTHLY_SNAPSHOTS, READ_MODELS, STATEMENTS, TRANSACTIONS
+from projections.read_models.statements import read_hold_entries, read_statement_entries
+from projections.read_models.transactions import read_transactions
 
 T = TypeVar("T")
 

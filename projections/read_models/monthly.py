@@ -22,11 +22,11 @@ from sqlalchemy import BigInteger, Column, Connection, Engine, Index, String, Ta
 
 from domain.transaction import Transaction
 from infrastructure.schema import metadata
-from projections.encoding import month_end, month_of, month_start
-from projections.bulk import execute_many
-from projections.consistency import PositionsApart
-from projections.follower import LoggedEvent, projection_tracking, read_tracking
-from projections.statements import read_statement_entries
+from projections.read_models.encoding import month_end, month_of, month_start
+from projections.read_models.bulk import execute_many
+from projections.following.consistency import PositionsApart
+from projections.following.follower import LoggedEvent, projection_tracking, read_tracking
+from projections.read_models.statements import read_statement_entries
 
 read_monthly_snapshots = Table(
     "read_monthly_snapshots",

@@ -5,7 +5,7 @@ an accountant reads a statement, stable under back-dating (a back-dated entry
 takes its place among the entries of its date; entries of one date stay in the
 order they were recorded). Running balances are not stored: a back-dated
 entry would change every later one. They are computed when read, from the sum
-of the entries before a page (see ``projections.queries``).
+of the entries before a page (see ``projections.read_models.queries``).
 
 A captured hold's posted amounts are entries like any other, at the position of
 its ``HoldPosted`` event. The holds themselves, reserved and then resolved, are
@@ -23,9 +23,9 @@ from sqlalchemy import BigInteger, Column, Connection, Date, DateTime, Index, St
 
 from domain.transaction import Transaction, TransactionStatus
 from infrastructure.schema import metadata
-from projections.bulk import insert_rows
-from projections.encoding import storable_text
-from projections.follower import LoggedEvent
+from projections.read_models.bulk import insert_rows
+from projections.read_models.encoding import storable_text
+from projections.following.follower import LoggedEvent
 
 read_statement_entries = Table(
     "read_statement_entries",

@@ -28,8 +28,8 @@ from sqlalchemy import Connection, update
 
 from infrastructure.bootstrap import Runtime
 from infrastructure.schema import metadata
-from projections.follower import FollowerGroup, ensure_tracking_row, projection_tracking, read_tracking
-from projections.registry import ALL_PROJECTIONS, TRACKING_TABLE, make_projection, tables_of
+from projections.following.follower import FollowerGroup, ensure_tracking_row, projection_tracking, read_tracking
+from projections.following.registry import ALL_PROJECTIONS, TRACKING_TABLE, make_projection, tables_of
 
 REBUILD_BATCH_SIZE = 5_000  # large batches amortise the per-account and per-month updates
 FULL_COLLECTION_EVERY = 50  # batches

@@ -1,7 +1,7 @@
 """Reconciliation: the read models checked against each other and the write side.
 
 All checks read one snapshot of the database in which the four read models are
-at one common position P (they move together; see ``projections.registry``):
+at one common position P (they move together; see ``projections.following.registry``):
 
 - ``monthly_snapshot`` (a): each account's closing balance per month equals the
   sum of its statement entries effective up to that month's end;
@@ -33,13 +33,13 @@ from sqlalchemy import Connection, Engine, Row, exists, func, literal_column, se
 
 from application.ledger import Ledger
 from domain.account import Account
-from projections.accounts import read_accounts
-from projections.consistency import PositionsApart, snapshot
-from projections.encoding import storable
-from projections.follower import read_tracking
-from projections.monthly import read_monthly_snapshots
-from projections.registry import READ_MODELS
-from projections.statements import read_hold_entries, read_statement_entries
+from projections.read_models.accounts import read_accounts
+from projections.following.consistency import PositionsApart, snapshot
+from projections.read_models.encoding import storable
+from projections.following.follower import read_tracking
+from projections.read_models.monthly import read_monthly_snapshots
+from projections.following.registry import READ_MODELS
+from projections.read_models.statements import read_hold_entries, read_statement_entries
 
 MONTHLY_SNAPSHOT = "monthly_snapshot"
 BALANCE = "balance"
@@ -202,7 +202,7 @@ def _field_of(account: Account, field: str) -> Any:
         return str(value)
     if field in ("type", "status"):
         return str(value.value if hasattr(value, "value") else value)
-    return storable(value)  # the read model's copy of text an earlier version accepted (projections.encoding)
+    return storable(value)  # the read model's copy of text an earlier version accepted (projections.read_models.encoding)
 
 
 def _balance_divergence(row: Row[Any], difference: int, detail: str) -> Divergence:

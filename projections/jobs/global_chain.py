@@ -15,7 +15,7 @@ from sqlalchemy import BigInteger, Column, Connection, DateTime, Integer, String
 
 from domain.chain import GENESIS_HASH, global_link_hash
 from infrastructure.schema import metadata
-from projections.follower import LoggedEvent
+from projections.following.follower import LoggedEvent
 
 ledger_chain = Table(
     "ledger_chain",

@@ -20,8 +20,8 @@ from sqlalchemy import Engine
 from application.ledger import Ledger
 from domain.errors import HoldAlreadyResolved, HoldExpired, HoldNotExpired, LedgerError
 from infrastructure.hold_metrics import EXPIRED, count_hold
-from projections.follower import drain
-from projections.queries import ReadModels
+from projections.following.follower import drain
+from projections.read_models.queries import ReadModels
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from sqlalchemy import BigInteger, Column, Connection, DateTime, Integer, String
 
 from domain.account import Account, AccountStatus
 from infrastructure.schema import metadata
-from projections.encoding import canonical_json, storable_text
-from projections.bulk import execute_many, insert_rows
-from projections.follower import LoggedEvent
+from projections.read_models.encoding import canonical_json, storable_text
+from projections.read_models.bulk import execute_many, insert_rows
+from projections.following.follower import LoggedEvent
 
 read_accounts = Table(
     "read_accounts",

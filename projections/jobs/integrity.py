@@ -18,7 +18,7 @@ While the ledger is broken it verifies nothing new; it re-verifies the whole
 ledger every ``INVARIO_INTEGRITY_RECHECK_SECONDS`` instead, so that once a good
 backup is restored the break clears (and writes resume) on its own.
 
-The verifier reads no settings itself: ``projections.wiring`` passes it those
+The verifier reads no settings itself: ``projections.following.wiring`` passes it those
 intervals (a ``VerifierSchedule``) and the signing key.
 """
 
@@ -36,8 +36,8 @@ from domain.integrity import CHANGED, CHECKPOINT, MISSING, AggregateHeads, Chain
 from infrastructure.integrity_monitor import IntegrityMonitor, process_monitor
 from infrastructure.integrity_store import Checkpoint, advance_checkpoint, read_checkpoint, store_digest
 from infrastructure.signing import SigningKey
-from projections.follower import drain
-from projections.verification import LedgerLookups, LedgerVerification, check_event, record_outcome, stored_chain_rows
+from projections.following.follower import drain
+from projections.jobs.verification import LedgerLookups, LedgerVerification, check_event, record_outcome, stored_chain_rows
 
 log = logging.getLogger("invario.integrity")
 
@@ -83,7 +83,7 @@ class IntegrityVerifier:
         self._next_digest_at = now
         self._was_broken = False
 
-    # --- the follower protocol (see projections.runner) ------------------------------------------
+    # --- the follower protocol (see projections.following.runner) --------------------------------
 
     def process_batch(self) -> int:
         """One unit of work; the number of events verified (0: nothing to do now)."""

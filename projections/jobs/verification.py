@@ -45,8 +45,8 @@ from domain.integrity import (
 from domain.tenant import Tenant
 from infrastructure.integrity_monitor import IntegrityMonitor, process_monitor
 from infrastructure.integrity_store import read_checkpoint, utc_now
-from projections.global_chain import ledger_chain
-from projections.stored_hash import hashes_from_stored
+from projections.jobs.global_chain import ledger_chain
+from projections.jobs.stored_hash import hashes_from_stored
 
 PAGE_SIZE = 1000
 
@@ -59,7 +59,7 @@ def check_event(ledger: Ledger, notification: Any) -> CheckedEvent:
     position, version = notification.id, notification.originator_version
     if _stored_json(ledger):
         found = hashes_from_stored(notification.topic, notification.originator_id, version, notification.state)
-        if found is not None:  # the fast path vouches only for a matching hash (projections/stored_hash.py)
+        if found is not None:  # the fast path vouches only for a matching hash (projections/jobs/stored_hash.py)
             return CheckedEvent(position, _uuid(notification.originator_id), version, *found)
     try:
         event = ledger.mapper.to_domain_event(notification)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from sqlalchemy import Table
 
-from projections.accounts import AccountsProjection
-from projections.follower import Projection, projection_tracking
-from projections.global_chain import GlobalChainProjection, ledger_chain
-from projections.monthly import MonthlySnapshotsProjection
-from projections.recurring import RecurringTransactionsProjection
-from projections.statements import StatementsProjection
-from projections.tenant_directory import TenantDirectoryProjection, tenant_directory
-from projections.transactions import TransactionsProjection
+from projections.read_models.accounts import AccountsProjection
+from projections.following.follower import Projection, projection_tracking
+from projections.jobs.global_chain import GlobalChainProjection, ledger_chain
+from projections.read_models.monthly import MonthlySnapshotsProjection
+from projections.read_models.recurring import RecurringTransactionsProjection
+from projections.read_models.statements import StatementsProjection
+from projections.read_models.tenant_directory import TenantDirectoryProjection, tenant_directory
+from projections.read_models.transactions import TransactionsProjection
 
 GLOBAL_CHAIN = GlobalChainProjection.name
 ACCOUNTS = AccountsProjection.name

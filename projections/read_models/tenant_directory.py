@@ -33,8 +33,8 @@ from sqlalchemy import (
 
 from domain.tenant import Tenant
 from infrastructure.schema import metadata
-from projections.encoding import is_storable, storable_text
-from projections.follower import LoggedEvent, projection_tracking
+from projections.read_models.encoding import is_storable, storable_text
+from projections.following.follower import LoggedEvent, projection_tracking
 
 NAME = "tenant_directory"
 PAGE_SIZE_MAX = 200

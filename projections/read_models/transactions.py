@@ -16,9 +16,9 @@ from sqlalchemy import BigInteger, Column, Connection, Date, DateTime, Index, St
 
 from domain.transaction import Transaction, TransactionStatus
 from infrastructure.schema import metadata
-from projections.encoding import canonical_json, storable_text
-from projections.bulk import insert_rows
-from projections.follower import LoggedEvent
+from projections.read_models.encoding import canonical_json, storable_text
+from projections.read_models.bulk import insert_rows
+from projections.following.follower import LoggedEvent
 
 read_transactions = Table(
     "read_transactions",

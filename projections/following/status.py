@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import inspect
 
 from infrastructure.bootstrap import Runtime
-from projections.follower import TrackingState, event_identity, read_tracking
-from projections.registry import ALL_PROJECTIONS, tables_of
+from projections.following.follower import TrackingState, event_identity, read_tracking
+from projections.following.registry import ALL_PROJECTIONS, tables_of
 
 # States, most urgent first.
 MISSING = "missing"  # a table of the projection does not exist: rebuild it

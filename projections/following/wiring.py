@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from infrastructure.bootstrap import Runtime
 from infrastructure.signing import SigningKey, load_signing_key
-from projections.follower import Follower, FollowerGroup
-from projections.global_chain import GlobalChainProjection
-from projections.hold_expiry import HoldExpiry
-from projections.integrity import IntegrityVerifier, VerifierSchedule
-from projections.registry import READ_MODELS_GROUP, read_model_projections
+from projections.following.follower import Follower, FollowerGroup
+from projections.jobs.global_chain import GlobalChainProjection
+from projections.jobs.hold_expiry import HoldExpiry
+from projections.jobs.integrity import IntegrityVerifier, VerifierSchedule
+from projections.following.registry import READ_MODELS_GROUP, read_model_projections
 
 
 def build_followers(runtime: Runtime) -> list[FollowerGroup | IntegrityVerifier | HoldExpiry]:
     """The global chain on its own, and the read models moving together in one group.
 
     The group leaves a projection alone while a rebuild in another process is
-    actively replaying it (see ``projections.rebuild``). The integrity verifier
+    actively replaying it (see ``projections.following.rebuild``). The integrity verifier
     comes last: it verifies what the global chain follower has just chained.
     """
     batch_size = runtime.settings.follower_batch_size

@@ -21,13 +21,13 @@ from domain.errors import LedgerError, RecurringTransactionCancelled, RecurringT
 from domain.recurring import Schedule
 from infrastructure.bootstrap import Runtime
 from infrastructure.jobs import CronSchedule, IntervalSchedule, Job, JobResult, JobRunner, JobScheduler
-from projections.encoding import month_of
-from projections.follower import read_tracking
-from projections.monthly import recompute_month
-from projections.reconcile import reconcile
-from projections.recurring import recurring_progress
-from projections.recurring_queries import DueSchedule, RecurringReadModel
-from projections.registry import MONTHLY_SNAPSHOTS
+from projections.read_models.encoding import month_of
+from projections.following.follower import read_tracking
+from projections.read_models.monthly import recompute_month
+from projections.jobs.reconcile import reconcile
+from projections.read_models.recurring import recurring_progress
+from projections.read_models.recurring_queries import DueSchedule, RecurringReadModel
+from projections.following.registry import MONTHLY_SNAPSHOTS
 
 log = logging.getLogger("invario.jobs")
 

@@ -3,7 +3,7 @@
 Read from the database (the head of the log and the tracking rows: two small
 queries), so every process that serves metrics reports the same truth, whichever
 process runs the followers. The label values are the projection names: a fixed
-set (``projections.registry.ALL_PROJECTIONS``).
+set (``projections.following.registry.ALL_PROJECTIONS``).
 
 A scrape never waits on the database: a background thread (``LagRefresher``)
 reads the lags every ``REFRESH_SECONDS`` and whenever a scrape asks. The scrape
@@ -27,8 +27,8 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from infrastructure.bootstrap import Runtime
 from infrastructure.telemetry import METER_NAME
-from projections.follower import read_tracking
-from projections.registry import ALL_PROJECTIONS
+from projections.following.follower import read_tracking
+from projections.following.registry import ALL_PROJECTIONS
 
 log = logging.getLogger("invario.telemetry")
 

@@ -1,4 +1,4 @@
-"""Queries over the ``recurring_transactions`` read model (``projections.recurring``)."""
+"""Queries over the ``recurring_transactions`` read model (``projections.read_models.recurring``)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from uuid import UUID
 from sqlalchemy import Connection, Engine, func, or_, select
 
 from domain.recurring import ACTIVE
-from projections.consistency import snapshot
-from projections.follower import read_tracking
-from projections.queries import Page, _check_page_size, _decode_cursor, _encode_cursor
-from projections.recurring import NAME, read_recurring_transactions, recurring_progress
+from projections.following.consistency import snapshot
+from projections.following.follower import read_tracking
+from projections.read_models.queries import Page, _check_page_size, _decode_cursor, _encode_cursor
+from projections.read_models.recurring import NAME, read_recurring_transactions, recurring_progress
 
 
 @dataclass(frozen=True)

@@ -30,12 +30,12 @@ from sqlalchemy import delete, inspect, select, update
 
 from infrastructure.bootstrap import Runtime
 from infrastructure.integrity_store import INCREMENTAL, integrity_checkpoint, read_checkpoint
-from projections.follower import Follower, ensure_tracking_row, projection_tracking
-from projections.global_chain import GlobalChainProjection, ledger_chain
-from projections.rebuild import replay, start_rebuild
-from projections.reconcile import Reconciliation, reconcile
-from projections.registry import GLOBAL_CHAIN, READ_MODELS
-from projections.status import (
+from projections.following.follower import Follower, ensure_tracking_row, projection_tracking
+from projections.jobs.global_chain import GlobalChainProjection, ledger_chain
+from projections.following.rebuild import replay, start_rebuild
+from projections.jobs.reconcile import Reconciliation, reconcile
+from projections.following.registry import GLOBAL_CHAIN, READ_MODELS
+from projections.following.status import (
     BEHIND,
     CURRENT,
     DIVERGED,
@@ -45,8 +45,8 @@ from projections.status import (
     ProjectionStatus,
     projection_statuses,
 )
-from projections.verification import LedgerVerification, VerificationReport, record_outcome
-from projections.wiring import build_read_models_group
+from projections.jobs.verification import LedgerVerification, VerificationReport, record_outcome
+from projections.following.wiring import build_read_models_group
 
 RESTORE_SOURCE = "invario restore"
 Stage = Callable[[str], Callable[[int], None]]  # announces a stage; returns the callback counting its events

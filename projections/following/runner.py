@@ -22,7 +22,7 @@ from infrastructure.bootstrap import Runtime, postgres_options
 from infrastructure.db_errors import classify_database_error
 from infrastructure.log_notifications import LogWaiter, PostgresNotifyWaiter, SleepingWaiter
 from infrastructure.telemetry import METER_NAME, instruments, job_succeeded
-from projections.follower import ProjectionFailed
+from projections.following.follower import ProjectionFailed
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The ``recurring_transactions`` read model: one row per standing order.
 
 ``GET /v1/recurring-transactions`` and the recurring job read it, never the
-aggregates. It moves with the other read models (``projections.registry``), so a
+aggregates. It moves with the other read models (``projections.following.registry``), so a
 client can read its own writes with ``?min_position=``.
 """
 
@@ -14,8 +14,8 @@ from sqlalchemy import BigInteger, Column, Connection, Date, DateTime, Index, In
 
 from domain.recurring import ACTIVE, CANCELLED, RecurringTransaction
 from infrastructure.schema import metadata
-from projections.encoding import storable, storable_text
-from projections.follower import LoggedEvent
+from projections.read_models.encoding import storable, storable_text
+from projections.following.follower import LoggedEvent
 
 NAME = "recurring_transactions"
 
