@@ -72,8 +72,7 @@ class IntegrityMonitor:
         self._status = IntegrityStatus()
         self._refreshed_at = float("-inf")
         self._announced: set[tuple[Any, ...]] = set()
-        self._refreshing = False
-        self._refresh_lock = threading.Lock()  # one re-read at a time (status())
+        self._refresh_lock = threading.Lock()  # one re-read at a time (status(), refresh_in_background())
 
     # --- reading ----------------------------------------------------------------------
 
@@ -116,17 +115,16 @@ class IntegrityMonitor:
         return time.monotonic() - self._refreshed_at >= self.refresh_seconds
 
     def refresh_in_background(self) -> None:
-        """``refresh`` in a thread of its own (one at a time), for callers that must not wait."""
-        with self._lock:
-            if self._refreshing:
-                return
-            self._refreshing = True
+        """``refresh`` in a thread of its own, for callers that must not wait; none
+        while another re-read (this one's or ``status()``'s) is under way."""
+        if not self._refresh_lock.acquire(blocking=False):
+            return
 
         def refresh_once() -> None:
             try:
                 self.refresh()
             finally:
-                self._refreshing = False
+                self._refresh_lock.release()
 
         threading.Thread(target=refresh_once, name="invario-integrity-refresh", daemon=True).start()
 

@@ -64,8 +64,7 @@ def bounded_attempts(undecorated: Any) -> Any:
             try:
                 return undecorated(self, *args, **kwargs)
             except (InterfaceError, OperationalError) as error:
-                if _connection_lost(error):
-                    _drain(self.datastore.pool)
+                _drain_if_lost(self.datastore.pool, error)
                 if attempt == ATTEMPTS_MAX or watch.down:
                     raise
                 time.sleep(RETRY_WAIT_SECONDS)
@@ -85,13 +84,15 @@ def _connection_lost(error: Exception) -> bool:
     return sqlstate is None or sqlstate.startswith("08") or sqlstate in _SESSION_ENDED
 
 
-def _drain(pool: ConnectionPool[Any]) -> None:
+def _drain_if_lost(pool: ConnectionPool[Any], error: Exception) -> None:
     """Empty the pool after a lost connection, so that the retry opens a fresh one.
 
     There is no liveness check on checkout (a round trip per write would cost more than
     the write's share of a group commit), so a dead pooled connection shows itself by
     failing; the others, opened alike, are most likely dead too (the server restarted,
     the network dropped them)."""
+    if not _connection_lost(error):
+        return
     with contextlib.suppress(Exception):  # a closing pool has nothing to drain
         pool.drain()
 
@@ -140,8 +141,7 @@ class BoundedRetryPostgresRecorder(PostgresApplicationRecorder):
             with self.datastore.get_connection() as connection:
                 connection.execute("SELECT 1")
         except (InterfaceError, OperationalError) as error:
-            if _connection_lost(error):
-                _drain(self.datastore.pool)  # the next check gets a fresh connection
+            _drain_if_lost(self.datastore.pool, error)  # the next check gets a fresh connection
             raise
 
 
