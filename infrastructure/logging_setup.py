@@ -107,12 +107,18 @@ def _renderer(fmt: str) -> Any:
     return structlog.processors.JSONRenderer(default=str)
 
 
-class _CurrentStdout(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever ``sys.stdout`` is when the line is written (test runners swap it)."""
+class CurrentStream(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stdout`` (or ``sys.stderr``) is when the line is written:
+    test runners swap them."""
+
+    def __init__(self, name: str = "stdout") -> None:
+        assert name in ("stdout", "stderr"), name
+        self._stream_name = name
+        super().__init__()
 
     @property  # type: ignore[override]
     def stream(self) -> Any:
-        return sys.stdout
+        return getattr(sys, self._stream_name)
 
     @stream.setter
     def stream(self, _value: Any) -> None:
@@ -135,7 +141,7 @@ def configure_logging(level: str = "INFO", fmt: str = JSON, stream: TextIO | Non
             _renderer(fmt),
         ],
     )
-    handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else _CurrentStdout()
+    handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else CurrentStream("stdout")
     handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):

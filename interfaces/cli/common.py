@@ -17,6 +17,7 @@ import typer
 
 from domain.errors import TenantNotFound
 from infrastructure.errors import ConfigError, DatabaseUnavailable
+from infrastructure.logging_setup import CurrentStream
 
 if TYPE_CHECKING:
     from infrastructure.bootstrap import Runtime
@@ -125,18 +126,6 @@ def _database_errors(runtime: Runtime) -> Iterator[None]:
         raise fail(f"database error: {detail}", EXIT_DATABASE) from None
 
 
-class CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever ``sys.stderr`` is at the time (test runners swap it)."""
-
-    @property  # type: ignore[override]
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value: Any) -> None:
-        pass
-
-
 _OUR_LOGGERS = ("invario", "projections", "infrastructure", "interfaces")
 
 
@@ -145,7 +134,7 @@ def log_to_stderr(level: int) -> None:
     root = logging.getLogger()
     if root.handlers:
         return
-    handler = CurrentStderr()
+    handler = CurrentStream("stderr")
     handler.setLevel(level)
     # Our own INFO lines; other libraries' (alembic's migration chatter) only from WARNING up.
     handler.addFilter(lambda record: record.levelno >= logging.WARNING or record.name.startswith(_OUR_LOGGERS))

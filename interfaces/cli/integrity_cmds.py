@@ -22,10 +22,10 @@ import typer
 
 from domain.digest import LedgerDigest
 from domain.integrity import Damage
+from infrastructure.logging_setup import CurrentStream
 from interfaces.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
-    CurrentStderr,
     fail,
     operator_errors,
     prepared_runtime,
@@ -56,7 +56,7 @@ def _log_integrity_events() -> None:
     """Show the monitor's events (CRITICAL integrity_check_failed, integrity_restored) on stderr, as in a log."""
     logger = logging.getLogger("invario.integrity")
     if not logger.handlers:
-        handler = CurrentStderr()
+        handler = CurrentStream("stderr")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.WARNING)

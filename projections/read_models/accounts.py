@@ -94,16 +94,15 @@ class AccountsProjection:
             event = logged.event
             if isinstance(event, _CHANGES):
                 account_id = event.originator_id
-                if account_id in opened:
-                    _apply_to_new_row(opened[account_id], logged)
-                else:
-                    change = changed.get(account_id)
-                    if change is None:
-                        change = changed[account_id] = _no_change(str(account_id))
-                    _apply_to_change(change, logged)
+                change = changed.get(account_id)
+                if change is None:
+                    change = changed[account_id] = _no_change(str(account_id))
+                _apply_to_change(change, logged)
             elif isinstance(event, Account.Opened):
                 opened[event.originator_id] = _opened_row(logged)
-        insert_rows(connection, read_accounts, [tuple(row[name] for name in _COLUMNS) for row in opened.values()])
+        # An account opened in this batch is inserted with its changes folded in, not updated after.
+        rows = [_with_change(row, changed.pop(account_id, None)) for account_id, row in opened.items()]
+        insert_rows(connection, read_accounts, [tuple(row[name] for name in _COLUMNS) for row in rows])
         execute_many(connection, _UPDATE_CHANGED, _UPDATE_CHANGED_PG, list(changed.values()))
 
 
@@ -130,18 +129,16 @@ def _opened_row(logged: LoggedEvent) -> dict[str, Any]:
     }
 
 
-def _apply_to_new_row(row: dict[str, Any], logged: LoggedEvent) -> None:
-    event = logged.event
-    if isinstance(event, Account.PostingRecorded):
-        row["balance_minor"] += event.amount_minor
-        row["posting_count"] += 1
-    elif isinstance(event, Account.HoldReserved | Account.HoldReleased):
-        debits, credits = _pending_deltas(event)
-        row["pending_debits_minor"] += debits
-        row["pending_credits_minor"] += credits
-    else:
-        row["status"] = _STATUS_AFTER[type(event)]
-    row.update(version=event.originator_version, updated_at=event.timestamp, position=logged.position)
+def _with_change(row: dict[str, Any], change: dict[str, Any] | None) -> dict[str, Any]:
+    if change is None:
+        return row
+    row["balance_minor"] += change["balance_delta"]
+    row["posting_count"] += change["count_delta"]
+    row["pending_debits_minor"] += change["debits_delta"]
+    row["pending_credits_minor"] += change["credits_delta"]
+    row["status"] = change["status"] or row["status"]
+    row.update(version=change["version"], updated_at=change["updated_at"], position=change["position"])
+    return row
 
 
 def _no_change(account_id: str) -> dict[str, Any]:
