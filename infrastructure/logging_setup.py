@@ -19,11 +19,13 @@ safety net, since callers never pass secrets in the first place.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
 from typing import Any, TextIO
 
+import orjson
 import structlog
 
 from infrastructure.correlation import install_log_record_factory, request_facts, request_id
@@ -83,11 +85,27 @@ def _stdlib_fields(_logger: Any, _method: str, event_dict: dict[str, Any]) -> di
     return event_dict
 
 
+@functools.lru_cache(maxsize=1024)  # a line's keys are mostly the same few dozen names
+def _names_a_secret(key: str) -> bool:
+    return _SECRET_FIELD.search(key) is not None
+
+
 def _redact(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     for key in list(event_dict):
-        if _SECRET_FIELD.search(key) and event_dict[key] is not None:
+        if _names_a_secret(key) and event_dict[key] is not None:
             event_dict[key] = REDACTED
     return event_dict
+
+
+def _json_line(event_dict: dict[str, Any], **_options: Any) -> str:
+    """orjson, about five times faster than json.dumps on a log line (two lines per write);
+    ``str()`` of what it cannot encode, as the json module was configured to do."""
+    try:
+        return orjson.dumps(event_dict, default=str).decode()
+    except TypeError:  # a key that is not a string, or an integer beyond 64 bits
+        import json
+
+        return json.dumps(event_dict, default=str)
 
 
 def _shared_processors() -> list[Any]:
@@ -104,7 +122,7 @@ def _shared_processors() -> list[Any]:
 def _renderer(fmt: str) -> Any:
     if fmt == CONSOLE:
         return structlog.dev.ConsoleRenderer(colors=False)
-    return structlog.processors.JSONRenderer(default=str)
+    return structlog.processors.JSONRenderer(serializer=_json_line)
 
 
 class CurrentStream(logging.StreamHandler):  # type: ignore[type-arg]
@@ -131,6 +149,9 @@ def configure_logging(level: str = "INFO", fmt: str = JSON, stream: TextIO | Non
     Replaces the root logger's handlers; returns the new handler (tests remove it).
     """
     install_log_record_factory()
+    # No line shows the caller's file and line, so skip the stack walk that finds them
+    # (the logging HOWTO's "Optimization" section).
+    logging._srcfile = None  # noqa: SLF001
     shared = _shared_processors()
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,

@@ -19,13 +19,12 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from infrastructure.correlation import RequestFacts, request_facts
+from infrastructure.correlation import RequestFacts, new_request_id, request_facts
 from infrastructure.correlation import request_id as request_id_var
 from interfaces.http.handlers import database_failure_response
 from interfaces.http.metrics import observe_request, request_span
@@ -53,7 +52,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         offered = _header(scope, b"x-request-id")
-        request_id = offered if offered and _REQUEST_ID.match(offered) else uuid.uuid4().hex
+        request_id = offered if offered and _REQUEST_ID.match(offered) else new_request_id()
         scope[SCOPE_REQUEST_ID] = request_id
         tokens = (request_id_var.set(request_id), request_facts.set(RequestFacts()))
         started = time.perf_counter()
