@@ -60,17 +60,34 @@ class AggregateStore:
         except AggregateNotFoundError:
             return None
 
-    def load_many(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, Any | None]:
+    def load_many(self, aggregate_ids: Sequence[UUID], *, held: bool = False) -> dict[UUID, Any | None]:
         """What ``load`` gives for each id, with the reads of all of them in one or
-        two queries (``bulk_reads``) instead of one to three round trips per id."""
-        if self.bulk_reads is None:
-            return {aggregate_id: self.load(aggregate_id) for aggregate_id in aggregate_ids}
+        two queries (``bulk_reads``) instead of one to three round trips per id.
+
+        ``held``: an aggregate this process holds (cached, as its last commit left
+        it) is taken as it is, without asking the store whether another process moved
+        it on; only the others are read. The caller must then have the save check it
+        (``save_events``' ``expected_versions``, or a version it writes)."""
+        cached = self._cached(aggregate_ids)
+        if not held:
+            return self._read(aggregate_ids, cached)
+        loaded = {i: self._fast_forwarded(i, aggregate, ()) for i, aggregate in cached.items()}
+        rest = [i for i in aggregate_ids if i not in cached]
+        return {**loaded, **self._read(rest, {})} if rest else loaded
+
+    def _cached(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, Any]:
         cache = self._app.repository.cache
         cached: dict[UUID, Any] = {}
         if cache is not None:
             for aggregate_id in aggregate_ids:
                 with suppress(KeyError):
                     cached[aggregate_id] = cache.get(aggregate_id)
+        return cached
+
+    def _read(self, aggregate_ids: Sequence[UUID], cached: dict[UUID, Any]) -> dict[UUID, Any | None]:
+        """The aggregates as stored: ``cached`` ones fast-forwarded, the others rebuilt."""
+        if self.bulk_reads is None:
+            return {aggregate_id: self.load(aggregate_id) for aggregate_id in aggregate_ids}
         uncached = [i for i in aggregate_ids if i not in cached]
         snapshots = self.bulk_reads.latest_snapshots(uncached) if self._app.snapshots is not None else {}
         after = {i: a.version for i, a in cached.items()}
@@ -190,14 +207,18 @@ class AggregateStore:
         check_written([receipt], rendered)
         receipt.written = True
 
-    def save_events(self, events: Sequence[Any], aggregates: Iterable[Any],
-                    receipts: RenderReceipts | None = None) -> dict[tuple[UUID, int], int]:
+    def save_events(self, events: Sequence[Any], aggregates: Iterable[Any], receipts: RenderReceipts | None = None,
+                    expected_versions: Mapping[UUID, int] | None = None) -> dict[tuple[UUID, int], int]:
         """One atomic write of a batch's events, in the order given (``Application.save``
         collects per aggregate, which would not keep the commands' order in the log),
-        with its commands' receipts (the recorder writes them in the same transaction)."""
+        with its commands' receipts (the recorder writes them in the same transaction).
+        ``expected_versions``: aggregates the batch decided on without writing, at the
+        version each must still have (0: absent); else ``IntegrityError``, nothing saved."""
         processing_event: ProcessingEvent[UUID] = ProcessingEvent()
         if receipts is not None:
             processing_event.saved_kwargs["receipts"] = receipts
+        if expected_versions:
+            processing_event.saved_kwargs["expected_versions"] = expected_versions
         processing_event.events.extend(events)
         processing_event.aggregates.update((a.id, a) for a in aggregates)
         recordings = self._app._record(processing_event)  # noqa: SLF001 - Application.save's own write

@@ -112,16 +112,18 @@ class BatchStore(Protocol):
 
     def load(self, aggregate_id: UUID) -> Any | None: ...
 
-    def load_many(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, Any | None]: ...
+    def load_many(self, aggregate_ids: Sequence[UUID], *, held: bool = False) -> dict[UUID, Any | None]:
+        """``held``: aggregates this process holds are taken as they are, unread."""
 
     def load_at(self, aggregate_id: UUID, version: int) -> Any: ...
 
     def changed_since(self, versions: dict[UUID, int]) -> set[UUID]:
         """The aggregates whose stored version is no longer the one given."""
 
-    def save_events(self, events: Sequence[Any], aggregates: Iterable[Any],
-                    receipts: RenderReceipts | None = None) -> dict[tuple[UUID, int], int]:
-        """One atomic write of the events, and of the receipts if any (it may raise ``ReceiptsTaken``)."""
+    def save_events(self, events: Sequence[Any], aggregates: Iterable[Any], receipts: RenderReceipts | None = None,
+                    expected_versions: Mapping[UUID, int] | None = None) -> dict[tuple[UUID, int], int]:
+        """One atomic write of the events, and of the receipts if any (it may raise ``ReceiptsTaken``),
+        made only if each aggregate in ``expected_versions`` is still at its version (else ``IntegrityError``)."""
 
     def keep_committed(self, aggregates: Iterable[tuple[Any, bool]]) -> None:
         """Stored aggregates as just committed, each with whether a result still holds it."""
@@ -143,20 +145,35 @@ class _Trace:
 
 
 class WorkingSet:
-    """The aggregates of one batch, each loaded once and changed in command order."""
+    """The aggregates of one batch, each loaded once and changed in command order.
 
-    def __init__(self, store: BatchStore) -> None:
+    ``held``: the batch decides on the state this process holds (its cache, as its
+    last commit left it) and reads only what it does not hold; the save then checks
+    that nothing the batch read has moved on (a version it writes, or
+    ``expected_versions``), and a conflict re-decides on fresh state."""
+
+    def __init__(self, store: BatchStore, *, held: bool = False) -> None:
         self._store = store
+        self._held = held
         self.entries: dict[UUID, _Entry] = {}
         self._trace = _Trace()
         self._shared: set[UUID] = set()  # objects an earlier command's result still holds
 
-    def prefetch(self, aggregate_ids: Iterable[UUID]) -> None:
+    def prefetch(self, aggregate_ids: Iterable[UUID], presumed_new: Iterable[UUID] = ()) -> None:
         """Load, all at once, aggregates the commands are expected to read (a hint:
-        what a command reads without it is still loaded when it asks)."""
+        what a command reads without it is still loaded when it asks).
+
+        Held, ``presumed_new`` aggregates (a transaction named by a new external id)
+        are taken as absent without a read: if one exists after all, the save finds
+        its version taken (or not 0, as expected) and the batch decides again."""
+        if self._held:
+            for aggregate_id in presumed_new:
+                self.entries.setdefault(aggregate_id, _Entry(None, 0))
+        else:
+            aggregate_ids = [*aggregate_ids, *presumed_new]
         missing = [i for i in dict.fromkeys(aggregate_ids) if i not in self.entries]
         if missing:
-            for aggregate_id, aggregate in self._store.load_many(missing).items():
+            for aggregate_id, aggregate in self._store.load_many(missing, held=self._held).items():
                 self.entries[aggregate_id] = _Entry(aggregate, aggregate.version if aggregate is not None else 0)
 
     def get(self, aggregate_id: UUID) -> Any | None:
@@ -236,6 +253,16 @@ class WorkingSet:
             aggregate.pending_events.extend(events)
         return aggregate
 
+    def read_only_versions(self, traces: Iterable[_Trace]) -> dict[UUID, int]:
+        """What the commands read but no accepted one writes, at the version they read:
+        the save checks these, as the store's version constraint checks what is written."""
+        read: set[UUID] = set()
+        written: set[UUID] = set()
+        for trace in traces:
+            read.update(trace.pending_at_touch)
+            written |= trace.written
+        return {i: self.entries[i].base_version for i in read - written if i in self.entries}
+
     def stale_ids(self) -> set[UUID]:
         return self._store.changed_since({i: e.base_version for i, e in self.entries.items()})
 
@@ -266,7 +293,8 @@ class Batch:
     def __init__(self, store: BatchStore, commands: Sequence[Callable[[WorkingSet], Any]],
                  conflict_lane: Callable[[], AbstractContextManager[Any]] = nullcontext,
                  prefetch: Iterable[UUID] = (), receipts: Sequence[Receipt | None] = (),
-                 batch_receipt: Receipt | None = None) -> None:
+                 batch_receipt: Receipt | None = None, presumed_new: Iterable[UUID] = (),
+                 held: bool = True) -> None:
         """Each command is a decision, called with the batch's working set to read and
         save through. Decisions raise ``LedgerError`` to reject; any other exception (a
         bug, the database gone) becomes that command's outcome and is never committed.
@@ -275,7 +303,10 @@ class Batch:
         conflict: without it, writers of one hot account in several processes can keep
         invalidating each other's fresh reads until their retries run out.
 
-        ``prefetch`` names aggregates the commands will read, loaded in one go first.
+        ``prefetch`` names aggregates the commands will read, loaded in one go first,
+        or taken as this process holds them (``WorkingSet``: held); ``presumed_new``
+        those expected not to exist yet, taken as absent unread. ``held=False``: read
+        everything (worth it while other processes write the same aggregates).
         ``receipts`` (one per command, or none) are written with the commands' outcomes;
         ``batch_receipt`` (one for the whole batch, e.g. a bulk request's Idempotency-Key)
         is rendered with the list of every command's final outcome, in the same save."""
@@ -287,10 +318,12 @@ class Batch:
         self._conflict_lane = conflict_lane
         self._commands = commands
         self._prefetch = list(prefetch)
-        self.ws = WorkingSet(store)
+        self._presumed_new = list(presumed_new)
+        self.ws = WorkingSet(store, held=held)
         self._traces: list[_Trace] = [_Trace() for _ in commands]
         self.outcomes: list[Outcome] = [None] * len(commands)
         self.decisions = 0  # how many times any command was decided (tests read it)
+        self.conflicts = 0  # saves refused because another writer got there first
 
     def run(self, *, commit: bool = True, failure_stops_all: bool = False, atomic: bool = False) -> list[Any]:
         """Each command's outcome: its ``Recorded`` (with its position once committed)
@@ -301,7 +334,7 @@ class Batch:
         conflicts), no command's events are saved, and every command that was not
         rejected itself gets ``LinkedTransferFailed`` naming the first one that was."""
         self._atomic = atomic
-        self.ws.prefetch(self._prefetch)
+        self.ws.prefetch(self._prefetch, self._presumed_new)
         for index in range(len(self._commands)):
             self._decide(index)
         failed = [o.error for o in self.outcomes if isinstance(o, _Failed)]
@@ -343,7 +376,7 @@ class Batch:
                         self._commit()
                         return
                     except IntegrityError:
-                        pass
+                        self.conflicts += 1
                     except ReceiptsTaken as taken:  # another request's record: not a conflict of state
                         self._withdraw(taken.receipts)
                         continue
@@ -376,13 +409,16 @@ class Batch:
         batch_receipt = self._batch_receipt_to_write()
         if batch_receipt is not None:
             receipts.append((-1, batch_receipt))
-        if not events and not receipts:
+        # Even a batch that writes nothing checks what it decided on: a rejection
+        # decided on held state that another process has moved on must be decided again.
+        expected = self.ws.read_only_versions(self._traces)
+        if not events and not receipts and not expected:
             return
         pending = sum(len(a.pending_events) for a in self.ws.aggregates())
         assert pending == len(events), f"{pending} pending events but {len(events)} traced: none may be lost"
         rendered: list[Receipt] = []
         positions = self._store.save_events(events, self.ws.aggregates(),
-                                            self._rendering(receipts, rendered) if receipts else None)
+                                            self._rendering(receipts, rendered) if receipts else None, expected)
         check_written(receipts and [r for _i, r in receipts], rendered)
         for index, trace in enumerate(self._traces):
             outcome = self.outcomes[index]
@@ -490,7 +526,7 @@ class Batch:
         # A re-decided command wrote an aggregate a kept later command also wrote:
         # their order in the log would contradict their versions, so start over.
         self.ws = WorkingSet(self._store)
-        self.ws.prefetch(self._prefetch)
+        self.ws.prefetch(self._prefetch, self._presumed_new)
         for index in range(len(self._commands)):
             if self.outcomes[index] is not _WITHDRAWN:
                 self._decide(index)
@@ -534,6 +570,7 @@ class _Submission:
     reads: Sequence[UUID]  # what the decision is expected to read (prefetched with the batch)
     context: Any = None  # the caller's, from CallerContext.capture()
     receipt: Receipt | None = None  # written with the outcome
+    presumed_new: Sequence[UUID] = ()  # what it creates if absent (WorkingSet.prefetch)
     future: Future[Any] = field(default_factory=Future)
 
 
@@ -567,13 +604,13 @@ class GroupCommitWriter:
         return self.enqueue(decide, lock_keys, reads, receipt).result()
 
     def enqueue(self, decide: Callable[[WorkingSet], Any], lock_keys: Sequence[UUID] = (), reads: Sequence[UUID] = (),
-                receipt: Receipt | None = None, *, block: bool = True) -> Future[Any]:
+                receipt: Receipt | None = None, *, block: bool = True, presumed_new: Sequence[UUID] = ()) -> Future[Any]:
         """Queue the command and return at once: the future of its outcome, resolved
         (with its result or its exception) after its batch's commit. Blocks only while
         the queue is full; with ``block=False`` raises ``queue.Full`` instead."""
         assert threading.current_thread() is not self._thread, "a decision must not submit another command"
         context = self._caller_context.capture() if self._caller_context is not None else None
-        submission = _Submission(decide, lock_keys, reads, context, receipt)
+        submission = _Submission(decide, lock_keys, reads, context, receipt, presumed_new)
         with self._accepting_lock:
             if not self._accepting:
                 raise ConcurrencyConflict("the ledger is shutting down and takes no more writes; retry the request")

@@ -83,8 +83,8 @@ class Transactions:
         """Record a balanced journal entry (or a hold, if ``pending``), or return the one
         already recorded under the same ``external_id`` with the same content."""
         decide = self._new_transaction_decision(tenant_id, request)
-        return self._writes.execute(decide, lock_keys=[p.account_id for p in request.postings],
-                                    reads=[tenant_id, transaction_id_for(tenant_id, request.external_id)])
+        return self._writes.execute(decide, lock_keys=[p.account_id for p in request.postings], reads=[tenant_id],
+                                    presumed_new=[transaction_id_for(tenant_id, request.external_id)])
 
     def post_transactions(
         self, tenant_id: UUID, requests: Sequence[TransactionRequest], *, commit: bool = True, atomic: bool = False,
@@ -110,8 +110,8 @@ class Transactions:
         keys = [p.account_id for r in requests for p in r.postings]
         # A malformed external id (already rejected above) may not even be encodable as an id.
         existing = [transaction_id_for(tenant_id, r.external_id) for r in requests if is_external_id(r.external_id)]
-        outcomes = self._writes.decide_together(decisions, keys, [tenant_id, *keys, *existing],
-                                                commit=commit, atomic=atomic)
+        outcomes = self._writes.decide_together(decisions, keys, [tenant_id, *keys], commit=commit, atomic=atomic,
+                                                presumed_new=existing)
         if outcomes and all(isinstance(outcome, ReceiptTaken) for outcome in outcomes):
             raise ReceiptTaken
         return outcomes

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -27,6 +28,10 @@ T = TypeVar("T")
 
 WRITE_LOCK_STRIPES = 1024
 WRITE_QUEUE_MIN = 64
+# After a batch met another process's write, batches read what they decide on for
+# this long: with writers in several processes the held state is often stale, and
+# a stale decision costs a refused save and a second one.
+HELD_STATE_PAUSE_SECONDS = 5.0
 
 
 class _Deferral(enum.Enum):
@@ -71,6 +76,7 @@ class WritePath:
         self._store = store
         self._locks = StripedLocks()
         self._writer: GroupCommitWriter | None = None
+        self._reading_until = 0.0  # monotonic time until which batches read, not trust, their state
         # Serialises conflicted batches across processes; bootstrap sets one per store.
         self.conflict_lane: Callable[[], AbstractContextManager[Any]] = nullcontext
 
@@ -88,10 +94,13 @@ class WritePath:
         if self._writer is not None:
             self._writer.stop()  # acknowledged writes are committed before the store closes
 
-    def execute(self, decide: Decision[T], lock_keys: Iterable[UUID] = (), reads: Iterable[UUID] = ()) -> T:
+    def execute(self, decide: Decision[T], lock_keys: Iterable[UUID] = (), reads: Iterable[UUID] = (),
+                presumed_new: Iterable[UUID] = ()) -> T:
         """Run a use case's decision: queued for the group-commit writer when there is
         one, else on its own with retries. ``lock_keys`` are the aggregates it writes;
-        ``reads`` (beside them) what it will read: a batch loads them all at once first."""
+        ``reads`` (beside them) what it will read: a batch loads them all at once first;
+        ``presumed_new`` what it reads expecting it not to exist yet (taken as absent
+        unread by a batch; the commit checks it)."""
         if self._writer is None:
             with self._locks.holding(lock_keys):
                 # Writers of the same aggregates in this process queue on the locks, so
@@ -100,7 +109,7 @@ class WritePath:
         lock_keys = list(lock_keys)
         deferral = _deferring.get()
         future = self._writer.enqueue(decide, lock_keys, [*reads, *lock_keys], current_receipt(),
-                                      block=deferral is not _Deferral.NOT_WAITING)
+                                      block=deferral is not _Deferral.NOT_WAITING, presumed_new=list(presumed_new))
         if deferral is not None:
             return future  # type: ignore[return-value] # deferred(): the use case hands the future back
         return future.result()  # type: ignore[no-any-return]
@@ -130,13 +139,17 @@ class WritePath:
         return done
 
     def decide_together(self, decisions: Sequence[Decision[Any]], lock_keys: Iterable[UUID], reads: Iterable[UUID],
-                        *, commit: bool, atomic: bool) -> list[Any]:
+                        *, commit: bool, atomic: bool, presumed_new: Iterable[UUID] = ()) -> list[Any]:
         """One caller's decisions as one batch in this thread (``Batch.run``), the
         calling command's receipt (if any) rendered with the list of outcomes."""
         with self._locks.holding(lock_keys):
             receipt = current_receipt() if commit else None
-            batch = Batch(self._store, decisions, self.conflict_lane, reads, batch_receipt=receipt)
-            return batch.run(commit=commit, failure_stops_all=True, atomic=atomic)
+            batch = Batch(self._store, decisions, self.conflict_lane, reads, batch_receipt=receipt,
+                          presumed_new=presumed_new, held=self._holds_state())
+            try:
+                return batch.run(commit=commit, failure_stops_all=True, atomic=atomic)
+            finally:
+                self._note_conflicts(batch)
 
     def _run_submissions(self, submissions: Sequence[Any]) -> list[Any]:
         # The writer thread is this process's only batch writer; the locks keep the
@@ -144,5 +157,18 @@ class WritePath:
         keys = [key for submission in submissions for key in submission.lock_keys]
         with self._locks.holding(keys):
             reads = [key for submission in submissions for key in submission.reads]
-            return Batch(self._store, [s.decide for s in submissions], self.conflict_lane, reads,
-                         [s.receipt for s in submissions]).run()
+            new = [key for submission in submissions for key in submission.presumed_new]
+            batch = Batch(self._store, [s.decide for s in submissions], self.conflict_lane, reads,
+                          [s.receipt for s in submissions], presumed_new=new, held=self._holds_state())
+            try:
+                return batch.run()
+            finally:
+                self._note_conflicts(batch)
+
+    def _holds_state(self) -> bool:
+        """Whether a batch may decide on the state this process holds (issue 15, item 3)."""
+        return time.monotonic() >= self._reading_until
+
+    def _note_conflicts(self, batch: Batch) -> None:
+        if batch.conflicts:
+            self._reading_until = time.monotonic() + HELD_STATE_PAUSE_SECONDS

@@ -14,10 +14,11 @@ Selected through eventsourcing's ``APPLICATION_RECORDER_TOPIC`` by
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from application.group_commit import ReceiptsTaken, RenderReceipts
@@ -32,14 +33,15 @@ def _positions(stored_events: Sequence[StoredEvent], ids: Sequence[int] | None) 
 class ReceiptsPostgresRecorder(BoundedRetryPostgresRecorder):
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         render: RenderReceipts | None = kwargs.pop("receipts", None)
-        if render is None:
+        expected: Mapping[UUID, int] = kwargs.pop("expected_versions", None) or {}
+        if render is None and not expected:
             return super().insert_events(stored_events, **kwargs)
         assert not self.datastore.enable_db_functions, "receipts need the plain insert"
-        return self._insert_with_receipts(stored_events, render)
+        return self._insert_with_receipts(stored_events, render, expected)
 
     @bounded_attempts
-    def _insert_with_receipts(self, stored_events: Sequence[StoredEvent],
-                              render: RenderReceipts) -> Sequence[int] | None:
+    def _insert_with_receipts(self, stored_events: Sequence[StoredEvent], render: RenderReceipts | None,
+                              expected: Mapping[UUID, int]) -> Sequence[int] | None:
         # As PostgresApplicationRecorder.insert_events (table lock, NOTIFY and insert in
         # one pipelined round trip), then the receipts' rows. An exception must leave
         # the transaction's block to roll it back; it is raised after the pipeline's,
@@ -50,11 +52,8 @@ class ReceiptsPostgresRecorder(BoundedRetryPostgresRecorder):
             with conn.pipeline() as pipeline:
                 try:
                     with conn.transaction(), conn.cursor() as curs:
-                        if stored_events:
-                            self._insert_stored_events(curs, stored_events)
-                            pipeline.sync()  # a version conflict is raised here, before the receipts
-                            ids = self._fetch_ids_after_insert_events(curs, stored_events)
-                        receipts = render(_positions(stored_events, ids))
+                        ids = self._insert_checked(curs, pipeline, stored_events, expected)
+                        receipts = render(_positions(stored_events, ids)) if render is not None else None
                         if receipts:
                             taken = insert_receipts_postgres(curs, receipts)
                             if taken:
@@ -65,10 +64,28 @@ class ReceiptsPostgresRecorder(BoundedRetryPostgresRecorder):
                 raise error
         return ids
 
+    def _insert_checked(self, curs: Any, pipeline: Any, stored_events: Sequence[StoredEvent],
+                        expected: Mapping[UUID, int]) -> Sequence[int] | None:
+        """The events' positions; ``IntegrityError`` (rolled back) if a version is taken
+        or an aggregate in ``expected`` is no longer at its version."""
+        if stored_events:
+            self._insert_stored_events(curs, stored_events, expected_versions=expected)
+            pipeline.sync()  # a version conflict is raised here, before the receipts
+            ids = self._fetch_ids_after_insert_events(curs, stored_events)
+            if len(ids or ()) != len(stored_events):
+                raise IntegrityError("an aggregate the batch decided on has changed since")
+            return ids
+        if expected:
+            curs.execute(self.select_changed_statement, (list(expected), list(expected.values())))
+            if curs.fetchall():
+                raise IntegrityError("an aggregate the batch decided on has changed since")
+        return []
+
 
 class ReceiptsSQLiteRecorder(SQLiteApplicationRecorder):
     def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         render: RenderReceipts | None = kwargs.pop("receipts", None)
+        expected: Mapping[UUID, int] = kwargs.pop("expected_versions", None) or {}
         ids = super()._insert_events(c, stored_events, **kwargs) if stored_events else []
         if render is not None:
             receipts = render(_positions(stored_events, ids))
@@ -76,7 +93,20 @@ class ReceiptsSQLiteRecorder(SQLiteApplicationRecorder):
                 taken = insert_receipts_sqlite(getattr(c, "sqlite_cursor", c), receipts)
                 if taken:
                     raise ReceiptsTaken(taken)  # the datastore's transaction rolls back
+        if expected:
+            # Checked after the writes: a read first would take a shared lock that another
+            # process's commit and this insert then wait on from both sides (SQLite answers
+            # "busy" at once). After a write this transaction holds the write lock.
+            self._check_unchanged(c, expected)
         return ids
+
+    def _check_unchanged(self, c: Any, expected: Mapping[UUID, int]) -> None:
+        statement = f"SELECT MAX(originator_version) FROM {self.events_table_name} WHERE originator_id = ?"
+        for aggregate_id, version in expected.items():
+            c.execute(statement, (aggregate_id.hex,))
+            row = c.fetchone()
+            if ((row[0] if row else None) or 0) != version:
+                raise IntegrityError("an aggregate the batch decided on has changed since")
 
 
 POSTGRES_TOPIC = f"{__name__}:{ReceiptsPostgresRecorder.__name__}"

@@ -167,11 +167,12 @@ def test_a_conflict_with_another_process_redecides_only_the_affected_lines(
         decided.append(index)
         real_decide(batch, index)
 
-    def save_after_the_other_process(events: Any, aggregates: Any, receipts: Any = None) -> Any:
+    def save_after_the_other_process(events: Any, aggregates: Any, receipts: Any = None,
+                                     expected_versions: Any = None) -> Any:
         if not interfered:
             interfered.append(other.post_transaction(books.tenant_id, "other", DAY,
                                                      transfer(books, "other", "e", "a", "7.00").postings))
-        return real_save(events, aggregates, receipts)
+        return real_save(events, aggregates, receipts, expected_versions)
 
     monkeypatch.setattr(group_commit.Batch, "_decide", counting_decide)
     monkeypatch.setattr(books.ledger.store, "save_events", save_after_the_other_process)
