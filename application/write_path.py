@@ -71,7 +71,7 @@ class WritePath:
         self._store = store
         self._locks = StripedLocks()
         self._writer: GroupCommitWriter | None = None
-        # Serialises conflicted batches across processes; bootstrap sets one per store.
+        # Serialises conflicted batches across processes; open_runtime sets one per store.
         self.conflict_lane: Callable[[], AbstractContextManager[Any]] = nullcontext
 
     def start_group_commit(self, batch_size_max: int, wait_seconds: float,

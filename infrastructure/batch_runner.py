@@ -19,7 +19,7 @@ from application.batches import COMPLETED, CSV, BatchInfo, BatchProcessor, Lease
 from application.ledger import Ledger
 from infrastructure.batch_files import InvalidBatch, LineChunker, check_csv_header, parse_chunk
 from infrastructure.batch_store import BatchStore
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from infrastructure.telemetry import instruments
 
 log = logging.getLogger("invario.batches")

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from infrastructure.backup import BackupSummary
-    from infrastructure.bootstrap import Runtime
+    from infrastructure.runtime import Runtime
     from infrastructure.database import DatabaseURL
     from infrastructure.settings import Settings
     from projections.jobs.restore import Settlement
@@ -208,7 +208,7 @@ def _restore_data(settings: Settings, database: DatabaseURL, file: Path) -> None
 def _settle(settings: Settings) -> Settlement:
     from sqlalchemy.exc import DBAPIError
 
-    from infrastructure.bootstrap import open_runtime
+    from infrastructure.runtime import open_runtime
     from infrastructure.migrate import upgrade_to_head
     from projections.jobs.restore import settle
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from application.batches import BatchInfo
     from infrastructure.batch_runner import BatchRunner
     from infrastructure.batch_store import BatchStore
-    from infrastructure.bootstrap import Runtime
+    from infrastructure.runtime import Runtime
 
 # Imports inside the functions below are deferred on purpose: they load SQLAlchemy, alembic, rich,
 # pydantic-settings, the application or the projections, which `invario --help` and every other

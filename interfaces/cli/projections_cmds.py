@@ -36,7 +36,7 @@ from interfaces.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from infrastructure.bootstrap import Runtime
+    from infrastructure.runtime import Runtime
     from projections.jobs.reconcile import Reconciliation
     from projections.following.status import ProjectionStatus
 

@@ -16,7 +16,7 @@ from typing import Any
 import anyio.to_thread
 from fastapi import FastAPI
 
-from infrastructure.bootstrap import ApiServices, Runtime, build_api_services, open_runtime
+from infrastructure.runtime import ApiServices, Runtime, build_api_services, open_runtime
 from infrastructure.logging_setup import configure_logging
 from infrastructure.settings import get_settings
 from interfaces.http import (

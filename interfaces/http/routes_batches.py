@@ -23,7 +23,7 @@ from application.batches import ATOMIC, CSV, JSONL
 from domain.errors import BatchNotFound
 from infrastructure.batch_runner import BatchRunner, Upload
 from infrastructure.batch_store import BatchStore
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from interfaces.http.auth import Reader, Writer
 from interfaces.http.docs import errors
 from interfaces.http.problems import ApiProblem, Problem

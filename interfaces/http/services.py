@@ -13,7 +13,7 @@ from typing import TypeVar
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from infrastructure.bootstrap import ApiServices, Runtime
+from infrastructure.runtime import ApiServices, Runtime
 
 T = TypeVar("T")
 

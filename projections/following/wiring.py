@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from infrastructure.signing import SigningKey, load_signing_key
 from projections.following.follower import Follower, FollowerGroup
 from projections.jobs.global_chain import GlobalChainProjection

@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import delete, inspect, select, update
 
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from infrastructure.integrity_store import INCREMENTAL, integrity_checkpoint, read_checkpoint
 from projections.following.follower import Follower, ensure_tracking_row, projection_tracking
 from projections.jobs.global_chain import GlobalChainProjection, ledger_chain

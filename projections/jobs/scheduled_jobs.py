@@ -19,7 +19,7 @@ from application.ledger import Ledger
 from application.recurring import RecurringTransactions
 from domain.errors import LedgerError, RecurringTransactionCancelled, RecurringTransactionNotFound
 from domain.recurring import Schedule
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from infrastructure.jobs import CronSchedule, IntervalSchedule, Job, JobResult, JobRunner, JobScheduler
 from projections.read_models.encoding import month_of
 from projections.following.follower import read_tracking

@@ -22,7 +22,7 @@ import tracemalloc
 from pathlib import Path
 
 from infrastructure.batch_runner import Upload, runner_for
-from infrastructure.bootstrap import open_runtime
+from infrastructure.runtime import open_runtime
 from infrastructure.migrate import upgrade_to_head
 from infrastructure.settings import Settings
 from tests.bench.measurement import Measurement

@@ -14,7 +14,7 @@ from uuid import UUID
 import pytest
 from fastapi.testclient import TestClient
 
-from infrastructure.bootstrap import Runtime, open_access, open_runtime
+from infrastructure.runtime import Runtime, open_access, open_runtime
 from infrastructure.migrate import upgrade_to_head
 from infrastructure.settings import Settings
 from interfaces.http.app import create_app

@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from domain.money import format_amount
-from infrastructure.bootstrap import open_access, open_runtime
+from infrastructure.runtime import open_access, open_runtime
 from infrastructure.migrate import upgrade_to_head
 from tests.e2e.http_fixtures import DAY, PEPPER, settings_for
 from tests.integration.helpers import broken_chains, log_length

@@ -19,7 +19,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from application.ledger import Ledger
 from domain.chain import compute_event_hash
-from infrastructure.bootstrap import Runtime, open_access
+from infrastructure.runtime import Runtime, open_access
 from infrastructure.integrity_monitor import GAUGE_NAME, process_monitor, register_integrity_gauge
 from interfaces.http.app import create_app
 from projections.following.schema import ensure_schema

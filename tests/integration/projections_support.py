@@ -16,7 +16,7 @@ from sqlalchemy import Engine, select, text
 
 from application.ledger import Ledger, PostingInstruction
 from domain.money import format_amount
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from projections.following.registry import READ_MODELS, tables_of
 from projections.following.schema import ensure_schema
 from projections.following.wiring import build_followers, build_read_models_group

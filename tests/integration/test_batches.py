@@ -17,7 +17,7 @@ from sqlalchemy import update
 from application.batches import BatchInfo
 from infrastructure.batch_runner import BatchRunner, Upload, runner_for
 from infrastructure.batch_store import BatchStore, batches
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from infrastructure.migrate import upgrade_to_head
 from tests.integration.conftest import OpenRuntime
 from tests.integration.helpers import notifications

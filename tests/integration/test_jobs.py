@@ -19,7 +19,7 @@ from application.recurring import RecurringTransactions
 from domain.account import Account
 from domain.recurring import Schedule, run_external_id
 from infrastructure import jobs as jobs_module
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from infrastructure.jobs import (
     CONTENDED, FAILED, NOT_DUE, SUCCEEDED, IntervalSchedule, Job, JobResult, JobRunner, read_job_states,
 )

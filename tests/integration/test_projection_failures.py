@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from infrastructure.log_notifications import SleepingWaiter
 from projections.following.follower import FollowerGroup, LoggedEvent, read_tracking
 from projections.following.registry import READ_MODELS, TRANSACTIONS

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import update
 
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from projections.following.follower import projection_tracking, read_tracking
 from projections.following.rebuild import replay, start_rebuild
 from projections.following.registry import ACCOUNTS, READ_MODELS, STATEMENTS

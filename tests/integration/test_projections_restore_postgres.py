@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from projections.following.follower import read_tracking
 from projections.following.rebuild import replay, start_rebuild
 from projections.jobs.reconcile import BALANCE, reconcile

@@ -1,4 +1,4 @@
-"""The one place where settings become running parts.
+"""Opening the store: settings become the ledger, its engine and its conflict lane.
 
 ``open_runtime()`` maps ``Settings`` onto the eventsourcing environment, opens the
 event store and a SQLAlchemy engine on the same database, and turns every way
