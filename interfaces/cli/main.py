@@ -85,7 +85,7 @@ def serve(
     from infrastructure.settings import get_settings
     from interfaces.http.app import create_app
     from projections.following.runner import FollowerThread
-    from projections.following.wiring import build_followers
+    from interfaces.bootstrap import build_followers
 
     with operator_errors():
         settings = get_settings()

@@ -89,7 +89,7 @@ def create_key(
     ),
 ) -> None:
     """Issue an API key for a tenant; it is printed once and never shown again."""
-    from infrastructure.runtime import open_access
+    from interfaces.bootstrap import open_access
 
     with _runtime() as runtime:
         chosen = parse_scopes(scopes)
@@ -103,7 +103,7 @@ def create_key(
 
 def revoke_key(owner: Owner) -> None:
     """Revoke every active API key of a tenant; effective on the next request, in every process."""
-    from infrastructure.runtime import open_access
+    from interfaces.bootstrap import open_access
 
     with _runtime() as runtime:
         tenant = runtime.ledger.get_tenant_by_name(owner)
@@ -116,7 +116,7 @@ def revoke_key(owner: Owner) -> None:
 
 def list_keys(owner: Owner) -> None:
     """List a tenant's API keys: prefixes, scopes and dates only, never the keys."""
-    from infrastructure.runtime import open_access
+    from interfaces.bootstrap import open_access
 
     with _runtime() as runtime:
         tenant = runtime.ledger.get_tenant_by_name(owner)

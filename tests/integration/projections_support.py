@@ -19,7 +19,7 @@ from domain.money import format_amount
 from infrastructure.runtime import Runtime
 from projections.following.registry import READ_MODELS, tables_of
 from projections.following.schema import ensure_schema
-from projections.following.wiring import build_followers, build_read_models_group
+from interfaces.bootstrap import build_followers, build_read_models_group
 from tests.integration.conftest import OpenRuntime
 
 FIRST_DAY = date(2024, 1, 10)

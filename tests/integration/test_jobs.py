@@ -24,8 +24,8 @@ from infrastructure.jobs import (
     CONTENDED, FAILED, NOT_DUE, SUCCEEDED, IntervalSchedule, Job, JobResult, JobRunner, read_job_states,
 )
 from infrastructure.migrate import upgrade_to_head
-from projections.jobs.scheduled_jobs import RECURRING, build_job_runner
-from projections.following.wiring import build_followers
+from interfaces.bootstrap import build_followers, build_job_runner
+from projections.jobs.scheduled_jobs import RECURRING
 from tests.integration.conftest import OpenRuntime
 from tests.integration.helpers import leg
 
