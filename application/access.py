@@ -75,7 +75,7 @@ class AccessService:
     """API keys over the ledger's event store (same log, same atomic saves)."""
 
     def __init__(self, ledger: Ledger, pepper: str) -> None:
-        assert isinstance(pepper, str) and len(pepper) >= PEPPER_LENGTH_MIN, "checked by the bootstrap"
+        assert isinstance(pepper, str) and len(pepper) >= PEPPER_LENGTH_MIN, "checked by resolve_auth_pepper"
         self.ledger = ledger
         self._pepper = pepper.encode("utf-8")
         self._key_reads: OrderedDict[UUID, _KeyRead] = OrderedDict()

@@ -48,7 +48,7 @@ class AggregateStore:
 
     def __init__(self, app: Application) -> None:
         self._app = app
-        # Reads many aggregates' events at once for a batch; bootstrap sets one per store
+        # Reads many aggregates' events at once for a batch; open_runtime sets one per store
         # that has it. Without it a batch loads its aggregates one at a time.
         self.bulk_reads: BulkReads | None = None
 

@@ -97,7 +97,7 @@ class Ledger(Application):
         super().register_transcodings(transcoder)
         transcoder.register(DateAsISO())
 
-    # --- the store and the write path, as bootstrap and the other services see them ---
+    # --- the store and the write path, as open_runtime and the other services see them ---
 
     def save(self, *objs: Any, **kwargs: Any) -> Any:
         """``Application.save``, with the calling command's receipt (``AggregateStore.save_with_receipt``)."""

@@ -77,7 +77,7 @@ class WritePath:
         self._locks = StripedLocks()
         self._writer: GroupCommitWriter | None = None
         self._reading_until = 0.0  # monotonic time until which batches read, not trust, their state
-        # Serialises conflicted batches across processes; bootstrap sets one per store.
+        # Serialises conflicted batches across processes; open_runtime sets one per store.
         self.conflict_lane: Callable[[], AbstractContextManager[Any]] = nullcontext
 
     def start_group_commit(self, batch_size_max: int, wait_seconds: float,

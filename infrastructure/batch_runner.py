@@ -19,7 +19,6 @@ from application.batches import COMPLETED, CSV, BatchInfo, BatchProcessor, Lease
 from application.ledger import Ledger
 from infrastructure.batch_files import InvalidBatch, LineChunker, check_csv_header, parse_chunk
 from infrastructure.batch_store import BatchStore
-from infrastructure.bootstrap import Runtime
 from infrastructure.telemetry import instruments
 
 log = logging.getLogger("invario.batches")
@@ -149,8 +148,3 @@ class BatchRunner:
             self._wake.wait(self.poll_seconds)
             self._wake.clear()
 
-
-def runner_for(runtime: Runtime, role: str = "worker") -> BatchRunner:
-    settings = runtime.settings
-    return BatchRunner(runtime.ledger, BatchStore(runtime.engine, settings.batch_lease_seconds),
-                       settings.batch_poll_seconds, role=role)

@@ -4,7 +4,8 @@
 handlers run in worker threads that inherit the context). Any log record made
 meanwhile carries it as ``record.request_id`` ("-" outside a request), so a
 formatter or a structured logger can print it; ``install_log_record_factory``
-is idempotent and is called by the bootstrap, never at import time.
+is idempotent and is called by the composition root (``interfaces.bootstrap``),
+never at import time.
 """
 
 from __future__ import annotations

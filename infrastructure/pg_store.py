@@ -9,7 +9,7 @@ use: the database restarted), and none while the process's ``DatabaseWatch``
 knows the database to be down.
 
 ``BoundedPostgresFactory`` (selected through eventsourcing's
-``PERSISTENCE_MODULE`` by ``infrastructure.bootstrap``) also bounds the pool's
+``PERSISTENCE_MODULE`` by ``infrastructure.runtime``) also bounds the pool's
 connections before it opens: the libpq options of ``infrastructure.pg_connections``
 (``POSTGRES_CONNECTION_OPTIONS``; eventsourcing passes no ``connect_timeout`` at
 all, so psycopg's default of 130 s applied), connections that can be cut off by

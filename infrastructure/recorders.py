@@ -9,7 +9,7 @@ with ``ReceiptsTaken``: the batch then commits again without its command.
 Without ``receipts=`` both recorders behave as their base classes.
 
 Selected through eventsourcing's ``APPLICATION_RECORDER_TOPIC`` by
-``infrastructure.bootstrap``.
+``infrastructure.runtime``.
 """
 
 from __future__ import annotations

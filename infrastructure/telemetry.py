@@ -1,9 +1,9 @@
 """Metrics and traces of one process: OpenTelemetry SDK, Prometheus text out, OTLP traces out.
 
 ``setup_telemetry(service)`` is called by the wiring of each long-running
-process (the API's ``build_api_services``, ``invario worker``), never at import
-time, and only its first call in a process does anything: OpenTelemetry allows
-one global MeterProvider and one TracerProvider per process.
+process (``interfaces.bootstrap.build_api_services`` for the API, ``invario
+worker``), never at import time, and only its first call in a process does
+anything: OpenTelemetry allows one global MeterProvider and one TracerProvider per process.
 
 - **Metrics** go to a ``PrometheusMetricReader``, which registers itself with
   ``prometheus_client``'s default registry; ``render_prometheus()`` is what

@@ -334,7 +334,7 @@ def create_demo_ledger(
 ) -> DemoSummary:
     """Open the store at ``url`` (schema migrated), write the demo into it, close it."""
     # Deferred: importing interfaces.notebook (which exports this) must not load alembic and the store.
-    from infrastructure.bootstrap import open_runtime
+    from infrastructure.runtime import open_runtime
     from infrastructure.migrate import upgrade_to_head
     from infrastructure.settings import Settings
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from infrastructure.backup import BackupSummary
-    from infrastructure.bootstrap import Runtime
+    from infrastructure.runtime import Runtime
     from infrastructure.database import DatabaseURL
     from infrastructure.settings import Settings
     from projections.jobs.restore import Settlement
@@ -208,8 +208,9 @@ def _restore_data(settings: Settings, database: DatabaseURL, file: Path) -> None
 def _settle(settings: Settings) -> Settlement:
     from sqlalchemy.exc import DBAPIError
 
-    from infrastructure.bootstrap import open_runtime
+    from infrastructure.runtime import open_runtime
     from infrastructure.migrate import upgrade_to_head
+    from interfaces.bootstrap import build_read_models_group
     from projections.jobs.restore import settle
 
     with operator_errors():
@@ -221,7 +222,9 @@ def _settle(settings: Settings) -> Settlement:
                 typer.echo(f"schema migrated from revision {before or 'empty'} to {after}", err=True)
             with _progress() as progress:
                 return settle(runtime, _stages(progress),
-                              verification_steps=lambda verification: _verify_steps(progress, verification))
+                              verification_steps=lambda verification: _verify_steps(progress, verification),
+                              read_models_group=lambda: build_read_models_group(
+                                  runtime, runtime.settings.follower_batch_size, defer_to_rebuilds=False))
     except DBAPIError as exc:
         detail = " ".join(str(exc.orig or exc).split())[:300]
         raise fail(f"database error after the restore: {detail}", EXIT_DATABASE) from None

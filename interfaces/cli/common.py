@@ -20,7 +20,7 @@ from infrastructure.errors import ConfigError, DatabaseUnavailable
 from infrastructure.logging_setup import CurrentStream
 
 if TYPE_CHECKING:
-    from infrastructure.bootstrap import Runtime
+    from infrastructure.runtime import Runtime
 
 EXIT_USAGE = 2
 EXIT_CONFIG = 2
@@ -82,7 +82,7 @@ def prepare_schema(runtime: Runtime) -> None:
 def prepared_runtime() -> Iterator[Runtime]:
     """An opened runtime with its schema ready, closed afterwards; failures are one line."""
     # Deferred: opening a store loads SQLAlchemy and the event store; --help must not.
-    from infrastructure.bootstrap import open_runtime
+    from infrastructure.runtime import open_runtime
 
     with operator_errors():
         runtime = open_runtime()

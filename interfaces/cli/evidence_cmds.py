@@ -154,7 +154,7 @@ def _secret_values(settings: Settings) -> list[str]:
 
 
 def _sqlite_pepper(settings: Settings) -> str | None:
-    from infrastructure.bootstrap import PEPPER_FILE_NAME
+    from infrastructure.runtime import PEPPER_FILE_NAME
     from infrastructure.database import DatabaseURL
 
     with suppress(Exception):
@@ -294,7 +294,7 @@ def _worker_metrics(bundle: Bundle, settings: Settings) -> None:
 
 
 def _database(bundle: Bundle, *, verify: bool) -> None:
-    from infrastructure.bootstrap import open_runtime
+    from infrastructure.runtime import open_runtime
     from projections.following.status import projection_statuses
 
     try:

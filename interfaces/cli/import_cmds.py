@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from application.batches import BatchInfo
     from infrastructure.batch_runner import BatchRunner
     from infrastructure.batch_store import BatchStore
-    from infrastructure.bootstrap import Runtime
+    from infrastructure.runtime import Runtime
 
 # Imports inside the functions below are deferred on purpose: they load SQLAlchemy, alembic, rich,
 # pydantic-settings, the application or the projections, which `invario --help` and every other
@@ -50,8 +50,7 @@ def import_file(
                                                                      "name: .csv, .jsonl, .ndjson]")] = None,
 ) -> None:
     """Post a file of transactions (CSV or JSONL), with a progress bar and a summary."""
-    from infrastructure.batch_runner import runner_for
-    from infrastructure.batch_store import BatchStore
+    from interfaces.bootstrap import build_batch_runner, build_batch_store
 
     if mode not in ("atomic", "partial"):
         raise fail(f"--mode must be atomic or partial, not {mode!r}", EXIT_USAGE)
@@ -59,8 +58,8 @@ def import_file(
     with read_models_runtime() as runtime:
         tenant_id = tenant_option(runtime, tenant)
         assert tenant_id is not None
-        store = BatchStore(runtime.engine, runtime.settings.batch_lease_seconds)
-        runner = runner_for(runtime, role="cli")
+        store = build_batch_store(runtime)
+        runner = build_batch_runner(runtime, role="cli", store=store)
         batch = _resume_or_store(store, runner, file, tenant_id, mode, format_)
         try:
             _process_with_progress(runner, batch)

@@ -243,7 +243,7 @@ def digest() -> None:
     from infrastructure.integrity_store import read_checkpoint, store_digest
     from projections.following.follower import Follower
     from projections.jobs.global_chain import GlobalChainProjection
-    from projections.following.wiring import build_integrity_verifier
+    from interfaces.bootstrap import build_integrity_verifier
 
     key = _configured_key()
     if key is None:

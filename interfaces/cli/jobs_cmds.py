@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
 def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False) -> None:
     """Each job's schedule, last run (start, duration, outcome) and next run."""
     from infrastructure.jobs import read_job_states
-    from projections.jobs.scheduled_jobs import build_job_runner
+    from interfaces.bootstrap import build_job_runner
 
     with read_models_runtime() as runtime:
         runner = build_job_runner(runtime)
@@ -85,7 +85,8 @@ def run(name: Annotated[str, typer.Argument(help="The job: monthly_snapshot, rec
         ) -> None:
     """Run one job now, whatever its schedule, under the same lock the workers take."""
     from infrastructure.jobs import CONTENDED, FAILED, read_job_states
-    from projections.jobs.scheduled_jobs import JOB_NAMES, build_job_runner
+    from interfaces.bootstrap import build_job_runner
+    from projections.jobs.scheduled_jobs import JOB_NAMES
 
     if name not in JOB_NAMES:
         raise fail(f"no job named {name!r}; there are: {', '.join(JOB_NAMES)}", EXIT_USAGE)

@@ -26,7 +26,7 @@ from interfaces.cli.common import operator_errors
 from interfaces.cli.common import prepare_schema as _prepare_schema  # a module name: tests replace it
 
 if TYPE_CHECKING:
-    from infrastructure.bootstrap import Runtime
+    from infrastructure.runtime import Runtime
 
 # Imports inside the functions below are deferred on purpose: they load SQLAlchemy, alembic, rich,
 # pydantic-settings, the application or the projections, which `invario --help` and every other
@@ -79,13 +79,13 @@ def serve(
     finish (at most SHUTDOWN_GRACE_SECONDS), stops the followers after their
     current batch, closes the store (which commits what it holds) and exits 0.
     """
-    from infrastructure.bootstrap import open_runtime
+    from infrastructure.runtime import open_runtime
     from infrastructure.config_check import unsafe_to_serve
     from infrastructure.logging_setup import configure_logging
     from infrastructure.settings import get_settings
     from interfaces.http.app import create_app
     from projections.following.runner import FollowerThread
-    from projections.following.wiring import build_followers
+    from interfaces.bootstrap import build_followers
 
     with operator_errors():
         settings = get_settings()
@@ -175,7 +175,7 @@ def _serve_workers(workers: int, host: str, port: int, log_level: str) -> None:
 @app.command()
 def migrate() -> None:
     """Apply pending schema migrations (alembic upgrade head) to INVARIO_DATABASE_URL."""
-    from infrastructure.bootstrap import open_runtime
+    from infrastructure.runtime import open_runtime
     from infrastructure.migrate import upgrade_to_head
 
     with operator_errors():

@@ -36,7 +36,7 @@ from interfaces.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from infrastructure.bootstrap import Runtime
+    from infrastructure.runtime import Runtime
     from projections.jobs.reconcile import Reconciliation
     from projections.following.status import ProjectionStatus
 
@@ -80,8 +80,8 @@ def worker(
     it polls every INVARIO_FOLLOWER_POLL_SECONDS.
     """
     from projections.following.runner import FollowerLoop, waiter_for
-    from projections.jobs.scheduled_jobs import build_job_scheduler
-    from projections.following.wiring import build_followers
+    from interfaces.bootstrap import build_job_scheduler
+    from interfaces.bootstrap import build_followers
 
     _worker_logging()
     stop = threading.Event()
@@ -111,9 +111,9 @@ def worker(
 
 def _start_batches(runtime: Runtime, once: bool) -> Any:
     """Queued batch files (docs/batches.md): drained now with --once, else processed in a thread."""
-    from infrastructure.batch_runner import runner_for
+    from interfaces.bootstrap import build_batch_runner
 
-    batches = runner_for(runtime)
+    batches = build_batch_runner(runtime)
     if once:
         batches.run_pending()
     else:
@@ -352,7 +352,7 @@ def reconcile(
     """
     from projections.following.consistency import PositionsApart
     from projections.jobs.reconcile import reconcile as run_reconcile
-    from projections.following.wiring import build_read_models_group
+    from interfaces.bootstrap import build_read_models_group
 
     checked_month = _month_option(month)
     log_to_stderr(logging.WARNING)

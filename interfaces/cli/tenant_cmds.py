@@ -21,7 +21,7 @@ from domain.errors import InvalidScopes, LedgerError
 from interfaces.cli.common import operator_errors
 
 if TYPE_CHECKING:
-    from infrastructure.bootstrap import Runtime
+    from infrastructure.runtime import Runtime
 
 # Imports inside the functions below are deferred on purpose: they load SQLAlchemy, alembic, rich,
 # pydantic-settings, the application or the projections, which `invario --help` and every other
@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
 
 @contextmanager
 def _runtime() -> Iterator[Runtime]:
-    from infrastructure.bootstrap import open_runtime
+    from infrastructure.runtime import open_runtime
 
     with operator_errors():
         runtime = open_runtime()
@@ -89,7 +89,7 @@ def create_key(
     ),
 ) -> None:
     """Issue an API key for a tenant; it is printed once and never shown again."""
-    from infrastructure.bootstrap import open_access
+    from interfaces.bootstrap import open_access
 
     with _runtime() as runtime:
         chosen = parse_scopes(scopes)
@@ -103,7 +103,7 @@ def create_key(
 
 def revoke_key(owner: Owner) -> None:
     """Revoke every active API key of a tenant; effective on the next request, in every process."""
-    from infrastructure.bootstrap import open_access
+    from interfaces.bootstrap import open_access
 
     with _runtime() as runtime:
         tenant = runtime.ledger.get_tenant_by_name(owner)
@@ -116,7 +116,7 @@ def revoke_key(owner: Owner) -> None:
 
 def list_keys(owner: Owner) -> None:
     """List a tenant's API keys: prefixes, scopes and dates only, never the keys."""
-    from infrastructure.bootstrap import open_access
+    from interfaces.bootstrap import open_access
 
     with _runtime() as runtime:
         tenant = runtime.ledger.get_tenant_by_name(owner)

@@ -1,7 +1,8 @@
 """The HTTP application: thin, it parses, authenticates, calls the application and maps errors.
 
-``create_app(runtime)`` wires the API's services through the bootstrap (which
-refuses to go on without an auth pepper), the read models the queries use, the
+``create_app(runtime)`` takes the API's services from the composition root
+(``interfaces.bootstrap``, which refuses to go on without an auth pepper): the read
+models the queries use, the batch store and runner, the recurring service; then the
 middleware (correlation id, body limit), the exception handlers (problem
 documents) and the routes: ``/v1`` for tenants' API keys, ``/admin`` for
 operators, and ``/health``.
@@ -16,9 +17,10 @@ from typing import Any
 import anyio.to_thread
 from fastapi import FastAPI
 
-from infrastructure.bootstrap import ApiServices, Runtime, build_api_services, open_runtime
+from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.logging_setup import configure_logging
 from infrastructure.settings import get_settings
+from interfaces.bootstrap import ApiServices, build_api_services
 from interfaces.http import (
     routes_accounts,
     routes_admin,
@@ -32,7 +34,6 @@ from interfaces.http.metrics import NATIVE_TELEMETRY_OFF
 from interfaces.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from interfaces.http.routes_metrics import install_metrics
 from interfaces.http.openapi import install_openapi
-from interfaces.http.queries import build_read_models
 from interfaces.http.routes_batches import PATH as BATCHES_PATH
 from interfaces.http.routes_batches import install_batches
 from interfaces.http.routes_integrity import install_integrity
@@ -54,19 +55,20 @@ def create_app(runtime: Runtime, services: ApiServices | None = None) -> FastAPI
                   telemetry=NATIVE_TELEMETRY_OFF)
     app.state.runtime = runtime
     app.state.services = services
-    app.state.read_models, app.state.tenant_directory = build_read_models(runtime.engine)
+    app.state.read_models, app.state.tenant_directory = services.read_models, services.tenant_directory
     install_exception_handlers(app)
     follow_database_watch(app, runtime.watch)
     for module in (routes_accounts, routes_transaction_batch, routes_transactions, routes_admin, routes_recurring):
         app.include_router(module.router)
-    install_batches(app, runtime)  # /v1/batches, its store and (SQLite) its in-process runner
+    install_batches(app, services.batch_store, services.batch_runner)  # /v1/batches and (SQLite) its runner
     body_max = runtime.settings.http_body_max_bytes
     app.add_middleware(BodyLimitMiddleware, max_bytes=body_max,
                        limits_by_path={BATCHES_PATH: runtime.settings.batch_body_max_bytes,
                                        routes_transaction_batch.PATH: body_max * routes_transaction_batch.BODY_LIMIT_FACTOR})
     app.add_middleware(RequestContextMiddleware)  # added last: outermost
     install_openapi(app)
-    install_integrity(app, runtime)  # /health, /health/ready, digests, audits and the write guard
+    # /health, /health/ready, digests, audits and the write guard
+    install_integrity(app, runtime, services.integrity_monitor)
     install_metrics(app)  # /metrics, /internal/metrics, /internal/metrics/json
     _size_thread_pool(app, runtime.settings.http_threads_max)
     return app

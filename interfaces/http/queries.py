@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 from fastapi import Query, Request
 
@@ -38,6 +38,3 @@ def check_date_range(date_from: date | None, date_to: date | None) -> None:
     if date_from is not None and date_to is not None and date_from > date_to:
         raise ApiProblem(400, "invalid_date_range", "date_from is after date_to")
 
-
-def build_read_models(engine: Any) -> tuple[ReadModels, TenantDirectory]:
-    return ReadModels(engine), TenantDirectory(engine)

@@ -23,7 +23,6 @@ from application.batches import ATOMIC, CSV, JSONL
 from domain.errors import BatchNotFound
 from infrastructure.batch_runner import BatchRunner, Upload
 from infrastructure.batch_store import BatchStore
-from infrastructure.bootstrap import Runtime
 from interfaces.http.auth import Reader, Writer
 from interfaces.http.docs import errors
 from interfaces.http.problems import ApiProblem, Problem
@@ -159,14 +158,12 @@ def _cursor(cursor: str | None) -> int:
     return int(cursor)
 
 
-def install_batches(app: FastAPI, runtime: Runtime) -> None:
-    """The batch routes, their store and, on SQLite (no separate worker needed), the in-process runner."""
-    settings = runtime.settings
-    app.state.batch_store = BatchStore(runtime.engine, settings.batch_lease_seconds)
+def install_batches(app: FastAPI, store: BatchStore, runner: BatchRunner | None) -> None:
+    """The batch routes over ``store``; ``runner`` (SQLite: no separate worker needed) runs in this process."""
+    app.state.batch_store = store
     app.include_router(router)
-    if runtime.database.is_postgres:
+    if runner is None:
         return
-    runner = BatchRunner(runtime.ledger, app.state.batch_store, settings.batch_poll_seconds, role="api")
     app.state.batch_runner = runner
     previous = app.router.lifespan_context
 

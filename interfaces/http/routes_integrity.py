@@ -26,7 +26,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.middleware import Middleware
 
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from infrastructure.integrity_monitor import IntegrityMonitor, IntegrityStatus, process_monitor
 from infrastructure.integrity_store import latest_digest, read_checkpoint
 from infrastructure.migrate import is_current

@@ -27,7 +27,7 @@ from interfaces.http.keyed_commands import IdempotencyKey, run_command
 from interfaces.http.queries import Cursor, Limit, read_models, reading_page
 from interfaces.http.responses import MinPosition, await_position, respond
 from interfaces.http.schemas import Body, Page, PostingIn, PostingOut
-from interfaces.http.services import committed, runtime_of
+from interfaces.http.services import committed, services_of
 from projections.read_models.recurring_queries import RecurringReadModel, RecurringView
 
 router = APIRouter(prefix="/v1/recurring-transactions", tags=["recurring"])
@@ -102,11 +102,11 @@ def _from_view(view: RecurringView) -> RecurringTransactionOut:
 
 
 def _service(request: Request) -> RecurringTransactions:
-    return RecurringTransactions(runtime_of(request).ledger)
+    return services_of(request).recurring
 
 
 def _read_model(request: Request) -> RecurringReadModel:
-    return RecurringReadModel(runtime_of(request).engine)
+    return services_of(request).recurring_reads
 
 
 @router.post("", status_code=201, response_model=RecurringTransactionOut, responses=CREATE_ERRORS,

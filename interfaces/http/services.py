@@ -13,7 +13,8 @@ from typing import TypeVar
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from infrastructure.bootstrap import ApiServices, Runtime
+from infrastructure.runtime import Runtime
+from interfaces.bootstrap import ApiServices
 
 T = TypeVar("T")
 

@@ -25,7 +25,7 @@ from typing import Any
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from infrastructure.telemetry import METER_NAME
 from projections.following.follower import read_tracking
 from projections.following.registry import ALL_PROJECTIONS

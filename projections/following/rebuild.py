@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import Connection, update
 
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from infrastructure.schema import metadata
 from projections.following.follower import FollowerGroup, ensure_tracking_row, projection_tracking, read_tracking
 from projections.following.registry import ALL_PROJECTIONS, TRACKING_TABLE, make_projection, tables_of

@@ -18,7 +18,7 @@ from typing import Any
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from infrastructure.bootstrap import Runtime, postgres_options
+from infrastructure.runtime import Runtime, postgres_options
 from infrastructure.db_errors import classify_database_error
 from infrastructure.log_notifications import LogWaiter, PostgresNotifyWaiter, SleepingWaiter
 from infrastructure.telemetry import METER_NAME, instruments, job_succeeded

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import inspect
 
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from projections.following.follower import TrackingState, event_identity, read_tracking
 from projections.following.registry import ALL_PROJECTIONS, tables_of
 

@@ -18,7 +18,7 @@ While the ledger is broken it verifies nothing new; it re-verifies the whole
 ledger every ``INVARIO_INTEGRITY_RECHECK_SECONDS`` instead, so that once a good
 backup is restored the break clears (and writes resume) on its own.
 
-The verifier reads no settings itself: ``projections.following.wiring`` passes it those
+The verifier reads no settings itself: ``interfaces.bootstrap`` passes it those
 intervals (a ``VerifierSchedule``) and the signing key.
 """
 

@@ -28,9 +28,9 @@ from datetime import datetime, timezone
 
 from sqlalchemy import delete, inspect, select, update
 
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from infrastructure.integrity_store import INCREMENTAL, integrity_checkpoint, read_checkpoint
-from projections.following.follower import Follower, ensure_tracking_row, projection_tracking
+from projections.following.follower import Follower, FollowerGroup, ensure_tracking_row, projection_tracking
 from projections.jobs.global_chain import GlobalChainProjection, ledger_chain
 from projections.following.rebuild import replay, start_rebuild
 from projections.jobs.reconcile import Reconciliation, reconcile
@@ -46,7 +46,6 @@ from projections.following.status import (
     projection_statuses,
 )
 from projections.jobs.verification import LedgerVerification, VerificationReport, record_outcome
-from projections.following.wiring import build_read_models_group
 
 RESTORE_SOURCE = "invario restore"
 Stage = Callable[[str], Callable[[int], None]]  # announces a stage; returns the callback counting its events
@@ -70,13 +69,18 @@ class Settlement:
         )
 
 
-def settle(runtime: Runtime, stage: Stage, *, verification_steps: Callable[[LedgerVerification], None]) -> Settlement:
-    """Repair what the restore left inconsistent, verify every chain, reconcile; report each step."""
+def settle(runtime: Runtime, stage: Stage, *, verification_steps: Callable[[LedgerVerification], None],
+           read_models_group: Callable[[], FollowerGroup]) -> Settlement:
+    """Repair what the restore left inconsistent, verify every chain, reconcile; report each step.
+
+    ``read_models_group`` builds the follower group that catches read models up (``interfaces.bootstrap`` builds it).
+    """
     settlement = Settlement()
     settlement.head, settlement.before = projection_statuses(runtime)
     _settle_global_chain(runtime, settlement, stage)
     _, statuses = projection_statuses(runtime)
-    _settle_read_models(runtime, [s.state for s in statuses if s.name in READ_MODELS], settlement, stage)
+    states = [s.state for s in statuses if s.name in READ_MODELS]
+    _settle_read_models(runtime, states, settlement, stage, read_models_group)
     verification = LedgerVerification(runtime.ledger, runtime.engine)
     verification_steps(verification)
     settlement.verification = verification.report()
@@ -136,7 +140,8 @@ def _trim_chain_beyond_log(runtime: Runtime, head: int) -> int:
     return int(removed)
 
 
-def _settle_read_models(runtime: Runtime, states: list[str], settlement: Settlement, stage: Stage) -> None:
+def _settle_read_models(runtime: Runtime, states: list[str], settlement: Settlement, stage: Stage,
+                        read_models_group: Callable[[], FollowerGroup]) -> None:
     """Read models are not evidence: anything but behind or current is rebuilt from the log."""
     if any(state not in (CURRENT, BEHIND) for state in states):
         start_rebuild(runtime, READ_MODELS, from_scratch=True)
@@ -144,8 +149,7 @@ def _settle_read_models(runtime: Runtime, states: list[str], settlement: Settlem
         worst = sorted(set(states) - {CURRENT, BEHIND})
         settlement.actions.append(f"read models were {'/'.join(worst)}: rebuilt from the log")
     elif BEHIND in states:
-        group = build_read_models_group(runtime, runtime.settings.follower_batch_size, defer_to_rebuilds=False)
-        applied = group.catch_up(on_batch=stage("catching the read models up"))
+        applied = read_models_group().catch_up(on_batch=stage("catching the read models up"))
         settlement.actions.append(f"read models were behind: caught up ({applied} events)")
 
 

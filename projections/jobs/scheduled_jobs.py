@@ -3,13 +3,12 @@
 Each reuses what the operator commands use: ``recompute_month`` (``invario
 projections recompute-month``), ``reconcile`` (``invario reconcile``) and the
 recurring use case. ``infrastructure.jobs`` decides when they run and makes one
-worker at a time run each. docs/jobs.md.
+worker at a time run each; ``interfaces.bootstrap`` builds them from the settings. docs/jobs.md.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from uuid import UUID
 
@@ -19,8 +18,7 @@ from application.ledger import Ledger
 from application.recurring import RecurringTransactions
 from domain.errors import LedgerError, RecurringTransactionCancelled, RecurringTransactionNotFound
 from domain.recurring import Schedule
-from infrastructure.bootstrap import Runtime
-from infrastructure.jobs import CronSchedule, IntervalSchedule, Job, JobResult, JobRunner, JobScheduler
+from infrastructure.jobs import JobResult
 from projections.read_models.encoding import month_of
 from projections.following.follower import read_tracking
 from projections.read_models.monthly import recompute_month
@@ -38,25 +36,6 @@ JOB_NAMES = (MONTHLY_SNAPSHOT, RECONCILE, RECURRING)
 SCHEDULES_PAGE = 200
 # How often the worker's loop looks at the job table; jobs themselves run on their schedules.
 TICK_SECONDS_MAX = 30.0
-
-
-def build_job_runner(runtime: Runtime, clock: Callable[[], datetime] | None = None) -> JobRunner:
-    settings = runtime.settings
-    recurring = RecurringRunner(runtime.ledger, runtime.engine, settings.job_recurring_runs_per_cycle_max)
-    jobs = [
-        Job(MONTHLY_SNAPSHOT, CronSchedule(settings.job_monthly_snapshot_schedule),
-            lambda now: snapshot_previous_month(runtime.engine, now)),
-        Job(RECONCILE, CronSchedule(settings.job_reconcile_schedule),
-            lambda _now: reconcile_daily(runtime.ledger, runtime.engine)),
-        Job(RECURRING, IntervalSchedule(settings.job_recurring_interval_seconds), recurring.run),
-    ]
-    return JobRunner(runtime.engine, jobs, clock=clock, retry_seconds=settings.job_retry_seconds)
-
-
-def build_job_scheduler(runtime: Runtime) -> JobScheduler:
-    """The worker's hook: one follower-like object that runs the due jobs."""
-    tick = min(TICK_SECONDS_MAX, runtime.settings.job_recurring_interval_seconds)
-    return JobScheduler(build_job_runner(runtime), tick)
 
 
 # --- monthly snapshots and reconciliation -----------------------------------------------------
@@ -98,10 +77,11 @@ class RecurringRunner:
     ledger answers with a replay: nothing is posted twice.
     """
 
-    def __init__(self, ledger: Ledger, engine: Engine, runs_max: int) -> None:
+    def __init__(self, engine: Engine, service: RecurringTransactions, schedules: RecurringReadModel,
+                 runs_max: int) -> None:
         self.engine = engine
-        self.service = RecurringTransactions(ledger)
-        self.schedules = RecurringReadModel(engine)
+        self.service = service
+        self.schedules = schedules
         self.runs_max = runs_max
 
     def run(self, now: datetime) -> JobResult:

@@ -67,7 +67,8 @@ from typing import IO, Any
 import httpx
 
 from domain.account import Account
-from infrastructure.bootstrap import open_access, open_runtime
+from infrastructure.runtime import open_runtime
+from interfaces.bootstrap import open_access
 from infrastructure.migrate import upgrade_to_head
 from infrastructure.settings import Settings
 from tests.bench.measurement import Measurement

@@ -21,8 +21,9 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from infrastructure.batch_runner import Upload, runner_for
-from infrastructure.bootstrap import open_runtime
+from infrastructure.batch_runner import Upload
+from interfaces.bootstrap import build_batch_runner
+from infrastructure.runtime import open_runtime
 from infrastructure.migrate import upgrade_to_head
 from infrastructure.settings import Settings
 from tests.bench.measurement import Measurement
@@ -74,7 +75,7 @@ def _import(runtime, tenant_id, lines: int, *, start: int, traced: bool) -> tupl
         if traced:
             tracemalloc.start()
         began = time.perf_counter()
-        runner = runner_for(runtime, role="bench")
+        runner = build_batch_runner(runtime, role="bench")
         upload = Upload(runner.store, tenant_id, "atomic", "csv")
         with path.open("rb") as handle:
             while piece := handle.read(READ_BYTES):

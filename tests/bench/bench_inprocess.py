@@ -27,7 +27,7 @@ from uuid import UUID
 import application.ledger as ledger_module
 from application.ledger import Ledger, PostingInstruction
 from domain.account import Account
-from infrastructure.bootstrap import open_runtime
+from infrastructure.runtime import open_runtime
 from infrastructure.migrate import upgrade_to_head
 from infrastructure.settings import Settings
 from tests.bench.measurement import Measurement

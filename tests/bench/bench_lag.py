@@ -24,7 +24,7 @@ from uuid import UUID
 
 from sqlalchemy import text
 
-from infrastructure.bootstrap import open_runtime
+from infrastructure.runtime import open_runtime
 from infrastructure.settings import Settings
 from projections.following.registry import READ_MODELS
 from tests.bench.bench_http import _worker

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import tracemalloc
 
-from infrastructure.bootstrap import Runtime, open_runtime
+from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import Settings
 from projections.following.rebuild import replay, start_rebuild
 from projections.following.registry import GLOBAL_CHAIN, READ_MODELS

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 
 from domain.chain import compute_event_hash
 from domain.integrity import ChainWalk
-from infrastructure.bootstrap import Runtime, open_runtime
+from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import Settings
 from projections.following.follower import Follower
 from projections.jobs.global_chain import GlobalChainProjection

@@ -14,11 +14,11 @@ from uuid import UUID
 import pytest
 from fastapi.testclient import TestClient
 
-from infrastructure.bootstrap import Runtime, open_access, open_runtime
+from infrastructure.runtime import Runtime, open_runtime
+from interfaces.bootstrap import build_followers, open_access
 from infrastructure.migrate import upgrade_to_head
 from infrastructure.settings import Settings
 from interfaces.http.app import create_app
-from projections.following.wiring import build_followers
 
 PEPPER = "test-pepper-do-not-use-anywhere-0123456789"
 ADMIN_TOKEN = "test-admin-token-do-not-use-anywhere-0123456789"

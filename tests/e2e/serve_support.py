@@ -21,7 +21,8 @@ import httpx
 import psycopg
 
 from domain.ids import account_id_for
-from infrastructure.bootstrap import open_access, open_runtime
+from infrastructure.runtime import open_runtime
+from interfaces.bootstrap import open_access
 from infrastructure.migrate import upgrade_to_head
 from infrastructure.settings import Settings
 from tests.e2e.http_fixtures import ADMIN_TOKEN, DAY, PEPPER

@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from application.ledger import Ledger
-from infrastructure.bootstrap import open_runtime
+from infrastructure.runtime import open_runtime
 from infrastructure.settings import Settings
 from interfaces.cli.main import app
 from interfaces.notebook import DemoOptions, open_ledger

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from domain.ids import account_id_for
 from infrastructure.batch_store import BatchStore
-from infrastructure.bootstrap import open_runtime
+from infrastructure.runtime import open_runtime
 from infrastructure.settings import Settings, get_settings
 from interfaces.cli.main import app
 from tests.support.batch_files import HEADER, good_file, good_line

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from domain.ids import account_id_for
-from infrastructure.bootstrap import open_runtime
+from infrastructure.runtime import open_runtime
 from infrastructure.migrate import upgrade_to_head
 from infrastructure.settings import Settings, get_settings
 from interfaces.cli.main import app

@@ -24,7 +24,7 @@ import pytest
 from typer.testing import CliRunner
 
 from application.ledger import PostingInstruction
-from infrastructure.bootstrap import open_runtime
+from infrastructure.runtime import open_runtime
 from infrastructure.integrity_monitor import process_monitor
 from infrastructure.settings import Settings, get_settings
 from infrastructure.signing import SigningKey, generate_signing_key

@@ -21,7 +21,7 @@ import pytest
 from application.ledger import Ledger
 from domain.errors import TransactionNotFound
 from domain.ids import transaction_id_for
-from infrastructure.bootstrap import open_runtime
+from infrastructure.runtime import open_runtime
 from infrastructure.settings import Settings
 from tests.e2e.http_fixtures import PEPPER
 from tests.e2e.serve_support import ServedApi, prepare_ledger, serve_environment, write_side_counts

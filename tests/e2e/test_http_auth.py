@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from infrastructure.bootstrap import open_access, open_runtime
+from infrastructure.runtime import open_runtime
+from interfaces.bootstrap import open_access
 from infrastructure.errors import ConfigError
 from infrastructure.settings import Settings, get_settings
 from interfaces.cli.main import app as cli

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from infrastructure.batch_runner import runner_for
+from interfaces.bootstrap import build_batch_runner
 from tests.e2e.http_fixtures import Api, Tenant, acme, api, assert_problem, globex  # noqa: F401
 from tests.e2e.test_metrics_endpoint import moved, scrape
 from tests.support.batch_files import HEADER, good_line
@@ -27,7 +27,7 @@ def _upload(api: Api, tenant: Tenant, body: bytes, mode: str | None = None, **he
 
 def _finished(api: Api, tenant: Tenant, location: str) -> dict[str, Any]:
     if api.runtime.database.is_postgres:
-        runner_for(api.runtime).run_pending()  # what `invario worker` does
+        build_batch_runner(api.runtime).run_pending()  # what `invario worker` does
     for _ in range(POLLS_MAX):
         body = api.client.get(location, headers=tenant.headers).json()
         if body["status"] in ("completed", "rejected"):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from projections.jobs.scheduled_jobs import RECURRING, build_job_runner
+from interfaces.bootstrap import build_job_runner
+from projections.jobs.scheduled_jobs import RECURRING
 from tests.e2e.http_fixtures import Api, Tenant, acme, api, assert_problem, globex  # noqa: F401 - fixtures
 
 PATH = "/v1/recurring-transactions"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from infrastructure.bootstrap import open_access
+from interfaces.bootstrap import open_access
 from tests.e2e.http_fixtures import Api, Tenant, acme, api, assert_problem, globex  # noqa: F401
 
 

@@ -23,7 +23,7 @@ from domain.ids import account_id_for
 from infrastructure.database import DatabaseURL
 from infrastructure.idempotency import idempotency_keys
 from tests.e2e.http_fixtures import DAY
-from infrastructure.bootstrap import open_runtime
+from infrastructure.runtime import open_runtime
 from infrastructure.settings import Settings
 from tests.e2e.http_fixtures import PEPPER
 from tests.e2e.serve_support import ServedApi, prepare_ledger

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from domain.ids import account_id_for
-from infrastructure.bootstrap import open_runtime
+from infrastructure.runtime import open_runtime
 from infrastructure.settings import Settings
 from tests.e2e.http_fixtures import DAY, PEPPER
 from tests.e2e.serve_support import ServedApi, prepare_ledger

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from infrastructure.bootstrap import open_access
+from interfaces.bootstrap import open_access
 from tests.e2e.http_fixtures import ADMIN, DAY, Api, make_api, sqlite_api  # noqa: F401
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

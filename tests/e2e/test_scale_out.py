@@ -26,7 +26,8 @@ import httpx
 import pytest
 
 from domain.money import format_amount
-from infrastructure.bootstrap import open_access, open_runtime
+from infrastructure.runtime import open_runtime
+from interfaces.bootstrap import open_access
 from infrastructure.migrate import upgrade_to_head
 from tests.e2e.http_fixtures import DAY, PEPPER, settings_for
 from tests.integration.helpers import broken_chains, log_length

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from tests.integration.helpers import runtime_on
 
 OpenRuntime = Callable[..., Runtime]

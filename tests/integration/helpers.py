@@ -14,7 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from application.ledger import Ledger, PostingInstruction
-from infrastructure.bootstrap import Runtime, open_runtime
+from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import Settings
 
 DAY = date(2024, 3, 1)

@@ -19,12 +19,12 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from application.ledger import Ledger
 from domain.chain import compute_event_hash
-from infrastructure.bootstrap import Runtime, open_access
+from infrastructure.runtime import Runtime
+from interfaces.bootstrap import build_followers, open_access
 from infrastructure.integrity_monitor import GAUGE_NAME, process_monitor, register_integrity_gauge
 from interfaces.http.app import create_app
 from projections.following.schema import ensure_schema
 from projections.jobs.verification import LedgerVerification, VerificationReport, record_outcome
-from projections.following.wiring import build_followers
 from tests.integration.conftest import OpenRuntime
 from tests.integration.helpers import DAY, leg
 

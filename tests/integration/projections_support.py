@@ -16,10 +16,10 @@ from sqlalchemy import Engine, select, text
 
 from application.ledger import Ledger, PostingInstruction
 from domain.money import format_amount
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from projections.following.registry import READ_MODELS, tables_of
 from projections.following.schema import ensure_schema
-from projections.following.wiring import build_followers, build_read_models_group
+from interfaces.bootstrap import build_followers, build_read_models_group
 from tests.integration.conftest import OpenRuntime
 
 FIRST_DAY = date(2024, 1, 10)

@@ -20,7 +20,7 @@ import pytest
 from domain.ids import account_id_for
 from infrastructure.batch_runner import Upload
 from infrastructure.batch_store import BatchStore
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from infrastructure.migrate import upgrade_to_head
 from tests.integration.conftest import OpenRuntime
 from tests.integration.helpers import notifications

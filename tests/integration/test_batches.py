@@ -15,9 +15,10 @@ import pytest
 from sqlalchemy import update
 
 from application.batches import BatchInfo
-from infrastructure.batch_runner import BatchRunner, Upload, runner_for
+from infrastructure.batch_runner import BatchRunner, Upload
+from interfaces.bootstrap import build_batch_runner
 from infrastructure.batch_store import BatchStore, batches
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from infrastructure.migrate import upgrade_to_head
 from tests.integration.conftest import OpenRuntime
 from tests.integration.helpers import notifications
@@ -71,7 +72,7 @@ def test_ten_thousand_lines_atomic_then_partial_then_again(runtime: Runtime, ten
     before = _balances(runtime, tenant_id)
 
     atomic = _upload(runtime, tenant_id, file.body)
-    assert runner_for(runtime).run_pending() == 1
+    assert build_batch_runner(runtime).run_pending() == 1
     done = store.get(tenant_id, atomic.id)
     assert done is not None and done.status == "rejected" and done.accepted_count == 0
     assert done.rejected_count == len(file.bad_lines)
@@ -80,7 +81,7 @@ def test_ten_thousand_lines_atomic_then_partial_then_again(runtime: Runtime, ten
     assert _transaction_events(runtime) == 0
 
     partial = _upload(runtime, tenant_id, file.body, "partial")
-    runner_for(runtime).run_pending()
+    build_batch_runner(runtime).run_pending()
     done = store.get(tenant_id, partial.id)
     assert done is not None and done.status == "completed"
     assert (done.accepted_count, done.replayed_count, done.rejected_count) == (file.good, 0, len(file.bad_lines))
@@ -88,7 +89,7 @@ def test_ten_thousand_lines_atomic_then_partial_then_again(runtime: Runtime, ten
     assert _balances(runtime, tenant_id) == {"cash": file.amount_minor, "sales": -file.amount_minor}
 
     again = _upload(runtime, tenant_id, file.body, "partial")
-    runner_for(runtime).run_pending()
+    build_batch_runner(runtime).run_pending()
     done = store.get(tenant_id, again.id)
     assert done is not None and (done.accepted_count, done.replayed_count) == (0, file.good)
     assert _balances(runtime, tenant_id) == {"cash": file.amount_minor, "sales": -file.amount_minor}
@@ -97,7 +98,7 @@ def test_ten_thousand_lines_atomic_then_partial_then_again(runtime: Runtime, ten
 
 def test_an_atomic_file_of_good_lines_is_posted_whole(runtime: Runtime, tenant_id: UUID) -> None:
     batch = _upload(runtime, tenant_id, good_file(2_500))
-    runner_for(runtime).run_pending()
+    build_batch_runner(runtime).run_pending()
     done = _store(runtime).get(tenant_id, batch.id)
     assert done is not None and (done.status, done.accepted_count, done.rejected_count) == ("completed", 2_500, 0)
     assert _balances(runtime, tenant_id) == {"cash": 2_500_000, "sales": -2_500_000}
@@ -109,7 +110,7 @@ class _Crash(Exception):
 
 def test_a_run_stopped_between_chunks_is_finished_by_another_worker(runtime: Runtime, tenant_id: UUID) -> None:
     batch = _upload(runtime, tenant_id, good_file(3_500), "partial")
-    first = runner_for(runtime)
+    first = build_batch_runner(runtime)
 
     def crash_after_two_chunks(phase: str, done: int, _total: int) -> None:
         if done == 2:
@@ -120,7 +121,7 @@ def test_a_run_stopped_between_chunks_is_finished_by_another_worker(runtime: Run
     with pytest.raises(_Crash):
         first.process(claimed, crash_after_two_chunks)
     assert _balances(runtime, tenant_id)["cash"] == 2_000_000
-    second = runner_for(runtime)
+    second = build_batch_runner(runtime)
     assert second.run_pending() == 0  # the first still holds the lease
     _expire_leases(runtime)
     assert second.run_pending() == 1
@@ -132,7 +133,7 @@ def test_a_run_stopped_between_chunks_is_finished_by_another_worker(runtime: Run
 
 def test_a_chunk_posted_but_not_recorded_is_replayed_not_duplicated(runtime: Runtime, tenant_id: UUID) -> None:
     batch = _upload(runtime, tenant_id, good_file(1_500), "partial")
-    first = runner_for(runtime)
+    first = build_batch_runner(runtime)
     claimed = first.store.claim_next(first.owner)
     assert claimed is not None
     original = first.store.record_chunk
@@ -145,7 +146,7 @@ def test_a_chunk_posted_but_not_recorded_is_replayed_not_duplicated(runtime: Run
         first.process(claimed)
     first.store.record_chunk = original  # type: ignore[method-assign]
     _expire_leases(runtime)
-    runner_for(runtime).run_pending()
+    build_batch_runner(runtime).run_pending()
     done = _store(runtime).get(tenant_id, batch.id)
     assert done is not None and done.status == "completed"
     assert done.accepted_count + done.replayed_count == 1_500 and done.replayed_count == 1_000
@@ -155,7 +156,7 @@ def test_a_chunk_posted_but_not_recorded_is_replayed_not_duplicated(runtime: Run
 
 def test_a_worker_that_lost_its_lease_stops_touching_the_batch(runtime: Runtime, tenant_id: UUID) -> None:
     _upload(runtime, tenant_id, good_file(10), "partial")
-    slow, fast = runner_for(runtime), runner_for(runtime)
+    slow, fast = build_batch_runner(runtime), build_batch_runner(runtime)
     claimed = slow.store.claim_next(slow.owner)
     assert claimed is not None
     _expire_leases(runtime)
@@ -177,12 +178,12 @@ def _expire_leases(runtime: Runtime) -> None:
 
 def test_a_stopping_runner_gives_the_batch_back(runtime: Runtime, tenant_id: UUID) -> None:
     batch = _upload(runtime, tenant_id, good_file(2_100), "partial")
-    runner: BatchRunner = runner_for(runtime)
+    runner: BatchRunner = build_batch_runner(runtime)
     claimed = runner.store.claim_next(runner.owner)
     assert claimed is not None
     runner._stop.set()  # as SIGTERM does
     assert runner.process(claimed) == 0
     info = _store(runtime).get(tenant_id, batch.id)
     assert info is not None and (info.status, info.next_chunk) == ("queued", 1)
-    assert runner_for(runtime).run_pending() == 1
+    assert build_batch_runner(runtime).run_pending() == 1
     assert _balances(runtime, tenant_id)["cash"] == 2_100_000

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import text
 
 from application.ledger import PostingInstruction
-from infrastructure.bootstrap import open_runtime
+from infrastructure.runtime import open_runtime
 from infrastructure.db_errors import classify_database_error
 from infrastructure.pg_connections import connection_options
 from infrastructure.pg_watch import WatchedConnection, watch_for

@@ -16,7 +16,7 @@ from application.ledger import Ledger
 from domain.chain import GENESIS_HASH, global_link_hash
 from domain.errors import AccountNotFound, TenantNotFound
 from domain.ids import account_id_for
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from projections.following.follower import Follower, projection_tracking
 from projections.jobs.global_chain import GlobalChainProjection, ledger_chain
 from projections.following.schema import ensure_schema

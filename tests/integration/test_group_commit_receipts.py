@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from application.group_commit import Batch, ReceiptTaken, carrying
 from application.ledger import Ledger, Recorded, TransactionRequest
 from domain.errors import InsufficientFunds, LedgerError
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from infrastructure.idempotency import (
     IdempotencyKeyReused,
     IdempotencyReceipt,

@@ -14,7 +14,7 @@ from domain.errors import HoldAlreadyResolved, LedgerError
 from domain.transaction import Transaction
 from projections.jobs.hold_expiry import HoldExpiry
 from projections.read_models.queries import ReadModels
-from projections.following.wiring import build_followers
+from interfaces.bootstrap import build_followers
 from tests.integration.conftest import OpenRuntime
 from tests.integration.projections_support import catch_up, open_book, open_ready, post
 

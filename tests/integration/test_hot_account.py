@@ -31,7 +31,7 @@ import pytest
 from application.ledger import Ledger
 from domain.errors import ConcurrencyConflict
 from domain.money import format_amount
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from tests.integration.conftest import OpenRuntime
 from tests.integration.helpers import DAY, broken_chains, leg, log_length
 

@@ -19,13 +19,13 @@ from application.recurring import RecurringTransactions
 from domain.account import Account
 from domain.recurring import Schedule, run_external_id
 from infrastructure import jobs as jobs_module
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from infrastructure.jobs import (
     CONTENDED, FAILED, NOT_DUE, SUCCEEDED, IntervalSchedule, Job, JobResult, JobRunner, read_job_states,
 )
 from infrastructure.migrate import upgrade_to_head
-from projections.jobs.scheduled_jobs import RECURRING, build_job_runner
-from projections.following.wiring import build_followers
+from interfaces.bootstrap import build_followers, build_job_runner
+from projections.jobs.scheduled_jobs import RECURRING
 from tests.integration.conftest import OpenRuntime
 from tests.integration.helpers import leg
 

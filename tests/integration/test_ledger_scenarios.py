@@ -27,7 +27,7 @@ from domain.errors import (
     TransactionUnbalanced,
 )
 from domain.ids import reversal_id_for, transaction_id_for
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from tests.integration.conftest import OpenRuntime
 from tests.integration.helpers import DAY, broken_chains, leg, log_length
 

@@ -15,7 +15,7 @@ import sqlalchemy
 from sqlalchemy import text
 
 from application.ledger import PostingInstruction
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from interfaces.notebook import EVENT_TYPES, ReadOnlyLedger, open_ledger
 from projections.read_models.queries import ReadModels
 from tests.integration.conftest import OpenRuntime

@@ -15,13 +15,13 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from infrastructure.log_notifications import SleepingWaiter
 from projections.following.follower import FollowerGroup, LoggedEvent, read_tracking
 from projections.following.registry import READ_MODELS, TRANSACTIONS
 from projections.following.runner import FollowerLoop
 from projections.following.status import CURRENT, FAILING, projection_statuses
-from projections.following.wiring import build_read_models_group
+from interfaces.bootstrap import build_read_models_group
 from tests.integration.conftest import OpenRuntime
 from tests.integration.projections_support import open_book, open_ready, post
 

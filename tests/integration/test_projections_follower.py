@@ -7,12 +7,12 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import update
 
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from projections.following.follower import projection_tracking, read_tracking
 from projections.following.rebuild import replay, start_rebuild
 from projections.following.registry import ACCOUNTS, READ_MODELS, STATEMENTS
 from projections.following.status import DIVERGED, projection_statuses
-from projections.following.wiring import build_read_models_group
+from interfaces.bootstrap import build_read_models_group
 from tests.integration.conftest import OpenRuntime
 from tests.integration.projections_support import (
     catch_up,

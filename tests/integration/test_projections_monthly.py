@@ -111,7 +111,7 @@ def test_every_tracking_position_is_between_whole_transactions(database_url: str
         post(book, ledger, f"t{n}", date(2024, 1, 1 + n), {"cash": 7, "bank": 5, "wallet": -12})
     ledger.reverse_transaction(book.tenant_id, post(book, ledger, "r", date(2024, 1, 9), {"cash": 1, "fees": -1}))
 
-    from projections.following.wiring import build_read_models_group
+    from interfaces.bootstrap import build_read_models_group
 
     group = build_read_models_group(runtime, batch_size=1, defer_to_rebuilds=False)
     models = ReadModels(runtime.engine)

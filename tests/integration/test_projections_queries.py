@@ -18,7 +18,7 @@ from projections.read_models.queries import PAGE_SIZE_MAX, InvalidCursor, ReadMo
 from projections.following.rebuild import start_rebuild
 from projections.following.registry import MONTHLY_SNAPSHOTS
 from projections.following.runner import FollowerThread
-from projections.following.wiring import build_followers
+from interfaces.bootstrap import build_followers
 from tests.integration.conftest import OpenRuntime
 from tests.integration.projections_support import catch_up, open_book, open_ready, post, post_random
 

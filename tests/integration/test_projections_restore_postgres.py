@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import pytest
 
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from projections.following.follower import read_tracking
 from projections.following.rebuild import replay, start_rebuild
 from projections.jobs.reconcile import BALANCE, reconcile
 from projections.following.registry import ALL_PROJECTIONS, GLOBAL_CHAIN, READ_MODELS, TRACKING_TABLE, tables_of
 from projections.following.status import CURRENT, DIVERGED, projection_statuses
-from projections.following.wiring import build_read_models_group
+from interfaces.bootstrap import build_read_models_group
 from tests.integration.conftest import OpenRuntime
 from tests.integration.projections_support import (
     Book,

@@ -26,7 +26,7 @@ from application.ledger import Ledger, PostingInstruction
 from application.recurring import RecurringTransactions
 from domain.errors import LedgerError
 from domain.recurring import Schedule
-from infrastructure.bootstrap import Runtime
+from infrastructure.runtime import Runtime
 from projections.read_models.queries import ReadModels
 from projections.jobs.reconcile import reconcile
 from projections.read_models.recurring_queries import RecurringReadModel

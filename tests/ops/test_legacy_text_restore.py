@@ -17,7 +17,7 @@ from typer.testing import Result
 
 from projections.following.follower import projection_tracking
 from projections.following.registry import READ_MODELS
-from projections.following.wiring import build_followers
+from interfaces.bootstrap import build_followers
 from tests.integration.conftest import OpenRuntime, open_rt  # noqa: F401 - the fixture, for this suite too
 from tests.integration.projections_support import catch_up, open_book, open_ready, post_random
 from tests.integration.test_projections_text import (

@@ -13,7 +13,7 @@ from eventsourcing.persistence import JSONTranscoder
 
 from application.ledger import Ledger
 from domain import chain
-from infrastructure.bootstrap import eventsourcing_env
+from infrastructure.runtime import eventsourcing_env
 from infrastructure.database import DatabaseURL
 from infrastructure.fast_events import canonical_bytes
 from infrastructure.settings import Settings

@@ -1,8 +1,10 @@
-"""The one place where settings become running parts.
+"""Opening the store: settings become the ledger, its engine and its conflict lane.
 
 ``open_runtime()`` maps ``Settings`` onto the eventsourcing environment, opens the
 event store and a SQLAlchemy engine on the same database, and turns every way
-this can fail into a one-line ``ConfigError`` or ``DatabaseUnavailable``.
+this can fail into a one-line ``ConfigError`` or ``DatabaseUnavailable``;
+``resolve_auth_pepper`` finds the secret API keys are HMAC'd under. What is built
+on an opened runtime (services, followers, jobs) is built in ``interfaces.bootstrap``.
 """
 
 from __future__ import annotations
@@ -22,19 +24,15 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from sqlalchemy import Engine, create_engine, event, text
 
-from application.access import AccessService
 from application.ledger import Ledger
 from infrastructure import fast_events, pg_store, recorders
 from infrastructure.bulk_reads import PostgresBulkReads
-from infrastructure.correlation import install_log_record_factory
 from infrastructure.database import DatabaseURL
 from infrastructure.errors import ConfigError, DatabaseUnavailable
-from infrastructure.idempotency import IdempotencyStore
 from infrastructure.pg_connections import connect_arguments, connection_options
 from infrastructure.pg_watch import DatabaseWatch, WatchedConnection, watch_for
-from infrastructure.rate_limit import DatabaseTokenBucket, InProcessTokenBucket, RateLimiter, Unlimited
 from infrastructure.settings import SECRET_LENGTH_MIN, Settings, get_settings
-from infrastructure.telemetry import TraceContext, setup_telemetry, trace_event_store
+from infrastructure.telemetry import TraceContext
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
 CONNECTION_AGE_MAX_SECONDS = 300  # pooled PostgreSQL connections are replaced after this long
@@ -276,49 +274,6 @@ def _create_engine(database: DatabaseURL, settings: Settings, serving: bool = Fa
         cursor.close()
 
     return engine
-
-
-# --- the HTTP API's parts -----------------------------------------------------------
-
-
-@dataclass
-class ApiServices:
-    """What the HTTP API needs beside the runtime. Secrets are kept out of reprs."""
-
-    access: AccessService
-    idempotency: IdempotencyStore
-    rate_limiter: RateLimiter
-    admin_token: str | None = field(default=None, repr=False)
-
-
-def build_api_services(runtime: Runtime) -> ApiServices:
-    """Wire the API's services; a missing or short pepper is a one-line ``ConfigError``."""
-    settings = runtime.settings
-    install_log_record_factory()
-    setup_telemetry("invario-api")  # once per process: the MeterProvider behind GET /metrics, the tracer
-    trace_event_store(runtime.ledger.recorder)
-    admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
-    return ApiServices(
-        access=open_access(runtime),
-        idempotency=IdempotencyStore(
-            runtime.engine, settings.idempotency_ttl_hours, settings.idempotency_lease_seconds
-        ),
-        rate_limiter=_rate_limiter(runtime),
-        admin_token=admin_token,
-    )
-
-
-def open_access(runtime: Runtime) -> AccessService:
-    return AccessService(runtime.ledger, resolve_auth_pepper(runtime.settings, runtime.database))
-
-
-def _rate_limiter(runtime: Runtime) -> RateLimiter:
-    settings = runtime.settings
-    if settings.rate_limit_per_second == 0:
-        return Unlimited()
-    if runtime.database.is_postgres:
-        return DatabaseTokenBucket(runtime.engine, settings.rate_limit_per_second, settings.rate_limit_burst)
-    return InProcessTokenBucket(settings.rate_limit_per_second, settings.rate_limit_burst)
 
 
 def resolve_auth_pepper(settings: Settings, database: DatabaseURL) -> str:
