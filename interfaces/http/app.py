@@ -29,7 +29,7 @@ from interfaces.http import (
     routes_transactions,
 )
 from interfaces.http.docs import API_DESCRIPTION
-from interfaces.http.handlers import follow_database_watch, install_exception_handlers
+from interfaces.http.exception_handlers import follow_database_watch, install_exception_handlers
 from interfaces.http.metrics import NATIVE_TELEMETRY_OFF
 from interfaces.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from interfaces.http.routes_metrics import install_metrics

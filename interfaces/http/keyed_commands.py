@@ -22,7 +22,7 @@ from infrastructure.idempotency import (
     StoredResponse,
 )
 from infrastructure.telemetry import instruments
-from interfaces.http.handlers import log_rejection, response_for
+from interfaces.http.exception_handlers import log_rejection, response_for
 from interfaces.http.problems import ApiProblem
 from interfaces.http.responses import POSITION_HEADER
 from interfaces.http.services import runtime_of, services_of

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from infrastructure.correlation import RequestFacts, new_request_id, request_facts
 from infrastructure.correlation import request_id as request_id_var
-from interfaces.http.handlers import database_failure_response
+from interfaces.http.exception_handlers import database_failure_response
 from interfaces.http.metrics import observe_request, request_span
 from interfaces.http.problems import SCOPE_REQUEST_ID, problem_response
 

@@ -16,7 +16,7 @@ from domain.money import parse_amount_minor
 from interfaces.http.auth import Reader, Writer
 from interfaces.http.docs import COMMAND_ERRORS, CREATE_ERRORS, LIST_ERRORS, QUERY_ERRORS
 from interfaces.http.keyed_commands import IdempotencyKey, run_command
-from interfaces.http.queries import Cursor, Limit, check_date_range, read_models, reading_page
+from interfaces.http.read_access import Cursor, Limit, check_date_range, read_models, reading_page
 from interfaces.http.representations import (
     account_from_aggregate,
     account_from_view,

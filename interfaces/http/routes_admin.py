@@ -13,7 +13,7 @@ from domain.errors import TenantNotFound
 from interfaces.http.auth import Admin
 from interfaces.http.docs import COMMAND_ERRORS, LIST_ERRORS, QUERY_ERRORS, errors
 from interfaces.http.keyed_commands import ADMIN_SCOPE, IdempotencyKey, run_command
-from interfaces.http.queries import Cursor, Limit, reading_page, tenant_directory
+from interfaces.http.read_access import Cursor, Limit, reading_page, tenant_directory
 from interfaces.http.representations import tenant_from_aggregate, tenant_from_view
 from interfaces.http.responses import IfMatch, MinPosition, await_position, expected_version, respond
 from interfaces.http.schemas import CreateTenant, SuspendTenant, TenantOut, TenantPage

@@ -26,7 +26,7 @@ from infrastructure.batch_store import BatchStore
 from interfaces.http.auth import Reader, Writer
 from interfaces.http.docs import errors
 from interfaces.http.problems import ApiProblem, Problem
-from interfaces.http.queries import Cursor, Limit
+from interfaces.http.read_access import Cursor, Limit
 
 PATH = "/v1/batches"
 router = APIRouter(prefix=PATH, tags=["batches"])

@@ -30,7 +30,7 @@ from infrastructure.runtime import Runtime
 from infrastructure.integrity_monitor import IntegrityMonitor, IntegrityStatus, process_monitor
 from infrastructure.integrity_store import latest_digest, read_checkpoint
 from infrastructure.migrate import is_current
-from infrastructure.settings import Settings, get_settings
+from infrastructure.settings import Settings
 from infrastructure.signing import SigningKey, load_signing_key
 from interfaces.http.auth import Admin, Reader
 from interfaces.http.docs import errors
@@ -97,7 +97,7 @@ class IntegrityParts:
 
 def install_integrity(app: FastAPI, runtime: Runtime, monitor: IntegrityMonitor | None = None) -> None:
     """Add the health and integrity routes and the write guard to the API (call it in ``create_app``)."""
-    settings = get_settings()
+    settings = runtime.settings
     secret = settings.signing_key.get_secret_value() if settings.signing_key else None
     monitor = monitor or process_monitor()
     monitor.attach(runtime.engine, settings.integrity_state_refresh_seconds)

@@ -24,7 +24,7 @@ from domain.transaction import DESCRIPTION_LENGTH_MAX, POSTINGS_MAX, POSTINGS_MI
 from interfaces.http.auth import Reader, Writer
 from interfaces.http.docs import CREATE_ERRORS, LIST_ERRORS, QUERY_ERRORS
 from interfaces.http.keyed_commands import IdempotencyKey, run_command
-from interfaces.http.queries import Cursor, Limit, read_models, reading_page
+from interfaces.http.read_access import Cursor, Limit, read_models, reading_page
 from interfaces.http.responses import MinPosition, await_position, respond
 from interfaces.http.schemas import Body, Page, PostingIn, PostingOut
 from interfaces.http.services import committed, services_of

@@ -18,7 +18,7 @@ from interfaces.http.auth import Reader, Writer
 from interfaces.http.docs import CREATE_ERRORS, LIST_ERRORS, QUERY_ERRORS
 from interfaces.http.keyed_commands import IdempotencyKey, run_command
 from interfaces.http.metrics import ledger_command
-from interfaces.http.queries import Cursor, Limit, check_date_range, read_models, reading_page
+from interfaces.http.read_access import Cursor, Limit, check_date_range, read_models, reading_page
 from interfaces.http.representations import (
     transaction_from_view,
     transaction_version_of_view,

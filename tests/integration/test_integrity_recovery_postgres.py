@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 import psycopg
 import pytest
+from pydantic import SecretStr
 from fastapi.testclient import TestClient
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
@@ -21,7 +22,6 @@ from domain.digest import LedgerDigest
 from domain.integrity import CHANGED, CHECKPOINT, GLOBAL_CHAIN, MISSING
 from infrastructure.integrity_monitor import process_monitor
 from infrastructure.integrity_store import read_checkpoint
-from infrastructure.settings import get_settings
 from infrastructure.signing import SigningKey, signature_is_valid
 from interfaces.http.app import create_app
 from interfaces.http.routes_integrity import BoundedProbe
@@ -166,13 +166,10 @@ def test_the_digest_is_served_signed_and_proves_the_ledger(
     with open_operator(books) as operator:
         missing = operator.client.get("/v1/ledger/digest", headers=operator.headers)
         assert (missing.status_code, missing.json()["code"]) == (404, "digest_unavailable")
-    monkeypatch.setenv("INVARIO_SIGNING_KEY", SECRET)
-    get_settings.cache_clear()
-    try:
-        with open_operator(books) as operator:
-            response = operator.client.get("/v1/ledger/digest", headers=operator.headers)
-    finally:
-        get_settings.cache_clear()
+    signed = books.runtime.settings.model_copy(update={"signing_key": SecretStr(SECRET)})
+    monkeypatch.setattr(books.runtime, "settings", signed)
+    with open_operator(books) as operator:
+        response = operator.client.get("/v1/ledger/digest", headers=operator.headers)
     assert response.status_code == 200
     digest = LedgerDigest.from_document(response.json())
     with books.runtime.engine.connect() as connection:
@@ -225,16 +222,12 @@ def test_the_health_probe_never_waits_longer_than_its_bound() -> None:
 
 
 def test_readiness_counts_projection_lag(books: Books, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INVARIO_READY_MAX_LAG", "0")
-    get_settings.cache_clear()
-    try:
-        with open_operator(books) as operator:
-            assert operator.client.get("/health/ready").json()["status"] == "ready"
-            books.runtime.ledger.post_transaction(books.tenant_id, "behind", DAY,
-                                                  [leg(books.cash, "1.00"), leg(books.wallet, "-1.00")])
-            behind = operator.client.get("/health/ready")
-            assert behind.status_code == 503 and behind.json()["projection_lag"] == 3
-            catch_up(books.runtime)
-            assert operator.client.get("/health/ready").status_code == 200
-    finally:
-        get_settings.cache_clear()
+    monkeypatch.setattr(books.runtime, "settings", books.runtime.settings.model_copy(update={"ready_max_lag": 0}))
+    with open_operator(books) as operator:
+        assert operator.client.get("/health/ready").json()["status"] == "ready"
+        books.runtime.ledger.post_transaction(books.tenant_id, "behind", DAY,
+                                              [leg(books.cash, "1.00"), leg(books.wallet, "-1.00")])
+        behind = operator.client.get("/health/ready")
+        assert behind.status_code == 503 and behind.json()["projection_lag"] == 3
+        catch_up(books.runtime)
+        assert operator.client.get("/health/ready").status_code == 200
