@@ -335,12 +335,16 @@ class Transaction(ChainedAggregate):
     def void(self, now: datetime) -> None:
         """Release the whole hold; its accounts must then ``release`` the held postings."""
         self.check_resolvable(now)
-        assert self.held_postings is not None
-        self._void([p.to_event() for p in self.held_postings])
+        self._void(self._held_as_events())
 
     @event("HoldVoided")
     def _void(self, released: list[dict[str, Any]]) -> None:  # noqa: ARG002
         self.status = TransactionStatus.VOIDED
+
+    def _held_as_events(self) -> list[dict[str, Any]]:
+        """The whole hold's postings, as its releasing event records them."""
+        assert self.held_postings is not None
+        return [p.to_event() for p in self.held_postings]
 
     def check_expirable(self, now: datetime) -> None:
         self._check_open_hold()
@@ -350,8 +354,7 @@ class Transaction(ChainedAggregate):
     def expire(self, now: datetime) -> None:
         """Release a hold whose deadline has passed, once; its accounts must then ``release`` it."""
         self.check_expirable(now)
-        assert self.held_postings is not None
-        self._expire([p.to_event() for p in self.held_postings])
+        self._expire(self._held_as_events())
 
     @event("HoldExpired")
     def _expire(self, released: list[dict[str, Any]]) -> None:  # noqa: ARG002
