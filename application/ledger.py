@@ -19,11 +19,12 @@ and a façade over the parts that do the work, one concern per module:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from datetime import date, datetime, timezone
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import Application
@@ -48,6 +49,8 @@ from domain.tenant import Tenant
 from domain.transaction import Transaction
 
 T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # Other layers import these from here.
 __all__ = [
@@ -71,6 +74,18 @@ class DateAsISO(Transcoding):
 
     def decode(self, data: str) -> date:
         return date.fromisoformat(data)
+
+
+def _forwarded(part: str, method: Callable[Concatenate[Any, P], R]) -> Callable[Concatenate[Ledger, P], R]:
+    """A façade method: the same-named method of the part the ledger keeps in ``part``,
+    with its signature and docstring (one definition instead of a copy of each)."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def forward(self: Ledger, *args: P.args, **kwargs: P.kwargs) -> R:
+        return getattr(getattr(self, part), name)(*args, **kwargs)  # type: ignore[no-any-return]
+
+    return forward
 
 
 class Ledger(Application):
@@ -146,51 +161,28 @@ class Ledger(Application):
         """Recompute one aggregate's hash chain from its stored events."""
         return verify_chain(self.store.stored_events(aggregate_id))
 
-    # --- tenants (application.tenants) ------------------------------------------
+    # --- the use cases, each forwarded to the part that holds it -----------------
 
-    def create_tenant(self, name: str) -> Recorded:
-        return self.tenants.create_tenant(name)
+    create_tenant = _forwarded("tenants", Tenants.create_tenant)
+    get_tenant = _forwarded("tenants", Tenants.get_tenant)
+    get_tenant_by_name = _forwarded("tenants", Tenants.get_tenant_by_name)
+    suspend_tenant = _forwarded("tenants", Tenants.suspend_tenant)
+    resume_tenant = _forwarded("tenants", Tenants.resume_tenant)
 
-    def get_tenant(self, tenant_id: UUID) -> Tenant:
-        return self.tenants.get_tenant(tenant_id)
+    open_account = _forwarded("accounts", Accounts.open_account)
+    get_account = _forwarded("accounts", Accounts.get_account)
+    freeze_account = _forwarded("accounts", Accounts.freeze_account)
+    unfreeze_account = _forwarded("accounts", Accounts.unfreeze_account)
+    close_account = _forwarded("accounts", Accounts.close_account)
 
-    def get_tenant_by_name(self, name: str) -> Tenant:
-        return self.tenants.get_tenant_by_name(name)
+    post_transactions = _forwarded("transactions", Transactions.post_transactions)
+    post_hold = _forwarded("transactions", Transactions.post_hold)
+    void_hold = _forwarded("transactions", Transactions.void_hold)
+    expire_hold = _forwarded("transactions", Transactions.expire_hold)
+    reverse_transaction = _forwarded("transactions", Transactions.reverse_transaction)
+    get_transaction = _forwarded("transactions", Transactions.get_transaction)
 
-    def suspend_tenant(self, tenant_id: UUID, reason: str = "", expected_version: int | None = None) -> Recorded:
-        return self.tenants.suspend_tenant(tenant_id, reason, expected_version)
-
-    def resume_tenant(self, tenant_id: UUID, expected_version: int | None = None) -> Recorded:
-        return self.tenants.resume_tenant(tenant_id, expected_version)
-
-    # --- accounts (application.accounts) ----------------------------------------
-
-    def open_account(  # noqa: PLR0913
-        self,
-        tenant_id: UUID,
-        code: str,
-        name: str,
-        currency: str,
-        type: str,  # noqa: A002
-        balance_floor_minor: int | None = None,
-        metadata: dict[str, str] | None = None,
-    ) -> Recorded:
-        return self.accounts.open_account(tenant_id, code, name, currency, type, balance_floor_minor, metadata)
-
-    def get_account(self, tenant_id: UUID, account_id: UUID) -> Account:
-        """The account's write-side state; another tenant's account is 'not found'."""
-        return self.accounts.get_account(tenant_id, account_id)
-
-    def freeze_account(self, tenant_id: UUID, account_id: UUID, expected_version: int | None = None) -> Recorded:
-        return self.accounts.freeze_account(tenant_id, account_id, expected_version)
-
-    def unfreeze_account(self, tenant_id: UUID, account_id: UUID, expected_version: int | None = None) -> Recorded:
-        return self.accounts.unfreeze_account(tenant_id, account_id, expected_version)
-
-    def close_account(self, tenant_id: UUID, account_id: UUID, expected_version: int | None = None) -> Recorded:
-        return self.accounts.close_account(tenant_id, account_id, expected_version)
-
-    # --- transactions and holds (application.transactions) ---------------------
+    # --- transactions from plain arguments (the parts take a TransactionRequest) ---
 
     def post_transaction(  # noqa: PLR0913
         self,
@@ -221,41 +213,3 @@ class Ledger(Application):
         request = TransactionRequest(external_id, effective_date, postings, description, metadata,
                                      pending=True, expires_at=expires_at)
         return self.transactions.record(tenant_id, request)
-
-    def post_transactions(
-        self, tenant_id: UUID, requests: Sequence[TransactionRequest], *, commit: bool = True, atomic: bool = False,
-    ) -> list[Recorded | LedgerError]:
-        """Many entries decided in order and saved in one save (``Transactions.post_transactions``)."""
-        return self.transactions.post_transactions(tenant_id, requests, commit=commit, atomic=atomic)
-
-    def post_hold(
-        self,
-        tenant_id: UUID,
-        transaction_id: UUID,
-        postings: Sequence[PostingInstruction] | None = None,
-        effective_date: date | None = None,
-    ) -> Recorded:
-        """Capture a hold: post ``postings`` (default: all of it); the rest is released."""
-        return self.transactions.post_hold(tenant_id, transaction_id, postings, effective_date)
-
-    def void_hold(self, tenant_id: UUID, transaction_id: UUID) -> Recorded:
-        """Release a whole hold."""
-        return self.transactions.void_hold(tenant_id, transaction_id)
-
-    def expire_hold(self, tenant_id: UUID, transaction_id: UUID) -> Recorded:
-        """Release a hold whose deadline has passed, exactly once (``Transactions.expire_hold``)."""
-        return self.transactions.expire_hold(tenant_id, transaction_id)
-
-    def reverse_transaction(  # noqa: PLR0913
-        self,
-        tenant_id: UUID,
-        transaction_id: UUID,
-        effective_date: date | None = None,
-        description: str = "",
-        expected_version: int | None = None,
-    ) -> Recorded:
-        return self.transactions.reverse_transaction(tenant_id, transaction_id, effective_date, description,
-                                                     expected_version)
-
-    def get_transaction(self, tenant_id: UUID, transaction_id: UUID) -> Transaction:
-        return self.transactions.get_transaction(tenant_id, transaction_id)
