@@ -9,6 +9,9 @@ metrics (``interfaces.http.metrics``), and turns any unexpected
 exception into a 500 problem document (the traceback goes to the server log
 only).
 
+Every answer also carries ``X-Content-Type-Options: nosniff`` and, unless the
+route set its own, ``Cache-Control: no-store``.
+
 ``BodyLimitMiddleware`` answers 413 ``body_too_large`` to a body larger than
 ``INVARIO_HTTP_BODY_MAX_BYTES``, whether declared by ``Content-Length`` or
 streamed.
@@ -43,6 +46,20 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+# Every answer: browsers must not sniff a JSON body into something executable, and
+# nothing in between may keep a copy of balances or keys (a route may ask otherwise).
+_SECURITY_HEADERS = ((b"x-content-type-options", b"nosniff"), (b"cache-control", b"no-store"))
+
+
+def _answer_headers(headers: list[tuple[bytes, bytes]], request_id: str) -> list[tuple[bytes, bytes]]:
+    """The response's headers with its request id and the security headers it does not set itself."""
+    kept = [(k, v) for k, v in headers if k.lower() != b"x-request-id"]
+    present = {k.lower() for k, _v in kept}
+    kept.extend(header for header in _SECURITY_HEADERS if header[0] not in present)
+    kept.append((b"x-request-id", request_id.encode("latin-1")))
+    return kept
+
+
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -61,9 +78,7 @@ class RequestContextMiddleware:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 state["status"], state["sent"] = message["status"], True
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
-                headers.append((b"x-request-id", request_id.encode("latin-1")))
-                message = {**message, "headers": headers}
+                message = {**message, "headers": _answer_headers(message.get("headers", []), request_id)}
             await send(message)
 
         with request_span(scope, request_id) as span:

@@ -1,0 +1,36 @@
+"""What every answer and the OpenAPI document promise a client, whatever the route."""
+
+from __future__ import annotations
+
+import re
+
+from tests.e2e.http_fixtures import Api, assert_problem, sqlite_api  # noqa: F401
+
+OPERATION_ID = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def test_operation_ids_are_the_routes_names(sqlite_api: Api) -> None:
+    """A client generated from /openapi.json gets functions named like the API's commands."""
+    spec = sqlite_api.client.get("/openapi.json").json()
+    ids = [operation["operationId"] for path in spec["paths"].values() for operation in path.values()
+           if isinstance(operation, dict) and "operationId" in operation]
+
+    assert len(ids) == len(set(ids))
+    assert all(OPERATION_ID.match(i) and not re.search(r"_(get|post|put|delete)$", i) for i in ids), ids
+    assert {"post_transaction", "post_transaction_batch", "open_account", "get_balance", "reverse_transaction",
+            "create_tenant", "health"} <= set(ids)
+
+
+def test_every_answer_carries_the_security_headers(sqlite_api: Api) -> None:
+    tenant = sqlite_api.tenant("acme")
+    answers = [
+        sqlite_api.client.get("/health"),
+        sqlite_api.client.get("/v1/accounts", headers={"Authorization": f"Bearer {tenant.key}"}),
+        sqlite_api.client.get("/v1/accounts"),  # 401
+        sqlite_api.client.get("/no/such/path"),  # 404
+    ]
+    assert_problem(answers[2], 401, answers[2].json()["code"])
+    for answer in answers:
+        assert answer.headers["x-content-type-options"] == "nosniff", answer.request.url
+        assert answer.headers["cache-control"] == "no-store", answer.request.url
+        assert answer.headers["x-request-id"]
