@@ -47,6 +47,7 @@ class NatsJetStreamSink:
         self.timeout_seconds = timeout_seconds
         self._client: Any = None
         self._jetstream: Any = None
+        self._client_error: Exception | None = None  # the client's last one: why a connection failed
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="invario-relay-nats", daemon=True)
         self._thread.start()
@@ -56,7 +57,7 @@ class NatsJetStreamSink:
 
     def publish(self, messages: list[OutboundMessage]) -> None:
         future = asyncio.run_coroutine_threadsafe(self._publish(messages), self._loop)
-        bound = self.timeout_seconds * (2 + len(messages))  # connecting, the stream, then each ack
+        bound = self.timeout_seconds * (3 + len(messages))  # connecting, the stream, then each ack
         try:
             future.result(bound)
         except Exception as exc:  # noqa: BLE001 - every failure is the broker's, told without the URL
@@ -86,10 +87,18 @@ class NatsJetStreamSink:
         await self._disconnect()
         import nats  # deferred: only processes that relay load the client
 
-        self._client = await nats.connect(
+        # max_reconnect_attempts=0 would make nats-py retry the first connection forever: one
+        # retry, at once, then NoServersError; the relay's back-off paces the next attempts.
+        connecting = nats.connect(
             servers=[self._url], connect_timeout=self.timeout_seconds, allow_reconnect=False,
-            max_reconnect_attempts=0, error_cb=self._on_error, name="invario-relay",
+            max_reconnect_attempts=1, reconnect_time_wait=0, error_cb=self._on_error, name="invario-relay",
         )
+        self._client_error = None
+        try:
+            self._client = await asyncio.wait_for(connecting, 2 * self.timeout_seconds)
+        except Exception as exc:
+            cause = self._client_error
+            raise SinkUnavailable(f"cannot connect: {_safe(cause or exc, self._url)}") from None
         self._jetstream = self._client.jetstream(timeout=self.timeout_seconds)
         await self._ensure_stream()
         log.info("relay connected to NATS at %s, stream %s", self.where, self.stream)
@@ -114,6 +123,7 @@ class NatsJetStreamSink:
 
     async def _on_error(self, exc: Exception) -> None:
         # nats-py's default callback logs the error as it is; ours keeps the URL out.
+        self._client_error = exc
         log.debug("NATS client error at %s: %s", self.where, _safe(exc, self._url))
 
     def _run(self, coroutine: Any, timeout: float) -> None:
