@@ -117,3 +117,12 @@ def test_origins_are_bounded() -> None:
     origins.learn(event for _, event in _log(books.ledger))
     assert len(origins._known) == 2  # noqa: SLF001 - the bound is the point
     assert isinstance(next(iter(origins._known)), UUID)  # noqa: SLF001
+
+
+def test_no_credential_of_the_broker_url_reaches_an_error() -> None:
+    from infrastructure.sinks.nats_jetstream import _host_and_port, _safe
+
+    for url, secret in (("nats://relay:pa55word@broker:4222", "pa55word"), ("nats://t0ken-abc@broker", "t0ken-abc")):
+        said = _safe(OSError(f"cannot reach {url} as {secret}"), url)
+        assert secret not in said and "OSError" in said
+        assert _host_and_port(url).startswith("broker:") and secret not in _host_and_port(url)
