@@ -177,3 +177,24 @@ def test_a_rewritten_log_stops_the_relay(pg_database_url: str, open_rt: OpenRunt
         loop.relay.sink.close()
     assert (read_position(runtime.engine, f"nats:{nats_stream.name}").last_error or "").startswith("LogDiverged")
     assert stream_count(nats_stream) == before
+
+
+def test_invario_worker_runs_the_relay_when_a_sink_is_configured(
+    sqlite_database_url: str, open_rt: OpenRuntime, nats_stream: Stream, tmp_path: Path
+) -> None:
+    runtime = open_ready(open_rt, sqlite_database_url)
+    post_random(open_book(runtime.ledger), runtime.ledger, 5)
+    expected = len(_positions(runtime))
+    env = {**os.environ, **nats_stream.environ(), "INVARIO_DATABASE_URL": sqlite_database_url,
+           "INVARIO_WORKER_METRICS_PORT": "0", "INVARIO_FOLLOWER_POLL_SECONDS": "0.2",
+           "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    log = tmp_path / "worker.log"
+    command = [sys.executable, "-c", "from interfaces.cli.main import app; app()", "worker"]
+    worker = subprocess.Popen(command, env=env, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        _wait_for(lambda: stream_count(nats_stream) >= expected or worker.poll() is not None, "the relayed events")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(15) == 0, log.read_text()
+    _assert_delivered_once_in_order(stream_messages(nats_stream), runtime, nats_stream)
+    assert "relaying to NATS at 127.0.0.1:4222" in log.read_text()
