@@ -149,7 +149,7 @@ def _shown(name: str, info: FieldInfo, raw: str | None) -> str:
         return f"set ({len(raw)} characters, hidden)" if raw else "not set"
     if raw is None:
         return _default_text(info)
-    return redact(raw) if name == PREFIX + "DATABASE_URL" else raw
+    return redact(raw) if name in (PREFIX + "DATABASE_URL", PREFIX + "RELAY_NATS_URL") else raw
 
 
 def _default_text(info: FieldInfo) -> str:

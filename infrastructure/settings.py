@@ -182,6 +182,32 @@ class Settings(BaseSettings):
         1000, ge=0, le=10_000_000, description="Largest projection lag (events) at which /health/ready says ready"
     )
 
+    # --- the relay: committed events out to a broker (docs/events-out.md) ---
+    relay_nats_url: str | None = Field(
+        None, pattern=r"^(nats|tls|ws|wss)://\S+$",
+        description="NATS server of the relay's JetStream sink, e.g. nats://127.0.0.1:4222 (credentials in it "
+        "are never shown); unset: no relay. 'invario worker' runs the relay when set",
+    )
+    relay_nats_stream: str = Field(
+        "INVARIO", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="JetStream stream the relay publishes to "
+        "(created if missing)"
+    )
+    relay_nats_subject_prefix: str = Field(
+        "invario", pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="First token of the relay's subjects: PREFIX.<tenant>.<aggregate type>.<event>",
+    )
+    relay_ledger_name: str = Field(
+        "invario", pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="This ledger's name in the CloudEvents source of relayed events: /ledgers/NAME/tenants/<tenant>",
+    )
+    relay_batch_size: int = Field(500, ge=1, le=10_000, description="Most events the relay publishes per batch")
+    relay_publish_timeout_seconds: float = Field(
+        5.0, gt=0, le=300, description="Bound on connecting to the broker and on each acknowledgement"
+    )
+    relay_retry_max_seconds: float = Field(
+        30.0, gt=0, le=3600, description="Longest pause between the relay's attempts while the broker fails"
+    )
+
     @field_validator("job_monthly_snapshot_schedule", "job_reconcile_schedule")
     @classmethod
     def _cron(cls, value: str) -> str:

@@ -71,6 +71,8 @@ class Instruments:
     job_failures: Counter
     job_lock_contended: Counter
     batch_outcomes: Counter
+    relay_published: Counter
+    relay_failures: Counter
 
 
 @functools.lru_cache(maxsize=1)
@@ -112,6 +114,12 @@ def instruments() -> Instruments:
         batch_outcomes=meter.create_counter(
             "invario_batch_outcomes_total", unit="{batch}",
             description="Batches of transactions submitted together, by outcome (accepted, rejected)"),
+        relay_published=meter.create_counter(
+            "invario_relay_published_total", unit="{event}",
+            description="Events the relay published and the broker acknowledged, by sink (re-sent ones included)"),
+        relay_failures=meter.create_counter(
+            "invario_relay_failures_total", unit="{attempt}",
+            description="Attempts of the relay that failed (broker unreachable, no acknowledgement), by sink"),
     )
 
 
@@ -166,6 +174,7 @@ def setup_telemetry(service: str) -> Telemetry:
         metrics.set_meter_provider(MeterProvider(metric_readers=[reader], resource=resource, views=views))
         _prezero(instruments())
         _register_job_gauge()
+        _register_relay_gauge()
         exporting = _setup_tracing(resource)
         _telemetry = Telemetry(service, exporting)
         return _telemetry
@@ -326,26 +335,41 @@ def job_scheduled(job: str, next_run_unix: float) -> None:
     _next_run[job] = next_run_unix
 
 
-def _observe_next_run(_options: Any) -> Iterator[Any]:
-    from opentelemetry.metrics import Observation
+def _observer(values: dict[str, Any], label: str) -> Callable[[Any], Iterator[Any]]:
+    """A gauge's callback reporting ``values`` (kept in this process's memory), one series per key."""
 
-    for job, moment in list(_next_run.items()):
-        yield Observation(moment, {"job": job})
+    def observe(_options: Any) -> Iterator[Any]:
+        from opentelemetry.metrics import Observation
+
+        for key, value in list(values.items()):
+            yield Observation(value, {label: key})
+
+    return observe
 
 
-def _observe_last_success(_options: Any) -> Iterator[Any]:
-    from opentelemetry.metrics import Observation
-
-    for job, moment in list(_last_success.items()):
-        yield Observation(moment, {"job": job})
+def _register_gauge(name: str, values: dict[str, Any], label: str, unit: str, description: str) -> None:
+    metrics.get_meter(METER_NAME).create_observable_gauge(
+        name, callbacks=[_observer(values, label)], unit=unit, description=description)
 
 
 def _register_job_gauge() -> None:
-    metrics.get_meter(METER_NAME).create_observable_gauge(
-        "job_last_success_timestamp_seconds", callbacks=[_observe_last_success], unit="s",
-        description="Unix time at which a background job last ran to completion, by job (stuck: too long ago)",
-    )
-    metrics.get_meter(METER_NAME).create_observable_gauge(
-        "job_next_run_timestamp_seconds", callbacks=[_observe_next_run], unit="s",
-        description="Unix time at which a scheduled job is next due, by job (long past: no worker runs it)",
-    )
+    _register_gauge("job_last_success_timestamp_seconds", _last_success, "job", "s",
+                    "Unix time at which a background job last ran to completion, by job (stuck: too long ago)")
+    _register_gauge("job_next_run_timestamp_seconds", _next_run, "job", "s",
+                    "Unix time at which a scheduled job is next due, by job (long past: no worker runs it)")
+
+
+# --- the relay (docs/events-out.md) -------------------------------------------------------------
+
+_relay_lag: dict[str, int] = {}  # sink -> events of the log not yet acknowledged by it; bounded by the sinks
+
+
+def relay_lag(sink: str, events: int) -> None:
+    """Note how far ``sink`` is behind the head of the log, as the relay last saw it."""
+    _relay_lag[sink] = events
+
+
+def _register_relay_gauge() -> None:
+    # Read from the relay's memory, like the failing gauge: a scrape never waits on the database.
+    _register_gauge("invario_relay_lag_events", _relay_lag, "sink", "{event}",
+                    "Events of the log the relay has not yet had acknowledged by a sink, by sink")

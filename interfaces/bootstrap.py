@@ -12,6 +12,7 @@ else constructs.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,9 +28,11 @@ from infrastructure.jobs import CronSchedule, IntervalSchedule, Job, JobRunner, 
 from infrastructure.rate_limit import DatabaseTokenBucket, InProcessTokenBucket, RateLimiter, Unlimited
 from infrastructure.runtime import Runtime, resolve_auth_pepper
 from infrastructure.signing import SigningKey, load_signing_key
+from infrastructure.sinks.nats_jetstream import NatsJetStreamSink
 from infrastructure.telemetry import setup_telemetry, trace_event_store
 from projections.following.follower import Follower, FollowerGroup
 from projections.following.registry import READ_MODELS_GROUP, read_model_projections
+from projections.following.runner import waiter_for
 from projections.jobs.global_chain import GlobalChainProjection
 from projections.jobs.hold_expiry import HoldExpiry
 from projections.jobs.integrity import IntegrityVerifier, VerifierSchedule
@@ -43,6 +46,8 @@ from projections.jobs.scheduled_jobs import (
     snapshot_previous_month,
 )
 from projections.read_models.queries import ReadModels
+from projections.relay.relay import Relay
+from projections.relay.runner import RelayLoop
 from projections.read_models.recurring_queries import RecurringReadModel
 from projections.read_models.tenant_directory import TenantDirectory
 
@@ -85,6 +90,29 @@ def build_integrity_verifier(
 def build_read_models_group(runtime: Runtime, batch_size: int, *, defer_to_rebuilds: bool) -> FollowerGroup:
     return FollowerGroup(runtime.ledger, runtime.engine, read_model_projections(), batch_size,
                          name=READ_MODELS_GROUP, defer_to_rebuilds=defer_to_rebuilds)
+
+
+# --- the relay (docs/events-out.md) -------------------------------------------------------
+
+
+def relay_configured(runtime: Runtime) -> bool:
+    return runtime.settings.relay_nats_url is not None
+
+
+def build_relay(runtime: Runtime) -> Relay:
+    """The relay to the configured NATS JetStream sink; its position row is keyed by the stream."""
+    settings = runtime.settings
+    assert settings.relay_nats_url is not None, "relay_configured() first"
+    sink = NatsJetStreamSink(settings.relay_nats_url, settings.relay_nats_stream,
+                             settings.relay_nats_subject_prefix, settings.relay_publish_timeout_seconds)
+    return Relay(runtime.ledger, runtime.engine, sink, settings.relay_batch_size, settings.relay_ledger_name,
+                 position_key=f"{sink.name}:{settings.relay_nats_stream}")
+
+
+def build_relay_loop(runtime: Runtime, stop: threading.Event) -> RelayLoop:
+    """The relay with its own waiter (on PostgreSQL its own LISTEN connection) and back-off."""
+    waiter, idle_seconds = waiter_for(runtime, stop)
+    return RelayLoop(build_relay(runtime), stop, waiter, idle_seconds, runtime.settings.relay_retry_max_seconds)
 
 
 # --- scheduled jobs, batches, recurring transactions ---------------------------------------

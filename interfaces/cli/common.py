@@ -7,7 +7,9 @@ module imports ``main.py`` (which imports them all to register their commands).
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -127,6 +129,30 @@ def _database_errors(runtime: Runtime) -> Iterator[None]:
 
 
 _OUR_LOGGERS = ("invario", "projections", "infrastructure", "interfaces")
+
+
+def worker_logging() -> None:
+    """JSON lines on stdout (INVARIO_LOG_LEVEL, INVARIO_LOG_FORMAT), unless a host set up logging (a test runner)."""
+    from infrastructure.logging_setup import configure_logging
+    from infrastructure.settings import get_settings
+
+    if logging.getLogger().handlers:
+        return
+    with operator_errors():
+        settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+
+def stop_on_signals(stop: threading.Event) -> dict[int, Any]:
+    def request_stop(signum: int, _frame: Any) -> None:
+        logging.getLogger("invario.worker").info("stopping after the current batch (%s)", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, request_stop)
+    return previous
 
 
 def log_to_stderr(level: int) -> None:

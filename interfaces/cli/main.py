@@ -20,6 +20,7 @@ from interfaces.cli import (
     integrity_cmds,
     jobs_cmds,
     projections_cmds,
+    relay_cmds,
     tenant_cmds,
 )
 from interfaces.cli.common import operator_errors
@@ -198,6 +199,7 @@ app.command()(projections_cmds.worker)
 app.command()(projections_cmds.reconcile)
 integrity_cmds.register(app)  # verify, digest, generate-signing-key
 backup_cmds.register(app)  # backup, restore
+relay_cmds.register(app)  # relay (docs/events-out.md)
 evidence_cmds.register(app)  # evidence
 app.command()(demo_cmds.demo)  # invario demo
 import_cmds.register(app)  # import FILE (batch files, docs/batches.md)

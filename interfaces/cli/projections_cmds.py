@@ -32,7 +32,9 @@ from interfaces.cli.common import (
     log_to_stderr,
     operator_errors,
     read_models_runtime,
+    stop_on_signals,
     tenant_option,
+    worker_logging,
 )
 
 if TYPE_CHECKING:
@@ -73,17 +75,22 @@ def _month_option(month: str | None) -> str | None:
 
 def worker(
     once: Annotated[bool, typer.Option("--once", help="Catch every projection up with the log, then exit")] = False,
+    relay: Annotated[
+        bool, typer.Option(help="Also run the relay when a sink is configured (INVARIO_RELAY_NATS_URL); "
+                           "not with --once (see 'invario relay --once')")
+    ] = True,
 ) -> None:
     """Run every projection follower until stopped (SIGINT/SIGTERM).
 
     On PostgreSQL it wakes on the event store's LISTEN/NOTIFY channel; on SQLite
-    it polls every INVARIO_FOLLOWER_POLL_SECONDS.
+    it polls every INVARIO_FOLLOWER_POLL_SECONDS. With a sink configured, the
+    relay publishes committed events in a thread of its own (docs/events-out.md).
     """
     from projections.following.runner import FollowerLoop, waiter_for
     from interfaces.bootstrap import build_job_scheduler
     from interfaces.bootstrap import build_followers
 
-    _worker_logging()
+    worker_logging()
     stop = threading.Event()
     with read_models_runtime() as runtime:
         metrics_server = None if once else _serve_worker_metrics(runtime)
@@ -92,11 +99,14 @@ def worker(
         loop = FollowerLoop([*build_followers(runtime), *jobs], stop, waiter, idle_seconds)
         how = f"LISTEN {waiter.channel}" if hasattr(waiter, "channel") else f"polling every {idle_seconds:g} s"
         typer.echo(f"invario worker: following {runtime.database.describe()} ({how})", err=True)
-        previous = _stop_on_signals(stop) if not once else {}
+        previous = stop_on_signals(stop) if not once else {}
         batches = _start_batches(runtime, once)
+        relay_thread = _start_relay(runtime, stop) if relay and not once else None
         try:
             loop.run(until_idle=once)
         finally:
+            if relay_thread is not None:
+                relay_thread.stop()
             batches.stop()
             waiter.close()
             if metrics_server is not None:
@@ -109,6 +119,19 @@ def worker(
     typer.echo("invario worker: stopped", err=True)
 
 
+def _start_relay(runtime: Runtime, stop: threading.Event) -> Any:
+    """The relay in a thread of its own, when a sink is configured: the followers never wait on a broker."""
+    from interfaces.bootstrap import build_relay_loop, relay_configured
+    from projections.relay.runner import RelayThread
+
+    if not relay_configured(runtime):
+        return None
+    thread = RelayThread(build_relay_loop(runtime, stop))
+    thread.start()
+    typer.echo(f"invario worker: relaying to NATS at {thread.loop.relay.sink.where}", err=True)
+    return thread
+
+
 def _start_batches(runtime: Runtime, once: bool) -> Any:
     """Queued batch files (docs/batches.md): drained now with --once, else processed in a thread."""
     from interfaces.bootstrap import build_batch_runner
@@ -119,18 +142,6 @@ def _start_batches(runtime: Runtime, once: bool) -> Any:
     else:
         batches.start()
     return batches
-
-
-def _worker_logging() -> None:
-    """JSON lines on stdout (INVARIO_LOG_LEVEL, INVARIO_LOG_FORMAT), unless a host set up logging (a test runner)."""
-    from infrastructure.logging_setup import configure_logging
-    from infrastructure.settings import get_settings
-
-    if logging.getLogger().handlers:
-        return
-    with operator_errors():
-        settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
 
 
 def _serve_worker_metrics(runtime: Runtime) -> Any:
@@ -153,18 +164,6 @@ def _serve_worker_metrics(runtime: Runtime) -> Any:
     typer.echo(f"invario worker: metrics on http://{settings.worker_metrics_host}:{settings.worker_metrics_port}"
                "/metrics", err=True)
     return server
-
-
-def _stop_on_signals(stop: threading.Event) -> dict[int, Any]:
-    def request_stop(signum: int, _frame: Any) -> None:
-        logging.getLogger("invario.worker").info("stopping after the current batch (%s)", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, request_stop)
-    return previous
 
 
 # --- invario projections status -------------------------------------------------------------

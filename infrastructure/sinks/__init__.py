@@ -1,0 +1,1 @@
+"""Where the relay sends committed events: brokers' clients, one module per broker (docs/events-out.md)."""

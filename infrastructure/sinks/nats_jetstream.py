@@ -1,0 +1,163 @@
+"""The relay's NATS JetStream sink (nats-py).
+
+Messages go to ``<prefix>.<tenant>.<aggregate type>.<event>`` in one stream
+(created, capturing ``<prefix>.>``, when missing). Each carries the header
+``Nats-Msg-Id`` = its log position, so JetStream drops a re-sent one within the
+stream's duplicate window. Messages are published one after the other, each ack
+awaited before the next is sent: a failure leaves a prefix of the batch in the
+stream and nothing after it, so a retry never reorders.
+
+nats-py is asyncio; the ledger's relay is not. The sink owns an event loop in a
+daemon thread of its own and ``publish`` waits on it, boundedly. The connection
+does not reconnect by itself: a lost one fails the batch, and the relay's own
+back-off decides when to connect again.
+
+Nothing of the URL but its host and port reaches a log line or an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+from urllib.parse import urlsplit
+
+from infrastructure.sinks.message import OutboundMessage
+
+log = logging.getLogger(__name__)
+
+SINK_NAME = "nats"
+
+
+class SinkUnavailable(Exception):
+    """The broker did not acknowledge a batch (unreachable, refused, too slow)."""
+
+
+class NatsJetStreamSink:
+    """Publishes batches to one JetStream stream, acks awaited in order."""
+
+    name = SINK_NAME
+
+    def __init__(self, url: str, stream: str, subject_prefix: str, timeout_seconds: float) -> None:
+        self._url = url
+        self.where = _host_and_port(url)
+        self.stream = stream
+        self.subject_prefix = subject_prefix
+        self.timeout_seconds = timeout_seconds
+        self._client: Any = None
+        self._jetstream: Any = None
+        self._client_error: Exception | None = None  # the client's last one: why a connection failed
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="invario-relay-nats", daemon=True)
+        self._thread.start()
+
+    def subject(self, message: OutboundMessage) -> str:
+        return f"{self.subject_prefix}.{message.tenant}.{message.aggregate_type}.{message.event}"
+
+    def publish(self, messages: list[OutboundMessage]) -> None:
+        future = asyncio.run_coroutine_threadsafe(self._publish(messages), self._loop)
+        bound = self.timeout_seconds * (3 + len(messages))  # connecting, the stream, then each ack
+        try:
+            future.result(bound)
+        except Exception as exc:  # noqa: BLE001 - every failure is the broker's, told without the URL
+            future.cancel()
+            self._run(self._disconnect(), self.timeout_seconds)
+            raise SinkUnavailable(f"NATS at {self.where}: {_safe(exc, self._url)}") from None
+
+    def close(self) -> None:
+        try:
+            self._run(self._disconnect(), self.timeout_seconds)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(self.timeout_seconds)
+
+    # --- on the sink's event loop -------------------------------------------------------
+
+    async def _publish(self, messages: list[OutboundMessage]) -> None:
+        jetstream = await self._connected()
+        for message in messages:
+            headers = {"Nats-Msg-Id": message.id, "Content-Type": message.content_type}
+            await jetstream.publish(self.subject(message), message.body, timeout=self.timeout_seconds,
+                                    stream=self.stream, headers=headers)
+
+    async def _connected(self) -> Any:
+        if self._client is not None and self._client.is_connected:
+            return self._jetstream
+        await self._disconnect()
+        import nats  # deferred: only processes that relay load the client
+
+        # max_reconnect_attempts=0 would make nats-py retry the first connection forever: one
+        # retry, at once, then NoServersError; the relay's back-off paces the next attempts.
+        connecting = nats.connect(
+            servers=[self._url], connect_timeout=self.timeout_seconds, allow_reconnect=False,
+            max_reconnect_attempts=1, reconnect_time_wait=0, error_cb=self._on_error, name="invario-relay",
+        )
+        self._client_error = None
+        try:
+            self._client = await asyncio.wait_for(connecting, 2 * self.timeout_seconds)
+        except Exception as exc:
+            cause = self._client_error
+            raise SinkUnavailable(f"cannot connect: {_safe(cause or exc, self._url)}") from None
+        self._jetstream = self._client.jetstream(timeout=self.timeout_seconds)
+        await self._ensure_stream()
+        log.info("relay connected to NATS at %s, stream %s", self.where, self.stream)
+        return self._jetstream
+
+    async def _ensure_stream(self) -> None:
+        from nats.js.errors import NotFoundError
+
+        try:
+            await self._jetstream.stream_info(self.stream)
+        except NotFoundError:
+            await self._jetstream.add_stream(name=self.stream, subjects=[f"{self.subject_prefix}.>"])
+            log.info("created JetStream stream %s for subjects %s.>", self.stream, self.subject_prefix)
+
+    async def _disconnect(self) -> None:
+        client, self._client, self._jetstream = self._client, None, None
+        if client is not None and not client.is_closed:
+            try:
+                await client.close()
+            except Exception:  # noqa: BLE001 - a connection that is going anyway
+                log.debug("closing the NATS connection failed", exc_info=True)
+
+    async def _on_error(self, exc: Exception) -> None:
+        # nats-py's default callback logs the error as it is; ours keeps the URL out.
+        self._client_error = exc
+        log.debug("NATS client error at %s: %s", self.where, _safe(exc, self._url))
+
+    def _run(self, coroutine: Any, timeout: float) -> None:
+        try:
+            asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+        except Exception:  # noqa: BLE001 - best effort: the caller is already failing or closing
+            log.debug("the NATS sink's loop did not finish in time", exc_info=True)
+
+
+def _host_and_port(url: str) -> str:
+    """The part of the URL safe to show: no user, password or token."""
+    try:
+        parts = urlsplit(url)
+        return f"{parts.hostname}:{parts.port or 4222}"
+    except ValueError:
+        return "<unparseable url>"
+
+
+def _safe(exc: BaseException, url: str) -> str:
+    """The error's text with the URL, and any credentials in it, left out."""
+    text = " ".join(str(exc).split())[:300] or type(exc).__name__
+    for secret in _credentials(url):
+        text = text.replace(secret, "***")
+    return text if text.startswith(type(exc).__name__) else f"{type(exc).__name__}: {text}"
+
+
+def _credentials(url: str) -> list[str]:
+    """The URL and what in it is secret: a password, or a user that is a token (no password)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return [url]
+    found = [url]
+    if "@" in parts.netloc:
+        found.append(parts.netloc)
+    found.extend(secret for secret in (parts.password, parts.username if not parts.password else None) if secret)
+    return found
