@@ -16,7 +16,9 @@ _SUFFIXES = ("_bucket", "_count", "_sum")
 LATER = {"rate_limited_total", "http_request_duration_seconds", "job_duration_seconds", "job_failures_total", "job_lock_contended_total",
          "job_last_success_timestamp_seconds", "invario_reconciliation_divergences_total",
          "job_next_run_timestamp_seconds",  # published by the worker's job scheduler (docs/jobs.md)
-         "invario_projection_failing"}  # published by processes that run followers (projections/following/runner.py)
+         "invario_projection_failing",  # published by processes that run followers (projections/following/runner.py)
+         # published by a process that runs the relay (docs/events-out.md), from its first batch on
+         "invario_relay_lag_events", "invario_relay_published_total", "invario_relay_failures_total"}
 
 
 def used_names(text: str) -> set[str]:
