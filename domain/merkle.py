@@ -26,7 +26,7 @@ this one file to check proofs offline, trusting none of Invario's other code.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 HASH_SIZE = 32
@@ -188,20 +188,9 @@ def verify_inclusion(leaf: bytes, index: int, size: int, path: Sequence[bytes], 
     _require_size(size, "tree size")
     if index >= size:
         raise ProofRejected(REJECTED_INDEX_OUT_OF_RANGE, f"leaf {index} is not in a tree of {size}")
-    fn, sn, computed = index, size - 1, leaf
-    for sibling in entries:
-        if sn == 0:
-            raise ProofRejected(REJECTED_PATH_TOO_LONG, f"{len(entries)} entries is too many for leaf {index} of {size}")
-        if fn & 1 or fn == sn:
-            computed = node_hash(sibling, computed)
-            # A right-edge node with no sibling at these levels is promoted unchanged.
-            while fn & 1 == 0 and fn != 0:
-                fn, sn = fn >> 1, sn >> 1
-        else:
-            computed = node_hash(computed, sibling)
-        fn, sn = fn >> 1, sn >> 1
-    if sn != 0:
-        raise ProofRejected(REJECTED_PATH_TOO_SHORT, f"{len(entries)} entries is too few for leaf {index} of {size}")
+    computed = leaf
+    for sibling, is_left in _walk_to_the_root(index, size - 1, entries, f"leaf {index} of {size}"):
+        computed = node_hash(sibling, computed) if is_left else node_hash(computed, sibling)
     if computed != root:
         raise ProofRejected(REJECTED_ROOT_MISMATCH, f"the path from leaf {index} leads to another root")
 
@@ -250,26 +239,42 @@ def _verify_consistency_path(
     if first & (first - 1) == 0:
         entries = [first_root, *entries]
     fn, sn = first - 1, second - 1
+    # Step 4: start from the largest complete subtree the first tree ends with.
     while fn & 1:
         fn, sn = fn >> 1, sn >> 1
     first_computed = second_computed = entries[0]
-    for entry in entries[1:]:
-        if sn == 0:
-            raise ProofRejected(REJECTED_PATH_TOO_LONG, f"the proof from {first} to {second} has entries left over")
-        if fn & 1 or fn == sn:
+    for entry, is_left in _walk_to_the_root(fn, sn, entries[1:], f"the proof from {first} to {second}"):
+        if is_left:
+            # A left sibling lies inside the first tree too: both roots grow by it.
             first_computed = node_hash(entry, first_computed)
             second_computed = node_hash(entry, second_computed)
-            while fn & 1 == 0 and fn != 0:
-                fn, sn = fn >> 1, sn >> 1
         else:
             second_computed = node_hash(second_computed, entry)
-        fn, sn = fn >> 1, sn >> 1
-    if sn != 0:
-        raise ProofRejected(REJECTED_PATH_TOO_SHORT, f"the proof from {first} to {second} ends too soon")
     if first_computed != first_root:
         raise ProofRejected(REJECTED_FIRST_ROOT_MISMATCH, f"the proof does not lead to the root of size {first}")
     if second_computed != second_root:
         raise ProofRejected(REJECTED_SECOND_ROOT_MISMATCH, f"the proof does not lead to the root of size {second}")
+
+
+def _walk_to_the_root(fn: int, sn: int, entries: list[bytes], what: str) -> Iterator[tuple[bytes, bool]]:
+    """The walk both RFC 9162 verifications share: each entry, and whether it is a left sibling.
+
+    ``fn`` is the node's index and ``sn`` the last node's index at the current
+    level. The walk must reach the root (``sn == 0``) exactly as the entries run
+    out: entries left over or missing reject the proof, whatever the hashes say.
+    """
+    for entry in entries:
+        if sn == 0:
+            raise ProofRejected(REJECTED_PATH_TOO_LONG, f"{what}: {len(entries)} entries is too many")
+        is_left = bool(fn & 1) or fn == sn
+        yield entry, is_left
+        if is_left:
+            # A right-edge node with no sibling at these levels is promoted unchanged.
+            while fn & 1 == 0 and fn != 0:
+                fn, sn = fn >> 1, sn >> 1
+        fn, sn = fn >> 1, sn >> 1
+    if sn != 0:
+        raise ProofRejected(REJECTED_PATH_TOO_SHORT, f"{what}: {len(entries)} entries is too few")
 
 
 def _require_hash(value: Any, what: str) -> None:
