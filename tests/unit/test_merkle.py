@@ -296,3 +296,11 @@ def test_the_verifier_can_be_vendored_it_imports_the_standard_library_alone() ->
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+
+
+def test_the_worked_example_in_docs_proofs_prints_what_the_page_says(capsys: pytest.CaptureFixture[str]) -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "proofs.md").read_text(encoding="utf-8")
+    example = page.split("```python\n", 1)[1].split("```", 1)[0]
+    printed = page.split("prints\n\n```\n", 1)[1].split("```", 1)[0]
+    exec(compile(example, "docs/proofs.md", "exec"), {})  # noqa: S102 - the page's own example
+    assert capsys.readouterr().out == printed
