@@ -231,6 +231,25 @@ def test_a_size_or_index_outside_uint64_is_refused(bad: object) -> None:
     assert _reason_of_consistency(1, bad, root, root, []) == merkle.REJECTED_BAD_SIZE
 
 
+_ANY_HASH = st.one_of(st.binary(min_size=31, max_size=33), st.sampled_from([EMPTY_ROOT, LOG.leaves[0]]), st.none(),
+                     st.text(max_size=64))
+_ANY_SIZE = st.one_of(st.integers(min_value=-2, max_value=2**64 + 1), st.booleans(), st.floats(allow_nan=True))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ANY_HASH, _ANY_SIZE, _ANY_SIZE, st.lists(_ANY_HASH, max_size=70), _ANY_HASH)
+def test_hostile_input_is_rejected_never_crashes_the_verifier(
+    some_hash: object, some_size: object, other_size: object, proof: list[object], other_hash: object
+) -> None:
+    # Whatever arrives over the wire, the only failure a caller sees is ProofRejected.
+    for verify in (lambda: verify_inclusion(some_hash, some_size, other_size, proof, other_hash),  # type: ignore[arg-type]
+                   lambda: verify_consistency(some_size, other_size, some_hash, other_hash, proof)):  # type: ignore[arg-type]
+        try:
+            verify()
+        except ProofRejected:
+            pass
+
+
 def test_a_proof_that_is_not_a_list_of_hashes_is_malformed() -> None:
     root = LOG.source.root(2)
     assert _reason_of_inclusion(LOG.leaves[0], 0, 2, LOG.leaves[1], root) == merkle.REJECTED_MALFORMED_HASH
