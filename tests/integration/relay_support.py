@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import threading
 import uuid
@@ -22,9 +21,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.support.brokers import NATS_URL, delete_stream, nats_address, nats_reachable
 from tests.support.postgres import running_under_ci
 
-NATS_URL = os.environ.get("INVARIO_TEST_NATS_URL", "nats://127.0.0.1:4222")
 
 
 @dataclass(frozen=True)
@@ -44,31 +43,16 @@ class Stream:
 @pytest.fixture
 def nats_stream() -> Iterator[Stream]:
     """A stream name and subject prefix of this test's own on the real NATS; the stream is deleted afterwards."""
-    parts = urlsplit(NATS_URL)
-    try:
-        socket.create_connection((parts.hostname, parts.port or 4222), timeout=1.0).close()
-    except OSError as exc:
-        message = f"NATS unavailable at {parts.hostname}:{parts.port}: {exc}"
+    if not nats_reachable():
+        host, port = nats_address()
+        message = f"NATS unavailable at {host}:{port}"
         if running_under_ci():
             pytest.fail(f"CI=true requires NATS for the relay's tests. {message}")
         pytest.skip(message)
     token = uuid.uuid4().hex[:10]
     stream = Stream(NATS_URL, f"INVARIO_TEST_{token.upper()}", f"invtest{token}")
     yield stream
-    asyncio.run(_delete(stream))
-
-
-async def _delete(stream: Stream) -> None:
-    import nats
-    from nats.js.errors import NotFoundError
-
-    client = await nats.connect(stream.url)
-    try:
-        await client.jetstream().delete_stream(stream.name)
-    except NotFoundError:
-        pass
-    finally:
-        await client.close()
+    delete_stream(stream.url, stream.name)
 
 
 @dataclass(frozen=True)
