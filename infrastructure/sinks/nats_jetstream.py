@@ -3,9 +3,13 @@
 Messages go to ``<prefix>.<tenant>.<aggregate type>.<event>`` in one stream
 (created, capturing ``<prefix>.>``, when missing). Each carries the header
 ``Nats-Msg-Id`` = its log position, so JetStream drops a re-sent one within the
-stream's duplicate window. Messages are published one after the other, each ack
-awaited before the next is sent: a failure leaves a prefix of the batch in the
-stream and nothing after it, so a retry never reorders.
+stream's duplicate window. A batch's messages are sent without waiting for each
+acknowledgement (one round trip per batch, not per message), and chained: each
+carries ``Nats-Expected-Last-Msg-Id`` = the id of the message before it, so the
+stream stores a message only right after its predecessor. A failure therefore
+leaves a prefix of the batch in the stream and nothing after it, and a retry
+never reorders: it starts after the stream's last message id, read back from
+the stream whenever the sink is not sure of it (at start, after any failure).
 
 nats-py is asyncio; the ledger's relay is not. The sink owns an event loop in a
 daemon thread of its own and ``publish`` waits on it, boundedly. The connection
@@ -28,6 +32,7 @@ from infrastructure.sinks.message import OutboundMessage
 log = logging.getLogger(__name__)
 
 SINK_NAME = "nats"
+ACKS_PER_SECOND_MIN = 1_000  # a batch's acknowledgements may take this long beyond the timeout
 
 
 class SinkUnavailable(Exception):
@@ -47,6 +52,7 @@ class NatsJetStreamSink:
         self.timeout_seconds = timeout_seconds
         self._client: Any = None
         self._jetstream: Any = None
+        self._last_id: str | None = None  # the stream's last message id, as this sink last knew it
         self._client_error: Exception | None = None  # the client's last one: why a connection failed
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="invario-relay-nats", daemon=True)
@@ -76,10 +82,34 @@ class NatsJetStreamSink:
 
     async def _publish(self, messages: list[OutboundMessage]) -> None:
         jetstream = await self._connected()
+        last = self._last_id if self._last_id is not None else await self._stream_last_id()
+        acks = []
         for message in messages:
+            if last is not None and int(message.id) <= int(last):
+                continue  # stored by an earlier attempt whose acknowledgement never came back
             headers = {"Nats-Msg-Id": message.id, "Content-Type": message.content_type}
-            await jetstream.publish(self.subject(message), message.body, timeout=self.timeout_seconds,
-                                    stream=self.stream, headers=headers)
+            if last is None:
+                headers["Nats-Expected-Last-Sequence"] = "0"  # the first message of an empty stream
+            else:
+                headers["Nats-Expected-Last-Msg-Id"] = last
+            acks.append(await jetstream.publish_async(self.subject(message), message.body, stream=self.stream,
+                                                      headers=headers, wait_stall=self.timeout_seconds))
+            last = message.id
+        # Bounded: nats-py leaves an acknowledgement that is an error (a broken chain)
+        # unresolved instead of failing it, so only the time limit ends that wait.
+        await asyncio.wait_for(asyncio.gather(*acks), self.timeout_seconds * (1 + len(acks) / ACKS_PER_SECOND_MIN))
+        self._last_id = last
+
+    async def _stream_last_id(self) -> str | None:
+        """The id of the stream's last message (None: the stream is empty)."""
+        info = await self._jetstream.stream_info(self.stream)
+        if not info.state.last_seq:
+            return None
+        stored = await self._jetstream.get_msg(self.stream, info.state.last_seq)
+        last = (stored.headers or {}).get("Nats-Msg-Id")
+        if last is None or not last.isdigit():
+            raise SinkUnavailable(f"stream {self.stream} ends with a message the relay did not publish")
+        return str(last)
 
     async def _connected(self) -> Any:
         if self._client is not None and self._client.is_connected:
@@ -115,6 +145,7 @@ class NatsJetStreamSink:
 
     async def _disconnect(self) -> None:
         client, self._client, self._jetstream = self._client, None, None
+        self._last_id = None  # read back from the stream on the next connection
         if client is not None and not client.is_closed:
             try:
                 await client.close()
