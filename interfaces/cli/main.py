@@ -23,7 +23,7 @@ from interfaces.cli import (
     relay_cmds,
     tenant_cmds,
 )
-from interfaces.cli.common import operator_errors
+from interfaces.cli.common import EXIT_CONFIG, EXIT_PORT_BUSY, fail, operator_errors
 from interfaces.cli.common import prepare_schema as _prepare_schema  # a module name: tests replace it
 
 if TYPE_CHECKING:
@@ -91,6 +91,7 @@ def serve(
     with operator_errors():
         settings = get_settings()
         unsafe_to_serve()
+        _refuse_a_busy_address(host or settings.host, port or settings.port)
         runtime = open_runtime(settings, serving=True)
         _prepare_schema(runtime)
         try:
@@ -120,6 +121,25 @@ def serve(
             thread.stop()
         runtime.close()
     typer.echo("invario: stopped", err=True)
+
+
+def _refuse_a_busy_address(host: str, port: int) -> None:
+    """Exit 5 with one line when another process listens on the address, before opening anything:
+    uvicorn would only find out after the store was opened, and say so in a traceback-like log."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise fail(f"cannot listen on {host}:{port}: {exc.strerror}", EXIT_CONFIG) from None
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise fail(f"cannot listen on {host}:{port}: {exc.strerror} (another process listens there? "
+                       "stop it, or choose --port / INVARIO_PORT)", EXIT_PORT_BUSY) from None
 
 
 def _resume_followers_when_the_database_returns(runtime: Runtime, thread: Any) -> None:

@@ -114,3 +114,16 @@ def _wait_for_health(url: str, server: subprocess.Popen, seconds: float = 30) ->
             pass
         time.sleep(0.2)
     raise AssertionError(f"{url} did not answer within {seconds} s")
+
+
+def test_serve_on_a_busy_port_says_so_with_its_own_exit_code(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_invario("serve", "--port", str(port), env={"INVARIO_DATABASE_URL": f"sqlite:///{tmp_path}/a.db"})
+
+    assert done.returncode == 5, done.stderr
+    assert done.stderr.strip() == (f"invario: cannot listen on 127.0.0.1:{port}: Address already in use "
+                                   "(another process listens there? stop it, or choose --port / INVARIO_PORT)")
+    assert not (tmp_path / "a.db").exists()  # refused before anything was opened
