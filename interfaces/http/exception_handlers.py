@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.errors import LedgerError
@@ -76,8 +77,22 @@ def response_for(request: Request, exc: Exception, *, quiet: bool = False) -> JS
         detail = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         limit = getattr(exc, "limit", None)
         extensions = {"limit": limit} if limit is not None else {}
-        return _problem(request, ApiProblem(exc.status_code, code, detail, dict(exc.headers or {}), extensions))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return _problem(request, ApiProblem(exc.status_code, code, detail, headers, extensions))
     return None
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers at this path. Starlette's 405 names only the first
+    route whose path matched (``OPTIONS /v1/accounts`` said ``Allow: POST``, leaving out GET)."""
+    routes = request.app.router.routes
+    return [method for method in _METHODS
+            if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)]
 
 
 def log_rejection(exc: Exception) -> None:

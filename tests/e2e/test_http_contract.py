@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests.e2e.http_fixtures import Api, assert_problem, sqlite_api  # noqa: F401
 
 OPERATION_ID = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -34,3 +36,17 @@ def test_every_answer_carries_the_security_headers(sqlite_api: Api) -> None:
         assert answer.headers["x-content-type-options"] == "nosniff", answer.request.url
         assert answer.headers["cache-control"] == "no-store", answer.request.url
         assert answer.headers["x-request-id"]
+
+
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("OPTIONS", "/v1/accounts", "GET, POST"),
+    ("DELETE", "/v1/accounts", "GET, POST"),
+    ("PUT", "/v1/transactions", "GET, POST"),
+    ("POST", "/v1/recurring-transactions/any-id", "GET, DELETE"),
+    ("DELETE", "/health", "GET"),
+])
+def test_a_405_allows_every_method_of_its_path(sqlite_api: Api, method: str, path: str, allowed: str) -> None:
+    answer = sqlite_api.client.request(method, path)
+
+    assert_problem(answer, 405, "method_not_allowed")
+    assert answer.headers["allow"] == allowed
