@@ -17,6 +17,7 @@ from typing import Any
 import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.logging_setup import configure_logging
@@ -50,6 +51,9 @@ TAGS = [
 ]
 
 
+DOCS_ASSETS_PATH = "/docs-assets"  # Swagger UI's and ReDoc's files, served from the fastapi-offline package
+
+
 def operation_id(route: APIRoute) -> str:
     """The route function's name (``post_transaction``, ``open_account``): what a client
     generated from /openapi.json calls its functions, instead of FastAPI's default of
@@ -59,8 +63,9 @@ def operation_id(route: APIRoute) -> str:
 
 def create_app(runtime: Runtime, services: ApiServices | None = None) -> FastAPI:
     services = services or build_api_services(runtime)
-    app = FastAPI(title="Invario", version="0.1.0", description=API_DESCRIPTION, openapi_tags=TAGS,
-                  telemetry=NATIVE_TELEMETRY_OFF, generate_unique_id_function=operation_id)
+    app = FastAPIOffline(title="Invario", version="0.1.0", description=API_DESCRIPTION, openapi_tags=TAGS,
+                         telemetry=NATIVE_TELEMETRY_OFF, generate_unique_id_function=operation_id,
+                         static_url=DOCS_ASSETS_PATH)
     app.state.runtime = runtime
     app.state.services = services
     app.state.read_models, app.state.tenant_directory = services.read_models, services.tenant_directory

@@ -50,3 +50,12 @@ def test_a_405_allows_every_method_of_its_path(sqlite_api: Api, method: str, pat
 
     assert_problem(answer, 405, "method_not_allowed")
     assert answer.headers["allow"] == allowed
+
+
+def test_the_docs_pages_load_nothing_from_elsewhere(sqlite_api: Api) -> None:
+    for page in ("/docs", "/redoc"):
+        html = sqlite_api.client.get(page).text
+        scripts = re.findall(r'(?:src|href)="([^"]+)"', html)
+        assert scripts and all(url.startswith("/") for url in scripts), (page, scripts)
+        assert "cdn." not in html and "fonts.googleapis" not in html
+    assert sqlite_api.client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
