@@ -57,5 +57,6 @@ def connect_arguments(database: DatabaseURL, options: dict[str, Any]) -> dict[st
         "user": database.user,
         "password": database.password or None,
         "dbname": database.dbname,
+        **database.libpq_options(),
         **options,
     }

@@ -79,7 +79,8 @@ def eventsourcing_env(settings: Settings, database: DatabaseURL, *, serving: boo
             # Bounded retries (a dead database answers fast), and idempotency records
             # written in the events' transaction.
             APPLICATION_RECORDER_TOPIC=recorders.POSTGRES_TOPIC,
-            POSTGRES_CONNECTION_OPTIONS=make_conninfo("", **postgres_options(settings, serving=serving)),
+            POSTGRES_CONNECTION_OPTIONS=make_conninfo("", **database.libpq_options(),
+                                                      **postgres_options(settings, serving=serving)),
             POSTGRES_POOL_TIMEOUT=str(settings.db_pool_timeout_seconds),
         )
     else:

@@ -127,3 +127,17 @@ def test_serve_on_a_busy_port_says_so_with_its_own_exit_code(tmp_path: Path) -> 
     assert done.stderr.strip() == (f"invario: cannot listen on 127.0.0.1:{port}: Address already in use "
                                    "(another process listens there? stop it, or choose --port / INVARIO_PORT)")
     assert not (tmp_path / "a.db").exists()  # refused before anything was opened
+
+
+def test_sslmode_require_against_a_server_without_tls_is_refused(pg_database_url: str) -> None:
+    """The URL's sslmode reaches the connection: no silent fall-back to plaintext."""
+    import psycopg
+
+    with psycopg.connect(pg_database_url) as connection:
+        if connection.execute("SHOW ssl").fetchone() == ("on",):
+            pytest.skip("this PostgreSQL server has TLS: the refusal needs one without")
+    result = run_invario("migrate", env={"INVARIO_DATABASE_URL": f"{pg_database_url}?sslmode=require"})
+
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.strip().startswith("invario: database unavailable:")
+    assert "SSL was required" in result.stderr and len(result.stderr.strip().splitlines()) == 1
