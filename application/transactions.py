@@ -17,6 +17,7 @@ from application.group_commit import ReceiptTaken
 from application.tenants import tenant_of, writable_tenant
 from application.write_path import WritePath
 from domain.account import Account
+from domain.dates import check_effective_date
 from domain.errors import (
     CurrencyMismatch,
     DuplicateExternalId,
@@ -233,7 +234,8 @@ class Transactions:
             writable_tenant(aggregates, tenant_id)
             original = transaction_of(aggregates, tenant_id, transaction_id)
             check_version(original, expected_version)
-            when = effective_date or datetime.now(timezone.utc).date()
+            # By default today, or the original's own date if that is later (a future-dated entry).
+            when = effective_date or max(datetime.now(timezone.utc).date(), original.effective_date)
             reversal = original.reverse(when, description)
             accounts = _posting_accounts(aggregates, tenant_id, _instructions_of(reversal.postings))
             _apply_postings(reversal, accounts)
@@ -260,8 +262,7 @@ def _posting_accounts(aggregates: Aggregates, tenant_id: UUID,
 
 
 def _check_effective_date(effective_date: object) -> None:
-    if not isinstance(effective_date, date) or isinstance(effective_date, datetime):
-        raise InvalidTransaction("effective_date must be a calendar date (YYYY-MM-DD)", field="effective_date")
+    check_effective_date(effective_date)
 
 
 def _check_request(request: TransactionRequest) -> None:

@@ -380,6 +380,11 @@ class Transaction(ChainedAggregate):
                 transaction_id=str(self.id),
                 reversed_by=str(self.reversed_by),
             )
+        if effective_date < self.effective_date:
+            raise InvalidTransaction(
+                f"a reversal cannot be dated before the transaction it reverses ({self.effective_date.isoformat()})",
+                field="effective_date", transaction_id=str(self.id),
+            )
         opposite = tuple(Posting(p.account_id, -p.amount_minor, p.currency) for p in self.postings)
         reversal = Transaction._post(
             reversal_id_for(self.id), self.tenant_id, None, effective_date, opposite,

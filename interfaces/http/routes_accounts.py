@@ -25,7 +25,7 @@ from interfaces.http.representations import (
     hold_from_view,
 )
 from interfaces.http.responses import IfMatch, MinPosition, await_position, expected_version, respond
-from interfaces.http.schemas import AccountOut, AccountPage, BalanceOut, EntryPage, HoldPage, OpenAccount
+from interfaces.http.schemas import AccountOut, AccountPage, BalanceOut, EntryPage, HoldPage, IsoDate, OpenAccount
 from interfaces.http.services import committed, runtime_of
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
@@ -71,7 +71,7 @@ def get_account(request: Request, account_id: UUID, principal: Reader, min_posit
 @router.get("/{account_id}/balance", response_model=BalanceOut, responses=QUERY_ERRORS,
             summary="An account's balance, now or at the end of an effective date")
 def get_balance(request: Request, account_id: UUID, principal: Reader,
-                as_of: Annotated[date | None, Query(description="Effective date (inclusive)")] = None,
+                as_of: Annotated[IsoDate | None, Query(description="Effective date (inclusive)")] = None,
                 min_position: MinPosition = None) -> Response:
     models = read_models(request)
     await_position(request, models, min_position)
@@ -85,8 +85,8 @@ def get_balance(request: Request, account_id: UUID, principal: Reader,
             summary="The account's statement: entries with a running balance")
 def list_entries(  # noqa: PLR0913
     request: Request, account_id: UUID, principal: Reader, cursor: Cursor = None, limit: Limit = 50,
-    date_from: Annotated[date | None, Query(description="First effective date (inclusive)")] = None,
-    date_to: Annotated[date | None, Query(description="Last effective date (inclusive)")] = None,
+    date_from: Annotated[IsoDate | None, Query(description="First effective date (inclusive)")] = None,
+    date_to: Annotated[IsoDate | None, Query(description="Last effective date (inclusive)")] = None,
     min_position: MinPosition = None,
 ) -> Response:
     check_date_range(date_from, date_to)

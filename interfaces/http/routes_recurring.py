@@ -26,7 +26,7 @@ from interfaces.http.docs import CREATE_ERRORS, LIST_ERRORS, QUERY_ERRORS
 from interfaces.http.keyed_commands import IdempotencyKey, run_command
 from interfaces.http.read_access import Cursor, Limit, read_models, reading_page
 from interfaces.http.responses import MinPosition, await_position, respond
-from interfaces.http.schemas import Body, Page, PostingIn, PostingOut
+from interfaces.http.schemas import Body, IsoDate, Page, PostingIn, PostingOut
 from interfaces.http.services import committed, services_of
 from projections.read_models.recurring_queries import RecurringReadModel, RecurringView
 
@@ -47,8 +47,8 @@ class CreateRecurringTransaction(Body):
     day_of_month: int | None = Field(
         None, description="Monthly schedules only: 1-31; in shorter months the run falls on the last day",
     )
-    start_date: date = Field(description="The first day a run may fall on (runs are posted with their own date)")
-    end_date: date | None = Field(None, description="The last day a run may fall on (inclusive); none: no end")
+    start_date: IsoDate = Field(description="The first day a run may fall on (runs are posted with their own date)")
+    end_date: IsoDate | None = Field(None, description="The last day a run may fall on (inclusive); none: no end")
     description: str = Field("", max_length=DESCRIPTION_LENGTH_MAX)
     postings: list[PostingIn] = Field(json_schema_extra={"minItems": POSTINGS_MIN, "maxItems": POSTINGS_MAX},
                                       description="The template: postings summing to zero per currency")

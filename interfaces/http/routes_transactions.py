@@ -26,6 +26,7 @@ from interfaces.http.representations import (
 )
 from interfaces.http.responses import IfMatch, MinPosition, await_position, expected_version, respond
 from interfaces.http.schemas import (
+    IsoDate,
     PostHold,
     PostTransaction,
     ReverseTransaction,
@@ -87,8 +88,8 @@ async def post_transaction(request: Request, body: PostTransaction, principal: W
 def list_transactions(  # noqa: PLR0913
     request: Request, principal: Reader,
     account_id: Annotated[UUID | None, Query(description="Only transactions posting to this account")] = None,
-    date_from: Annotated[date | None, Query(description="First effective date (inclusive)")] = None,
-    date_to: Annotated[date | None, Query(description="Last effective date (inclusive)")] = None,
+    date_from: Annotated[IsoDate | None, Query(description="First effective date (inclusive)")] = None,
+    date_to: Annotated[IsoDate | None, Query(description="Last effective date (inclusive)")] = None,
     cursor: Cursor = None, limit: Limit = 50, min_position: MinPosition = None,
 ) -> Response:
     check_date_range(date_from, date_to)

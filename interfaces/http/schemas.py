@@ -12,14 +12,16 @@ with their codes.
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from application.ledger import POST_TRANSACTIONS_MAX
 from domain.account import NAME_LENGTH_MAX
+from domain.dates import EFFECTIVE_DATE_MAX, EFFECTIVE_DATE_MIN
 from domain.metadata import METADATA_KEYS_MAX
 from domain.tenant import REASON_LENGTH_MAX
 from domain.transaction import DESCRIPTION_LENGTH_MAX, POSTINGS_MAX, POSTINGS_MIN
@@ -27,6 +29,29 @@ from domain.transaction import DESCRIPTION_LENGTH_MAX, POSTINGS_MAX, POSTINGS_MI
 AMOUNT_LENGTH_MAX = 64
 BATCH_TRANSACTIONS_MAX = POST_TRANSACTIONS_MAX  # per POST /v1/transactions/batch: what one bulk ledger call takes
 AMOUNT_PATTERN = r"^[+-]?\d{1,30}(\.\d{1,30})?$"
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+DATE_RULE = (f"a calendar date written YYYY-MM-DD, from {EFFECTIVE_DATE_MIN.isoformat()} "
+             f"to {EFFECTIVE_DATE_MAX.isoformat()}")
+
+
+def _written_as_iso(value: Any) -> Any:
+    # pydantic would also read 0 as 1970-01-01, and any number as a timestamp.
+    if (isinstance(value, date) and not isinstance(value, datetime)) or (
+            isinstance(value, str) and _ISO_DATE.fullmatch(value)):
+        return value
+    raise ValueError(f"must be {DATE_RULE}")
+
+
+def _in_range(value: date) -> date:
+    if not EFFECTIVE_DATE_MIN <= value <= EFFECTIVE_DATE_MAX:
+        raise ValueError(f"must be {DATE_RULE}")
+    return value
+
+
+# Every date a client sends (bodies and query strings): docs/input-rules.md, "Dates".
+IsoDate = Annotated[date, BeforeValidator(_written_as_iso), AfterValidator(_in_range),
+                    WithJsonSchema({"type": "string", "format": "date", "pattern": r"^\d{4}-\d{2}-\d{2}$",
+                                    "minLength": 10, "maxLength": 10})]
 Metadata = dict[str, str]
 
 _AMOUNT_HINT = {"pattern": AMOUNT_PATTERN, "examples": ["10.00"]}
@@ -61,7 +86,9 @@ class PostingIn(Body):
     account_id: UUID
     amount: str = Field(
         max_length=AMOUNT_LENGTH_MAX, json_schema_extra=_AMOUNT_HINT,
-        description="Signed decimal string in the account's currency; positive is a debit",
+        description="Signed decimal string in the account's currency; positive is a debit. Its value must fit the "
+        "currency's minor unit exactly: trailing zeros beyond it are accepted (1.000 BRL is 1.00), any other "
+        "digit there is amount_precision_exceeded; nothing is rounded",
     )
     currency: str | None = Field(None, max_length=3, description="Optional; must match the account's currency")
 
@@ -78,7 +105,7 @@ class PostTransaction(Body):
     }]})
 
     external_id: str = Field(max_length=128, description="Your unique id of this transaction, per tenant")
-    effective_date: date
+    effective_date: IsoDate
     description: str = Field("", max_length=DESCRIPTION_LENGTH_MAX)
     postings: list[PostingIn] = Field(
         json_schema_extra={"minItems": POSTINGS_MIN, "maxItems": POSTINGS_MAX},
@@ -131,7 +158,7 @@ class PostHold(Body):
         description="Amounts to capture per account of the hold (same sign, at most the held amount, balanced); "
         "omitted: capture it all. What is not captured is released.",
     )
-    effective_date: date | None = Field(None, description="Defaults to the hold's effective date")
+    effective_date: IsoDate | None = Field(None, description="Defaults to the hold's effective date")
 
 
 class ReverseTransaction(Body):
@@ -139,7 +166,7 @@ class ReverseTransaction(Body):
         {"effective_date": "2026-11-24", "description": "Posted twice by mistake"},
     ]})
 
-    effective_date: date | None = Field(None, description="Defaults to today (UTC)")
+    effective_date: IsoDate | None = Field(None, description="Defaults to today (UTC)")
     description: str = Field("", max_length=DESCRIPTION_LENGTH_MAX)
 
 
