@@ -146,10 +146,7 @@ class WritePath:
             receipt = current_receipt() if commit else None
             batch = Batch(self._store, decisions, self.conflict_lane, reads, batch_receipt=receipt,
                           presumed_new=presumed_new, held=self._holds_state())
-            try:
-                return batch.run(commit=commit, failure_stops_all=True, atomic=atomic)
-            finally:
-                self._note_conflicts(batch)
+            return self._run(batch, commit=commit, failure_stops_all=True, atomic=atomic)
 
     def _run_submissions(self, submissions: Sequence[Any]) -> list[Any]:
         # The writer thread is this process's only batch writer; the locks keep the
@@ -160,15 +157,16 @@ class WritePath:
             new = [key for submission in submissions for key in submission.presumed_new]
             batch = Batch(self._store, [s.decide for s in submissions], self.conflict_lane, reads,
                           [s.receipt for s in submissions], presumed_new=new, held=self._holds_state())
-            try:
-                return batch.run()
-            finally:
-                self._note_conflicts(batch)
+            return self._run(batch)
 
     def _holds_state(self) -> bool:
         """Whether a batch may decide on the state this process holds (issue 15, item 3)."""
         return time.monotonic() >= self._reading_until
 
-    def _note_conflicts(self, batch: Batch) -> None:
-        if batch.conflicts:
-            self._reading_until = time.monotonic() + HELD_STATE_PAUSE_SECONDS
+    def _run(self, batch: Batch, **options: Any) -> list[Any]:
+        """``batch.run``; after a conflict the next batches read their state for a while."""
+        try:
+            return batch.run(**options)
+        finally:
+            if batch.conflicts:
+                self._reading_until = time.monotonic() + HELD_STATE_PAUSE_SECONDS

@@ -115,11 +115,9 @@ class BoundedRetryPostgresRecorder(PostgresApplicationRecorder):
         # event) and the server parses it as text (~100 us an event); binary arrays of
         # plain types cost ~1.5 us and ~12 us (docs/performance.md, "Cheaper events").
         names = {"schema": Identifier(self.datastore.schema), "table": Identifier(self.events_table_name)}
-        self.insert_columns_statement = SQL(
-            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)"
-            " SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[])"
-            " RETURNING notification_id"
-        ).format(**names)
+        insert = ("INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)"
+                  " SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[])")
+        self.insert_columns_statement = SQL(insert + " RETURNING notification_id").format(**names)
         # The same insert, made only if each aggregate a batch decided on but did not
         # write is still at the version it read (0: absent). Under the table lock every
         # other writer's events are visible, so nothing can change in between; the
@@ -130,9 +128,7 @@ class BoundedRetryPostgresRecorder(PostgresApplicationRecorder):
             " WHERE e.originator_id = held.id), 0)"
         ).format(**names)
         self.insert_if_unchanged_statement = SQL(
-            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)"
-            " SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[])"
-            " WHERE NOT EXISTS ({changed}) RETURNING notification_id"
+            insert + " WHERE NOT EXISTS ({changed}) RETURNING notification_id"
         ).format(changed=changed, **names)
         self.select_changed_statement = changed
 

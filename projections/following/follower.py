@@ -142,6 +142,27 @@ class TrackingState:
         return now - _aware(self.updated_at) < REBUILD_LEASE
 
 
+@dataclass(frozen=True)
+class LogAfter:
+    """What the log holds after a position, read by a follower or the relay."""
+
+    notifications: list[Any]  # after the position, in order (the event at the position left out)
+    identity: str | None  # of the event at the position; None when it is 0 or the log no longer holds it
+    complete: bool  # fewer than asked for were there: nothing more up to ``stop``
+
+
+def read_log_after(ledger: Any, start: int, limit: int, stop: int | None = None) -> LogAfter:
+    """At most ``limit`` notifications from ``start`` on; the one at ``start`` (already applied or
+    relayed) only gives its identity, which the caller compares with the one it recorded there."""
+    notifications = list(ledger.recorder.select_notifications(start=max(start, 1), limit=limit, stop=stop))
+    complete = len(notifications) < limit
+    if start == 0:
+        return LogAfter(notifications, None, complete)
+    if not notifications or notifications[0].id != start:
+        return LogAfter([], None, False)
+    return LogAfter(notifications[1:], event_identity(ledger.mapper.to_domain_event(notifications[0])), complete)
+
+
 def event_identity(event: Any) -> str:
     """What a tracking row remembers of the event at its position."""
     found = getattr(event, "hash", None)
@@ -344,17 +365,12 @@ class FollowerGroup:
 
     def _fetch(self, start: int, stop: int | None) -> _Fetched:
         """Read the log after ``start`` (up to ``stop``) and decode the next whole batch."""
-        limit = self.batch_size + SAVE_EVENTS_MAX + 1
-        notifications = list(self.ledger.recorder.select_notifications(start=max(start, 1), limit=limit, stop=stop))
-        fetched_all = len(notifications) < limit
-        identity = None
-        if start > 0:
-            if not notifications or notifications[0].id != start:
-                return _Fetched((start, stop), None, [], reached_end=False)
-            identity = event_identity(self.ledger.mapper.to_domain_event(notifications[0]))
-            notifications = notifications[1:]  # the event at ``start`` is already applied
-        batch = self._decode_whole_transactions(notifications, fetched_all)
-        return _Fetched((start, stop), identity, batch, reached_end=fetched_all and len(batch) == len(notifications))
+        after = read_log_after(self.ledger, start, self.batch_size + SAVE_EVENTS_MAX + 1, stop)
+        if start > 0 and after.identity is None:
+            return _Fetched((start, stop), None, [], reached_end=False)
+        batch = self._decode_whole_transactions(after.notifications, after.complete)
+        return _Fetched((start, stop), after.identity, batch,
+                        reached_end=after.complete and len(batch) == len(after.notifications))
 
     def _decode_whole_transactions(self, notifications: Sequence[Any], fetched_all: bool) -> list[LoggedEvent]:
         """At least ``batch_size`` events (when there are that many), ending between ledger transactions.

@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 from application.ledger import Ledger
 from infrastructure.sinks.message import OutboundMessage, Sink
 from infrastructure.telemetry import instruments, relay_lag
-from projections.following.follower import BATCH_SIZE_MAX, LogDiverged, event_identity
+from projections.following.follower import BATCH_SIZE_MAX, LogDiverged, event_identity, read_log_after
 from projections.relay.messages import build_message
 from projections.relay.origins import Origins
 from projections.relay.position import advance_position, read_position, record_error
@@ -72,18 +72,15 @@ class Relay:
 
     def _read_after(self, position: int, event_hash: str | None) -> list[tuple[int, Any]]:
         """The next batch after ``position``, once the event at ``position`` is checked to be the relayed one."""
-        limit = self.batch_size + (1 if position > 0 else 0)
-        notifications = list(self.ledger.recorder.select_notifications(start=max(position, 1), limit=limit))
+        after = read_log_after(self.ledger, position, self.batch_size + (1 if position > 0 else 0))
         if position > 0:
-            if not notifications or notifications[0].id != position:
+            if after.identity is None:
                 raise LogDiverged(f"the event log no longer holds the event relayed at position {position}: "
                                   "restored from an older backup or rewritten")
-            relayed = event_identity(self.ledger.mapper.to_domain_event(notifications[0]))
-            if event_hash is not None and relayed != event_hash:
+            if event_hash is not None and after.identity != event_hash:
                 raise LogDiverged(f"the event at position {position} is not the one relayed: the log was "
                                   "restored from an older backup or rewritten")
-            notifications = notifications[1:]
-        return [(n.id, self.ledger.mapper.to_domain_event(n)) for n in notifications]
+        return [(n.id, self.ledger.mapper.to_domain_event(n)) for n in after.notifications]
 
     def _messages(self, events: Sequence[tuple[int, Any]]) -> list[OutboundMessage]:
         self.origins.learn(event for _, event in events)

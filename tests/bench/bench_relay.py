@@ -1,7 +1,7 @@
 """The relay to NATS JetStream (issue 17): events/s from the log to acknowledged messages.
 
 A throwaway PostgreSQL database gets a log of transfers (three events each,
-posted in bulk), then one relay publishes it from position 0 to a stream of its
+``ledger_data.populate``), then one relay publishes it from position 0 to a stream of its
 own (a unique name and subject prefix, deleted afterwards) until it has caught
 up. The rate counts log events covered per second of the relay's run; the
 relay's CPU is given beside it. End-to-end lag under load is measured by
@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import secrets
 import time
-from datetime import date
 
-from domain.account import Account
 from infrastructure.migrate import upgrade_to_head
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.settings import Settings
 from interfaces.bootstrap import build_relay
-from application.ledger import PostingInstruction, TransactionRequest
+from tests.bench.ledger_data import populate
 from tests.bench.measurement import Measurement
 from tests.bench.support import throwaway_postgres
 from tests.support.brokers import NATS_URL, delete_stream, nats_reachable
@@ -27,7 +25,6 @@ from tests.support.brokers import NATS_URL, delete_stream, nats_reachable
 TARGET_EVENTS_PER_SECOND = 20_000  # issue 17
 FULL_TRANSFERS, SMOKE_TRANSFERS = 10_000, 200
 ACCOUNTS = 100
-CHUNK = 1_000  # post_transactions' bound
 
 
 def run(smoke: bool) -> list[Measurement]:
@@ -43,7 +40,7 @@ def run(smoke: bool) -> list[Measurement]:
         runtime = open_runtime(settings)
         try:
             upgrade_to_head(runtime.engine)
-            _write_log(runtime, SMOKE_TRANSFERS if smoke else FULL_TRANSFERS)
+            populate(runtime.ledger, SMOKE_TRANSFERS if smoke else FULL_TRANSFERS, accounts=ACCOUNTS)
             events, seconds, cpu = _relay_everything(runtime)
         finally:
             delete_stream(NATS_URL, settings.relay_nats_stream)
@@ -51,21 +48,6 @@ def run(smoke: bool) -> list[Measurement]:
     rate = events / seconds if seconds else 0.0
     note = f"{events:,} events in {seconds:.1f} s, relay CPU {cpu / seconds if seconds else 0:.2f} core"
     return [Measurement(name, rate, "events/s", TARGET_EVENTS_PER_SECOND, note=note)]
-
-
-def _write_log(runtime: Runtime, transfers: int) -> None:
-    tenant = runtime.ledger.create_tenant("bench").aggregate
-    accounts = [Account.open(tenant.id, f"a{n}", f"Account {n}", "BRL", "asset") for n in range(ACCOUNTS)]
-    runtime.ledger.save(*accounts)
-    for start in range(0, transfers, CHUNK):
-        requests = [
-            TransactionRequest(f"t{n}", date(2026, 12, 1), [
-                PostingInstruction(accounts[n % ACCOUNTS].id, "1.00", None),
-                PostingInstruction(accounts[(n + 1) % ACCOUNTS].id, "-1.00", None),
-            ])
-            for n in range(start, min(transfers, start + CHUNK))
-        ]
-        runtime.ledger.post_transactions(tenant.id, requests)
 
 
 def _relay_everything(runtime: Runtime) -> tuple[int, float, float]:
