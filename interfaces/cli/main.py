@@ -113,9 +113,11 @@ def serve(
                + (f" with {workers} worker processes" if workers > 1 else ""), err=True)
     try:
         if workers > 1:
-            _serve_workers(workers, host or settings.host, port or settings.port, settings.log_level.lower())
+            _serve_workers(workers, host or settings.host, port or settings.port, settings.log_level.lower(),
+                           settings.trusted_proxies)
         else:
-            _serve_until_signalled(api, host or settings.host, port or settings.port, settings.log_level.lower())
+            _serve_until_signalled(api, host or settings.host, port or settings.port, settings.log_level.lower(),
+                                   settings.trusted_proxies)
     finally:
         if thread:
             thread.stop()
@@ -162,7 +164,15 @@ def _resume_followers_when_the_database_returns(runtime: Runtime, thread: Any) -
 SHUTDOWN_GRACE_SECONDS = 15  # in-flight requests; then <= 10 s for the followers' batch, and closing the store: < 30 s
 
 
-def _serve_until_signalled(api: object, host: str, port: int, log_level: str) -> None:
+def _proxy_options(trusted_proxies: str) -> dict[str, Any]:
+    """uvicorn believes X-Forwarded-For from these peers only (INVARIO_TRUSTED_PROXIES, never its own
+    FORWARDED_ALLOW_IPS): the client address of the logs and of the failed-authentication throttle."""
+    if not trusted_proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": trusted_proxies}
+
+
+def _serve_until_signalled(api: object, host: str, port: int, log_level: str, trusted_proxies: str) -> None:
     """Run uvicorn until SIGTERM/SIGINT, then return (instead of dying by the signal) so the caller can close."""
     import uvicorn
 
@@ -180,17 +190,17 @@ def _serve_until_signalled(api: object, host: str, port: int, log_level: str) ->
     # log_config=None: uvicorn's error logger reaches the JSON handler set up by the caller. Its access
     # log is off: the middleware's http_request line says the same and more, once per request.
     config = uvicorn.Config(api, host=host, port=port, log_level=log_level, log_config=None, access_log=False,
-                            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS, **_proxy_options(trusted_proxies))
     Server(config).run()
 
 
-def _serve_workers(workers: int, host: str, port: int, log_level: str) -> None:
+def _serve_workers(workers: int, host: str, port: int, log_level: str, trusted_proxies: str) -> None:
     """uvicorn's process supervisor: each worker builds its own app (and store) with the factory."""
     import uvicorn
 
     uvicorn.run("interfaces.http.app:create_app_in_worker", factory=True, workers=workers, host=host, port=port,
                 log_level=log_level, log_config=None, access_log=False,
-                timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS, **_proxy_options(trusted_proxies))
 
 
 @app.command()
