@@ -175,13 +175,17 @@ class ApiServices:
     recurring: RecurringTransactions
     recurring_reads: RecurringReadModel
     batch_store: BatchStore
-    batch_runner: BatchRunner | None  # on SQLite only: no separate worker is needed there
+    batch_runner: BatchRunner | None  # on SQLite, or with run_batches: no separate worker is needed
     integrity_monitor: IntegrityMonitor
     admin_token: str | None = field(default=None, repr=False)
 
 
-def build_api_services(runtime: Runtime) -> ApiServices:
-    """Wire the API's services; a missing or short pepper is a one-line ``ConfigError``."""
+def build_api_services(runtime: Runtime, *, run_batches: bool = False) -> ApiServices:
+    """Wire the API's services; a missing or short pepper is a one-line ``ConfigError``.
+
+    The API runs queued batches itself on SQLite (one process serves it), and on PostgreSQL
+    when ``run_batches`` (``invario serve`` with its followers: the single-process layout).
+    """
     settings = runtime.settings
     install_log_record_factory()
     setup_telemetry("invario-api")  # once per process: the MeterProvider behind GET /metrics, the tracer
@@ -201,7 +205,8 @@ def build_api_services(runtime: Runtime) -> ApiServices:
         recurring=recurring,
         recurring_reads=recurring_reads,
         batch_store=batch_store,
-        batch_runner=None if runtime.database.is_postgres else build_batch_runner(runtime, "api", batch_store),
+        batch_runner=(build_batch_runner(runtime, "api", batch_store)
+                      if run_batches or not runtime.database.is_postgres else None),
         integrity_monitor=process_monitor(),
         admin_token=admin_token,
     )
