@@ -45,9 +45,12 @@ def _finished(served: ServedApi, location: str) -> dict[str, Any]:
     raise AssertionError(f"batch {location} did not finish:\n{served.log()[-3000:]}")
 
 
-def test_serve_alone_runs_batches_on_postgres(pg_database_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("options", [(), ("--workers", "2")], ids=["one-process", "workers"])
+def test_serve_alone_runs_batches_on_postgres(pg_database_url: str, tmp_path: Path, options: tuple[str, ...]) -> None:
+    """With --workers the runner stays in the parent process, beside the followers."""
     book = prepare_ledger(pg_database_url)
-    with ServedApi(pg_database_url, book, tmp_path / "serve.log", INVARIO_BATCH_POLL_SECONDS=POLL_SECONDS) as served:
+    with ServedApi(pg_database_url, book, tmp_path / "serve.log", *options,
+                   INVARIO_BATCH_POLL_SECONDS=POLL_SECONDS) as served:
         batch = _finished(served, _upload(served))
     assert (batch["status"], batch["accepted"], batch["rejected"]) == ("completed", LINES, 0)
     _, cash_minor, revenue_minor = write_side_counts(pg_database_url)
