@@ -25,7 +25,13 @@ from infrastructure.correlation import install_log_record_factory
 from infrastructure.idempotency import IdempotencyStore
 from infrastructure.integrity_monitor import IntegrityMonitor, process_monitor
 from infrastructure.jobs import CronSchedule, IntervalSchedule, Job, JobRunner, JobScheduler
-from infrastructure.rate_limit import DatabaseTokenBucket, InProcessTokenBucket, RateLimiter, Unlimited
+from infrastructure.rate_limit import (
+    DatabaseTokenBucket,
+    FailureThrottle,
+    InProcessTokenBucket,
+    RateLimiter,
+    Unlimited,
+)
 from infrastructure.runtime import Runtime, resolve_auth_pepper
 from infrastructure.signing import SigningKey, load_signing_key
 from infrastructure.sinks.nats_jetstream import NatsJetStreamSink
@@ -163,18 +169,23 @@ class ApiServices:
     access: AccessService
     idempotency: IdempotencyStore
     rate_limiter: RateLimiter
+    auth_throttle: FailureThrottle
     read_models: ReadModels
     tenant_directory: TenantDirectory
     recurring: RecurringTransactions
     recurring_reads: RecurringReadModel
     batch_store: BatchStore
-    batch_runner: BatchRunner | None  # on SQLite only: no separate worker is needed there
+    batch_runner: BatchRunner | None  # on SQLite, or with run_batches: no separate worker is needed
     integrity_monitor: IntegrityMonitor
     admin_token: str | None = field(default=None, repr=False)
 
 
-def build_api_services(runtime: Runtime) -> ApiServices:
-    """Wire the API's services; a missing or short pepper is a one-line ``ConfigError``."""
+def build_api_services(runtime: Runtime, *, run_batches: bool = False) -> ApiServices:
+    """Wire the API's services; a missing or short pepper is a one-line ``ConfigError``.
+
+    The API runs queued batches itself on SQLite (one process serves it), and on PostgreSQL
+    when ``run_batches`` (``invario serve`` with its followers: the single-process layout).
+    """
     settings = runtime.settings
     install_log_record_factory()
     setup_telemetry("invario-api")  # once per process: the MeterProvider behind GET /metrics, the tracer
@@ -188,12 +199,14 @@ def build_api_services(runtime: Runtime) -> ApiServices:
             runtime.engine, settings.idempotency_ttl_hours, settings.idempotency_lease_seconds
         ),
         rate_limiter=_rate_limiter(runtime),
+        auth_throttle=_auth_throttle(runtime),
         read_models=ReadModels(runtime.engine),
         tenant_directory=TenantDirectory(runtime.engine),
         recurring=recurring,
         recurring_reads=recurring_reads,
         batch_store=batch_store,
-        batch_runner=None if runtime.database.is_postgres else build_batch_runner(runtime, "api", batch_store),
+        batch_runner=(build_batch_runner(runtime, "api", batch_store)
+                      if run_batches or not runtime.database.is_postgres else None),
         integrity_monitor=process_monitor(),
         admin_token=admin_token,
     )
@@ -205,8 +218,20 @@ def open_access(runtime: Runtime) -> AccessService:
 
 def _rate_limiter(runtime: Runtime) -> RateLimiter:
     settings = runtime.settings
-    if settings.rate_limit_per_second == 0:
+    return _token_buckets(runtime, settings.rate_limit_per_second, settings.rate_limit_burst)
+
+
+def _auth_throttle(runtime: Runtime) -> FailureThrottle:
+    settings = runtime.settings
+    failures_max = settings.auth_failures_max
+    return FailureThrottle(_token_buckets(runtime, failures_max / settings.auth_failures_window_seconds,
+                                          max(1, failures_max)))
+
+
+def _token_buckets(runtime: Runtime, rate_per_second: float, burst: int) -> RateLimiter:
+    """Shared by every API process on PostgreSQL, in this process's memory on SQLite; a rate of 0: none."""
+    if rate_per_second == 0:
         return Unlimited()
     if runtime.database.is_postgres:
-        return DatabaseTokenBucket(runtime.engine, settings.rate_limit_per_second, settings.rate_limit_burst)
-    return InProcessTokenBucket(settings.rate_limit_per_second, settings.rate_limit_burst)
+        return DatabaseTokenBucket(runtime.engine, rate_per_second, burst)
+    return InProcessTokenBucket(rate_per_second, burst)
