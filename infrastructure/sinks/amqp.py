@@ -40,9 +40,9 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit
 
-from infrastructure.sinks.event_loop import LoopThread
+from infrastructure.sinks.event_loop import AsyncioSink
 from infrastructure.sinks.message import OutboundMessage, SinkUnavailable
-from infrastructure.sinks.urls import host_and_port, safe_error
+from infrastructure.sinks.urls import safe_error
 
 log = logging.getLogger(__name__)
 
@@ -52,38 +52,24 @@ APP_ID = "invario"
 PERSISTENT = 2  # AMQP delivery mode: written to disk by a durable queue
 
 
-class AmqpSink:
+class AmqpSink(AsyncioSink):
     """Publishes batches to one durable topic exchange, every message confirmed before ``publish`` returns."""
 
     name = SINK_NAME
     broker = "RabbitMQ"
 
     def __init__(self, url: str, exchange: str, routing_prefix: str, timeout_seconds: float) -> None:
-        self._url = url
-        self.where = host_and_port(url, 5671 if urlsplit(url).scheme == "amqps" else 5672)
+        super().__init__(url, 5671 if urlsplit(url).scheme == "amqps" else 5672, timeout_seconds)
         self.exchange = exchange
         self.routing_prefix = routing_prefix
-        self.timeout_seconds = timeout_seconds
         self._connection: Any = None
         self._channel: Any = None
-        self._loop = LoopThread("invario-relay-amqp")
 
     def routing_key(self, message: OutboundMessage) -> str:
         return message.subject(self.routing_prefix)
 
-    def publish(self, messages: list[OutboundMessage]) -> None:
-        bound = self.timeout_seconds * (4 + len(messages) / CONFIRMS_PER_SECOND_MIN)  # connect, declare, confirms
-        try:
-            self._loop.run(self._publish(messages), bound)
-        except Exception as exc:  # noqa: BLE001 - every failure is the broker's, told without the URL
-            self._loop.attempt(self._disconnect(), self.timeout_seconds)
-            raise SinkUnavailable(f"RabbitMQ at {self.where}: {safe_error(exc, self._url)}") from None
-
-    def close(self) -> None:
-        try:
-            self._loop.attempt(self._disconnect(), self.timeout_seconds)
-        finally:
-            self._loop.stop(self.timeout_seconds)
+    def _bound(self, count: int) -> float:
+        return self.timeout_seconds * (4 + count / CONFIRMS_PER_SECOND_MIN)  # connect, declare, then the confirms
 
     # --- on the sink's event loop -------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """An asyncio event loop in a daemon thread of its own: how a synchronous relay drives an asyncio client.
 
 The brokers' clients (nats-py, aio-pika) are asyncio; the relay is not. A sink
-owns one of these and waits on it, always boundedly.
+(``AsyncioSink``) owns one of these and waits on it, always boundedly.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ import logging
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
+
+from infrastructure.sinks.message import OutboundMessage, SinkUnavailable
+from infrastructure.sinks.urls import host_and_port, safe_error
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,44 @@ class LoopThread:
     def stop(self, timeout_seconds: float) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout_seconds)
+
+
+class AsyncioSink:
+    """What the asyncio sinks share: ``publish`` and ``close`` on their loop thread, failures told without
+    the URL. A subclass sets ``name`` and ``broker`` and writes ``_publish``, ``_disconnect`` and ``_bound``."""
+
+    name: str
+    broker: str
+
+    def __init__(self, url: str, default_port: int, timeout_seconds: float) -> None:
+        self._url = url
+        self.where = host_and_port(url, default_port)
+        self.timeout_seconds = timeout_seconds
+        self._loop = LoopThread(f"invario-relay-{self.name}")
+
+    def publish(self, messages: list[OutboundMessage]) -> None:
+        """Return once the broker acknowledged every message; otherwise drop the connection and raise."""
+        try:
+            self._loop.run(self._publish(messages), self._bound(len(messages)))
+        except Exception as exc:  # noqa: BLE001 - every failure is the broker's, told without the URL
+            self._loop.attempt(self._disconnect(), self.timeout_seconds)
+            raise SinkUnavailable(f"{self.broker} at {self.where}: {safe_error(exc, self._url)}") from None
+
+    def close(self) -> None:
+        try:
+            self._loop.attempt(self._disconnect(), self.timeout_seconds)
+        finally:
+            self._loop.stop(self.timeout_seconds)
+
+    def _bound(self, count: int) -> float:
+        """How long a batch of ``count`` messages may take, connecting included."""
+        raise NotImplementedError
+
+    async def _publish(self, messages: list[OutboundMessage]) -> None:
+        raise NotImplementedError
+
+    async def _disconnect(self) -> None:
+        raise NotImplementedError
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

@@ -25,9 +25,9 @@ import asyncio
 import logging
 from typing import Any
 
-from infrastructure.sinks.event_loop import LoopThread
+from infrastructure.sinks.event_loop import AsyncioSink
 from infrastructure.sinks.message import OutboundMessage, SinkUnavailable
-from infrastructure.sinks.urls import host_and_port, safe_error
+from infrastructure.sinks.urls import safe_error
 
 log = logging.getLogger(__name__)
 
@@ -36,40 +36,26 @@ DEFAULT_PORT = 4222
 ACKS_PER_SECOND_MIN = 1_000  # a batch's acknowledgements may take this long beyond the timeout
 
 
-class NatsJetStreamSink:
+class NatsJetStreamSink(AsyncioSink):
     """Publishes batches to one JetStream stream, acks awaited in order."""
 
     name = SINK_NAME
     broker = "NATS"
 
     def __init__(self, url: str, stream: str, subject_prefix: str, timeout_seconds: float) -> None:
-        self._url = url
-        self.where = host_and_port(url, DEFAULT_PORT)
+        super().__init__(url, DEFAULT_PORT, timeout_seconds)
         self.stream = stream
         self.subject_prefix = subject_prefix
-        self.timeout_seconds = timeout_seconds
         self._client: Any = None
         self._jetstream: Any = None
         self._last_id: str | None = None  # the stream's last message id, as this sink last knew it
         self._client_error: Exception | None = None  # the client's last one: why a connection failed
-        self._loop = LoopThread("invario-relay-nats")
 
     def subject(self, message: OutboundMessage) -> str:
         return message.subject(self.subject_prefix)
 
-    def publish(self, messages: list[OutboundMessage]) -> None:
-        bound = self.timeout_seconds * (3 + len(messages))  # connecting, the stream, then each ack
-        try:
-            self._loop.run(self._publish(messages), bound)
-        except Exception as exc:  # noqa: BLE001 - every failure is the broker's, told without the URL
-            self._loop.attempt(self._disconnect(), self.timeout_seconds)
-            raise SinkUnavailable(f"NATS at {self.where}: {safe_error(exc, self._url)}") from None
-
-    def close(self) -> None:
-        try:
-            self._loop.attempt(self._disconnect(), self.timeout_seconds)
-        finally:
-            self._loop.stop(self.timeout_seconds)
+    def _bound(self, count: int) -> float:
+        return self.timeout_seconds * (3 + count)  # connecting, the stream, then each ack
 
     # --- on the sink's event loop -------------------------------------------------------
 

@@ -19,8 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from tests.integration.relay_support import require_broker
 from tests.support.brokers import AMQP_URL, address, amqp_reachable, bind_queue, delete_exchange
-from tests.support.postgres import running_under_ci
 
 BINDING = "#"
 DRAINED_MAX = 100_000  # messages read per call: a bound, far above what a test publishes
@@ -71,12 +71,7 @@ class Exchange:
 
 @pytest.fixture
 def amqp_exchange() -> Iterator[Exchange]:
-    if not amqp_reachable():
-        host, port = address(AMQP_URL, 5672)
-        message = f"RabbitMQ unavailable at {host}:{port}"
-        if running_under_ci():
-            pytest.fail(f"CI=true requires RabbitMQ for the relay's tests. {message}")
-        pytest.skip(message)
+    require_broker("RabbitMQ", amqp_reachable(), address(AMQP_URL, 5672))
     token = uuid.uuid4().hex[:10]
     exchange = Exchange(AMQP_URL, f"invario-test-{token}", f"invario-test-{token}")
     bind_queue(exchange.url, exchange.name, exchange.queue, BINDING)

@@ -94,15 +94,20 @@ class Stream:
         return {f"INVARIO_{key.upper()}": str(value) for key, value in self.settings().items()}
 
 
+def require_broker(broker: str, reachable: bool, where: tuple[str, int]) -> None:
+    """Skip the test without the broker; fail it instead under CI=true, which must never go green by skipping."""
+    if reachable:
+        return
+    message = f"{broker} unavailable at {where[0]}:{where[1]}"
+    if running_under_ci():
+        pytest.fail(f"CI=true requires {broker} for the relay's tests. {message}")
+    pytest.skip(message)
+
+
 @pytest.fixture
 def nats_stream() -> Iterator[Stream]:
     """A stream name and subject prefix of this test's own on the real NATS; the stream is deleted afterwards."""
-    if not nats_reachable():
-        host, port = nats_address()
-        message = f"NATS unavailable at {host}:{port}"
-        if running_under_ci():
-            pytest.fail(f"CI=true requires NATS for the relay's tests. {message}")
-        pytest.skip(message)
+    require_broker("NATS", nats_reachable(), nats_address())
     token = uuid.uuid4().hex[:10]
     stream = Stream(NATS_URL, f"INVARIO_TEST_{token.upper()}", f"invtest{token}")
     yield stream
