@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from infrastructure.runtime import Runtime
 from infrastructure.telemetry import _relay_lag
@@ -35,7 +36,7 @@ from tests.integration.relay_support import (
     stream_messages,
     wait_for,
 )
-from tests.support.brokers import address
+from tests.support.brokers import address, bind_queue, delete_exchange
 from tests.support.tcp_proxy import FaultyProxy
 
 __all__ = ["amqp_exchange", "nats_stream"]  # the fixtures, used by name
@@ -214,3 +215,26 @@ def test_with_both_brokers_each_sink_has_its_own_position(
     assert [int(m.event["id"]) for m in stream_messages(nats_stream)] == relayed_positions(runtime)
     assert_every_event_in_order(amqp_exchange.received(), runtime, duplicates=False, prefix=nats_stream.prefix)
     assert _relay_lag["nats"] == 0 and _relay_lag["amqp"] == 0  # one metrics label per sink
+
+
+def test_a_replay_from_a_position_to_an_exchange_of_its_own(
+    sqlite_database_url: str, open_rt: OpenRuntime, amqp_exchange: Exchange
+) -> None:
+    """The runbook's replay (INC-16 step 5): a position row with no hash, then 'invario relay --once'."""
+    runtime = open_ready(open_rt, sqlite_database_url, **amqp_exchange.settings())
+    post_random(open_book(runtime.ledger), runtime.ledger, 5)
+    positions = relayed_positions(runtime)
+    replay = Exchange(amqp_exchange.url, f"{amqp_exchange.name}-replay", f"{amqp_exchange.queue}-replay")
+    bind_queue(replay.url, replay.name, replay.queue)
+    try:
+        with runtime.engine.begin() as connection:
+            connection.execute(text("INSERT INTO invario_relay_positions (sink, position, updated_at) "
+                                    "VALUES (:sink, :position, CURRENT_TIMESTAMP)"),
+                               {"sink": replay.position_key, "position": positions[9]})
+        replayer = open_ready(open_rt, sqlite_database_url, **replay.settings())
+        relay_once(replayer)
+        assert [int(m.message_id) for m in replay.received()] == positions[10:]
+    finally:
+        delete_exchange(replay.url, replay.name, (replay.queue,))
+    assert amqp_exchange.received() == []  # the live sink's exchange got nothing, its position is untouched
+    assert read_position(runtime.engine, amqp_exchange.position_key).position == 0
