@@ -72,10 +72,10 @@ def wait_for(condition: Callable[[], bool], what: str, seconds: float = WAIT_SEC
         time.sleep(0.05)
 
 
-def cli_process(command: str, environ: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """``invario COMMAND`` in a process of its own, with ``environ`` over this one's; output in ``log``."""
+def cli_process(command: str, environ: dict[str, str], log: Path, *options: str) -> subprocess.Popen[bytes]:
+    """``invario COMMAND [OPTIONS]`` in a process of its own, with ``environ`` over this one's; output in ``log``."""
     env = {**os.environ, **environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    argv = [sys.executable, "-c", "from interfaces.cli.main import app; app()", command]
+    argv = [sys.executable, "-c", "from interfaces.cli.main import app; app()", command, *options]
     return subprocess.Popen(argv, env=env, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 

@@ -11,6 +11,7 @@ that skips ids it has seen gets every event once, in order.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
@@ -238,3 +239,30 @@ def test_a_replay_from_a_position_to_an_exchange_of_its_own(
         delete_exchange(replay.url, replay.name, (replay.queue,))
     assert amqp_exchange.received() == []  # the live sink's exchange got nothing, its position is untouched
     assert read_position(runtime.engine, amqp_exchange.position_key).position == 0
+
+
+def test_invario_relay_once_with_one_broker_down_delivers_to_the_other_and_names_the_one_that_gave_up(
+    sqlite_database_url: str, open_rt: OpenRuntime, amqp_exchange: Exchange, nats_stream: Stream, tmp_path: Path
+) -> None:
+    runtime = open_ready(open_rt, sqlite_database_url)
+    post_random(open_book(runtime.ledger), runtime.ledger, 3)
+    log = tmp_path / "relay.log"
+    with FaultyProxy(*address(amqp_exchange.url, 5672)) as proxy:
+        proxy.set_mode("refuse")  # RabbitMQ down
+        environ = {**nats_stream.environ(), "INVARIO_DATABASE_URL": sqlite_database_url,
+                   **amqp_exchange.environ(relay_amqp_url=through(amqp_exchange.url, proxy.port),
+                                           relay_retry_max_seconds=0.2)}
+        assert cli_process("relay", environ, log, "--once").wait(60) == 1, log.read_text()
+    output = log.read_text()
+    assert f"gave up on {amqp_exchange.position_key}" in output and "guest" not in output
+    assert [int(m.event["id"]) for m in stream_messages(nats_stream)] == relayed_positions(runtime)
+    assert read_position(runtime.engine, amqp_exchange.position_key).position == 0
+    assert amqp_exchange.received() == []
+
+
+def test_invario_relay_without_a_sink_names_both_variables(sqlite_database_url: str, tmp_path: Path) -> None:
+    log = tmp_path / "relay.log"
+    assert not any(name.startswith("INVARIO_RELAY_") and name.endswith("_URL") for name in os.environ)
+    process = cli_process("relay", {"INVARIO_DATABASE_URL": sqlite_database_url}, log, "--once")
+    assert process.wait(60) == 2, log.read_text()
+    assert "INVARIO_RELAY_NATS_URL" in log.read_text() and "INVARIO_RELAY_AMQP_URL" in log.read_text()
