@@ -266,3 +266,24 @@ def test_invario_relay_without_a_sink_names_both_variables(sqlite_database_url: 
     process = cli_process("relay", {"INVARIO_DATABASE_URL": sqlite_database_url}, log, "--once")
     assert process.wait(60) == 2, log.read_text()
     assert "INVARIO_RELAY_NATS_URL" in log.read_text() and "INVARIO_RELAY_AMQP_URL" in log.read_text()
+
+
+def test_invario_worker_relays_to_both_brokers_in_threads_of_their_own(
+    sqlite_database_url: str, open_rt: OpenRuntime, amqp_exchange: Exchange, nats_stream: Stream, tmp_path: Path
+) -> None:
+    runtime = open_ready(open_rt, sqlite_database_url)
+    post_random(open_book(runtime.ledger), runtime.ledger, 4)
+    head = relayed_positions(runtime)[-1]
+    environ = {**nats_stream.environ(), **amqp_exchange.environ(), "INVARIO_DATABASE_URL": sqlite_database_url,
+               "INVARIO_WORKER_METRICS_PORT": "0", "INVARIO_FOLLOWER_POLL_SECONDS": "0.2"}
+    log = tmp_path / "worker.log"
+    worker = cli_process("worker", environ, log)
+    try:
+        wait_for(lambda: all(read_position(runtime.engine, key).position == head for key in (
+            f"nats:{nats_stream.name}", amqp_exchange.position_key)) or worker.poll() is not None, "both sinks")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(15) == 0, log.read_text()
+    assert_every_event_in_order(amqp_exchange.received(), runtime, duplicates=False, prefix=nats_stream.prefix)
+    output = log.read_text()
+    assert "relaying to NATS at 127.0.0.1:4222" in output and "relaying to RabbitMQ at 127.0.0.1:5672" in output
