@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +31,7 @@ import pytest
 from domain.chain import GENESIS_HASH
 from infrastructure.runtime import Runtime
 from interfaces.bootstrap import build_relay_loop
+from projections.relay.runner import RelayThread
 from tests.integration.helpers import notifications
 from tests.support.brokers import NATS_URL, delete_stream, nats_address, nats_reachable
 from tests.support.postgres import running_under_ci
@@ -70,6 +72,19 @@ def wait_for(condition: Callable[[], bool], what: str, seconds: float = WAIT_SEC
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up waiting for {what}")
         time.sleep(0.05)
+
+
+def started_relay(runtime: Runtime) -> RelayThread:
+    """The relay to the first configured sink, running in its thread (``stop()`` it)."""
+    thread = RelayThread(build_relay_loop(runtime, threading.Event()))
+    thread.start()
+    return thread
+
+
+def stop_process(process: subprocess.Popen[bytes], log: Path, seconds: float = 15) -> None:
+    """SIGTERM, and a clean exit within ``seconds`` (the log in the failure otherwise)."""
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(seconds) == 0, log.read_text()
 
 
 def cli_process(command: str, environ: dict[str, str], log: Path, *options: str) -> subprocess.Popen[bytes]:

@@ -23,7 +23,6 @@ from infrastructure.runtime import Runtime
 from infrastructure.telemetry import _relay_lag
 from interfaces.bootstrap import build_relay_loop, build_relay_loops, relay_sinks
 from projections.relay.position import read_position
-from projections.relay.runner import RelayThread
 from tests.integration.amqp_support import AmqpReceived, Exchange, amqp_exchange, through
 from tests.integration.conftest import OpenRuntime
 from tests.integration.projections_support import FIRST_DAY, open_book, open_ready, post, post_random
@@ -34,6 +33,8 @@ from tests.integration.relay_support import (
     nats_stream,
     relay_once,
     relayed_positions,
+    started_relay,
+    stop_process,
     stream_messages,
     wait_for,
 )
@@ -112,8 +113,7 @@ def test_a_connection_cut_mid_stream_delays_and_duplicates_only_what_was_sent(
         runtime = open_ready(open_rt, pg_database_url, **settings)
         book = open_book(runtime.ledger)
         post_random(book, runtime.ledger, 150)
-        relay = RelayThread(build_relay_loop(runtime, threading.Event()))
-        relay.start()
+        relay = started_relay(runtime)
         try:
             wait_for(lambda: amqp_exchange.count() >= 40, "the first messages")
             proxy.set_mode("drop")  # reset mid-stream, and every reconnection too
@@ -154,8 +154,7 @@ def test_kill_9_mid_batch_then_restart_delivers_every_event_in_order(
         wait_for(lambda: read_position(runtime.engine, amqp_exchange.position_key).position
                  == relayed_positions(runtime)[-1] or second.poll() is not None, "the durable position at the head")
     finally:
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(10) == 0, (tmp_path / "relay-2.log").read_text()
+        stop_process(second, tmp_path / "relay-2.log")
     assert_every_event_in_order(amqp_exchange.received(), runtime, duplicates=True)
     log_text = (tmp_path / "relay-2.log").read_text()
     assert "to RabbitMQ at 127.0.0.1:5672 (position amqp:" in log_text and "invario relay: stopped" in log_text
@@ -282,8 +281,7 @@ def test_invario_worker_relays_to_both_brokers_in_threads_of_their_own(
         wait_for(lambda: all(read_position(runtime.engine, key).position == head for key in (
             f"nats:{nats_stream.name}", amqp_exchange.position_key)) or worker.poll() is not None, "both sinks")
     finally:
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(15) == 0, log.read_text()
+        stop_process(worker, log)
     assert_every_event_in_order(amqp_exchange.received(), runtime, duplicates=False, prefix=nats_stream.prefix)
     output = log.read_text()
     assert "relaying to NATS at 127.0.0.1:4222" in output and "relaying to RabbitMQ at 127.0.0.1:5672" in output

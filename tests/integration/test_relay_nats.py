@@ -18,7 +18,6 @@ from sqlalchemy import text
 from infrastructure.runtime import Runtime
 from interfaces.bootstrap import build_relay_loop
 from projections.relay.position import read_position
-from projections.relay.runner import RelayThread
 from tests.integration.conftest import OpenRuntime
 from tests.integration.projections_support import FIRST_DAY, open_book, open_ready, post, post_random
 from tests.integration.relay_support import (
@@ -31,6 +30,8 @@ from tests.integration.relay_support import (
     relay_once,
     relayed_positions,
     stream_count,
+    started_relay,
+    stop_process,
     stream_messages,
     wait_for,
 )
@@ -80,8 +81,7 @@ def test_an_unreachable_broker_delays_but_loses_nothing(
     runtime = open_ready(open_rt, pg_database_url, **settings)
     book = open_book(runtime.ledger)
     post_random(book, runtime.ledger, 10)
-    relay = RelayThread(build_relay_loop(runtime, threading.Event()))
-    relay.start()
+    relay = started_relay(runtime)
     try:
         wait_for(lambda: relay.loop.failures >= 3, "failed attempts")
         assert read_position(runtime.engine, f"nats:{nats_stream.name}").position == 0
@@ -126,8 +126,7 @@ def test_kill_9_mid_run_then_restart_delivers_every_event_once_in_order(
         wait_for(lambda: read_position(runtime.engine, f"nats:{nats_stream.name}").position
                   == relayed_positions(runtime)[-1], "the durable position at the head")
     finally:
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(10) == 0, (tmp_path / "relay-2.log").read_text()
+        stop_process(second, tmp_path / "relay-2.log")
     _assert_delivered_once_in_order(stream_messages(nats_stream), runtime, nats_stream)
     log_text = (tmp_path / "relay-2.log").read_text()
     assert "invario relay: stopped" in log_text
@@ -164,7 +163,6 @@ def test_invario_worker_runs_the_relay_when_a_sink_is_configured(
     try:
         wait_for(lambda: stream_count(nats_stream) >= expected or worker.poll() is not None, "the relayed events")
     finally:
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(15) == 0, log.read_text()
+        stop_process(worker, log)
     _assert_delivered_once_in_order(stream_messages(nats_stream), runtime, nats_stream)
     assert "relaying to NATS at 127.0.0.1:4222" in log.read_text()
