@@ -104,4 +104,3 @@ def test_the_relay_url_is_in_the_template_and_its_password_is_never_shown(monkey
     assert "s3cret-pass" not in found["INVARIO_RELAY_NATS_URL"].shown and found["INVARIO_RELAY_NATS_URL"].status != ERROR
     monkeypatch.setenv("INVARIO_RELAY_NATS_URL", "http://127.0.0.1:4222")
     assert {f.name: f for f in check_environment()}["INVARIO_RELAY_NATS_URL"].status == ERROR
-
