@@ -227,7 +227,19 @@ class Settings(BaseSettings):
     )
     relay_nats_subject_prefix: str = Field(
         "invario", pattern=r"^[A-Za-z0-9_-]{1,64}$",
-        description="First token of the relay's subjects: PREFIX.<tenant>.<aggregate type>.<event>",
+        description="First token of the relay's subjects: PREFIX.<tenant>.<aggregate type>.<event>; "
+        "the RabbitMQ routing keys are the same words",
+    )
+    relay_amqp_url: str | None = Field(
+        None, pattern=r"^amqps?://\S+$",
+        description="RabbitMQ server of the relay's AMQP sink, e.g. amqp://guest:guest@127.0.0.1:5672/ (the "
+        "password in it is never shown); unset: no AMQP sink. With INVARIO_RELAY_NATS_URL too, each sink has "
+        "its own position",
+    )
+    relay_amqp_exchange: str = Field(
+        "invario", pattern=r"^[A-Za-z0-9._:-]{1,127}$",
+        description="Durable topic exchange the relay publishes to (declared if missing); routing keys "
+        "PREFIX.<tenant>.<aggregate type>.<event>",
     )
     relay_ledger_name: str = Field(
         "invario", pattern=r"^[A-Za-z0-9._-]{1,64}$",

@@ -34,6 +34,10 @@ from infrastructure.rate_limit import (
 )
 from infrastructure.runtime import Runtime, resolve_auth_pepper
 from infrastructure.signing import SigningKey, load_signing_key
+from infrastructure.sinks.amqp import SINK_NAME as AMQP_SINK
+from infrastructure.sinks.amqp import AmqpSink
+from infrastructure.sinks.message import Sink
+from infrastructure.sinks.nats_jetstream import SINK_NAME as NATS_SINK
 from infrastructure.sinks.nats_jetstream import NatsJetStreamSink
 from infrastructure.telemetry import setup_telemetry, trace_event_store
 from projections.following.follower import Follower, FollowerGroup
@@ -101,24 +105,47 @@ def build_read_models_group(runtime: Runtime, batch_size: int, *, defer_to_rebui
 # --- the relay (docs/events-out.md) -------------------------------------------------------
 
 
-def relay_configured(runtime: Runtime) -> bool:
-    return runtime.settings.relay_nats_url is not None
-
-
-def build_relay(runtime: Runtime) -> Relay:
-    """The relay to the configured NATS JetStream sink; its position row is keyed by the stream."""
+def relay_sinks(runtime: Runtime) -> list[str]:
+    """The sinks configured, each relayed from a position of its own: "nats", "amqp"."""
     settings = runtime.settings
-    assert settings.relay_nats_url is not None, "relay_configured() first"
-    sink = NatsJetStreamSink(settings.relay_nats_url, settings.relay_nats_stream,
-                             settings.relay_nats_subject_prefix, settings.relay_publish_timeout_seconds)
+    return [name for name, url in ((NATS_SINK, settings.relay_nats_url), (AMQP_SINK, settings.relay_amqp_url)) if url]
+
+
+def relay_configured(runtime: Runtime) -> bool:
+    return bool(relay_sinks(runtime))
+
+
+def build_relay(runtime: Runtime, sink: str | None = None) -> Relay:
+    """The relay to one configured sink (the first one unless named); its position row is keyed by
+    the sink and its stream or exchange, its metrics are labelled with the sink."""
+    settings = runtime.settings
+    sink = sink or next(iter(relay_sinks(runtime)), None)
+    if sink == NATS_SINK and settings.relay_nats_url is not None:
+        nats = NatsJetStreamSink(settings.relay_nats_url, settings.relay_nats_stream,
+                                 settings.relay_nats_subject_prefix, settings.relay_publish_timeout_seconds)
+        return _relay_to(runtime, nats, settings.relay_nats_stream)
+    if sink == AMQP_SINK and settings.relay_amqp_url is not None:
+        amqp = AmqpSink(settings.relay_amqp_url, settings.relay_amqp_exchange, settings.relay_nats_subject_prefix,
+                        settings.relay_publish_timeout_seconds)
+        return _relay_to(runtime, amqp, settings.relay_amqp_exchange)
+    raise ValueError(f"relay sink {sink!r} is not configured; relay_sinks() first")
+
+
+def _relay_to(runtime: Runtime, sink: Sink, destination: str) -> Relay:
+    settings = runtime.settings
     return Relay(runtime.ledger, runtime.engine, sink, settings.relay_batch_size, settings.relay_ledger_name,
-                 position_key=f"{sink.name}:{settings.relay_nats_stream}")
+                 position_key=f"{sink.name}:{destination}")
 
 
-def build_relay_loop(runtime: Runtime, stop: threading.Event) -> RelayLoop:
+def build_relay_loop(runtime: Runtime, stop: threading.Event, sink: str | None = None) -> RelayLoop:
     """The relay with its own waiter (on PostgreSQL its own LISTEN connection) and back-off."""
     waiter, idle_seconds = waiter_for(runtime, stop)
-    return RelayLoop(build_relay(runtime), stop, waiter, idle_seconds, runtime.settings.relay_retry_max_seconds)
+    return RelayLoop(build_relay(runtime, sink), stop, waiter, idle_seconds, runtime.settings.relay_retry_max_seconds)
+
+
+def build_relay_loops(runtime: Runtime, stop: threading.Event) -> list[RelayLoop]:
+    """One loop per configured sink: a broker that is down delays only its own sink."""
+    return [build_relay_loop(runtime, stop, sink) for sink in relay_sinks(runtime)]
 
 
 # --- scheduled jobs, batches, recurring transactions ---------------------------------------

@@ -11,17 +11,21 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from interfaces.cli.common import EXIT_USAGE, fail, read_models_runtime, stop_on_signals, worker_logging
+
+if TYPE_CHECKING:
+    from projections.relay.runner import RelayLoop
 
 # Deferred imports below: the composition root loads the relay, SQLAlchemy and the
 # projections, which `invario --help` would otherwise pay for.
 
 EXIT_GAVE_UP = 1
 ONCE_ATTEMPTS_MAX = 8  # with the back-off from 0.1 s: about 13 s of a broker's absence
+STOP_SECONDS_MAX = 30.0  # a sink's current batch: bounded by its publish timeout
 
 
 def register(app: typer.Typer) -> None:
@@ -31,33 +35,53 @@ def register(app: typer.Typer) -> None:
 def relay(
     once: Annotated[bool, typer.Option("--once", help="Publish everything committed so far, then exit")] = False,
 ) -> None:
-    """Publish every committed event, in log order, to NATS JetStream (INVARIO_RELAY_NATS_URL).
+    """Publish every committed event, in log order, to NATS JetStream (INVARIO_RELAY_NATS_URL) and/or
+    RabbitMQ (INVARIO_RELAY_AMQP_URL).
 
-    Follows the log from the sink's durable position; the position moves only
-    once the broker acknowledged a batch, so a crash re-sends at most a batch,
+    Follows the log from each sink's durable position; a position moves only
+    once its broker acknowledged a batch, so a crash re-sends at most a batch,
     under the same message ids. Stops on SIGINT/SIGTERM after the current batch.
     """
-    from interfaces.bootstrap import build_relay_loop, relay_configured
+    from interfaces.bootstrap import build_relay_loops, relay_configured
 
     worker_logging()
     stop = threading.Event()
     with read_models_runtime() as runtime:
         if not relay_configured(runtime):
-            raise fail("no sink configured: set INVARIO_RELAY_NATS_URL (e.g. nats://127.0.0.1:4222)", EXIT_USAGE)
-        loop = build_relay_loop(runtime, stop)
-        typer.echo(f"invario relay: {runtime.database.describe()} to NATS at {loop.relay.sink.where}, "
-                   f"stream {runtime.settings.relay_nats_stream}", err=True)
+            raise fail("no sink configured: set INVARIO_RELAY_NATS_URL (e.g. nats://127.0.0.1:4222) and/or "
+                       "INVARIO_RELAY_AMQP_URL (e.g. amqp://guest:guest@127.0.0.1:5672/)", EXIT_USAGE)
+        loops = build_relay_loops(runtime, stop)
+        for loop in loops:
+            sink = loop.relay.sink
+            typer.echo(f"invario relay: {runtime.database.describe()} to {sink.broker} at {sink.where} "
+                       f"(position {loop.relay.name})", err=True)
         previous = stop_on_signals(stop)
         try:
-            caught_up = loop.run(until_idle=once, attempts_max=ONCE_ATTEMPTS_MAX if once else None)
+            gave_up = _run(loops, once)
         finally:
-            loop.waiter.close()
-            loop.relay.sink.close()
+            for loop in loops:
+                loop.waiter.close()
+                loop.relay.sink.close()
             _restore(previous)
-    if not caught_up:
-        raise fail(f"gave up after {loop.failures} failed attempts (see the log)", EXIT_GAVE_UP)
+    if gave_up:
+        raise fail(f"gave up on {', '.join(gave_up)} after {ONCE_ATTEMPTS_MAX} failed attempts (see the log)",
+                   EXIT_GAVE_UP)
     logging.getLogger("invario.relay").info("relay stopped")
     typer.echo("invario relay: stopped", err=True)
+
+
+def _run(loops: list[RelayLoop], once: bool) -> list[str]:
+    """Run every sink's loop (one per thread, the first in this one); the names of those that gave up."""
+    if once:
+        return [loop.relay.name for loop in loops if not loop.run(until_idle=True, attempts_max=ONCE_ATTEMPTS_MAX)]
+    others = [threading.Thread(target=loop.run, name=f"invario-relay-{loop.relay.sink.name}", daemon=True)
+              for loop in loops[1:]]
+    for thread in others:
+        thread.start()
+    loops[0].run()  # until stopped; so are the others
+    for thread in others:
+        thread.join(STOP_SECONDS_MAX)
+    return []
 
 
 def _restore(previous: dict[int, object]) -> None:

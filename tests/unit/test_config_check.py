@@ -85,6 +85,18 @@ def test_one_settings_class_holds_every_variable_and_check_config_reports_them(
     assert found["INVARIO_READY_MAX_LAG"].status == ERROR
 
 
+def test_the_amqp_url_is_in_the_template_and_its_password_is_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    from infrastructure.config_check import ERROR, check_environment, template
+
+    assert "#INVARIO_RELAY_AMQP_URL=" in template() and "#INVARIO_RELAY_AMQP_EXCHANGE=invario" in template()
+    monkeypatch.setenv("INVARIO_RELAY_AMQP_URL", "amqp://relay:s3cret-pass@127.0.0.1:5672/ledger")
+    found = {finding.name: finding for finding in check_environment()}
+    assert "s3cret-pass" not in found["INVARIO_RELAY_AMQP_URL"].shown and found["INVARIO_RELAY_AMQP_URL"].status != ERROR
+    assert "127.0.0.1:5672" in found["INVARIO_RELAY_AMQP_URL"].shown
+    monkeypatch.setenv("INVARIO_RELAY_AMQP_URL", "nats://127.0.0.1:4222")
+    assert {f.name: f for f in check_environment()}["INVARIO_RELAY_AMQP_URL"].status == ERROR
+
+
 def test_the_relay_url_is_in_the_template_and_its_password_is_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     from infrastructure.config_check import ERROR, check_environment, template
 
