@@ -29,6 +29,7 @@ EXIT_CONFIG = 2
 EXIT_DATABASE = 3
 EXIT_APART = 4  # the read models and the log disagree, or their tables are missing
 EXIT_PORT_BUSY = 5  # invario serve: the address to listen on is taken by another process
+EXIT_SESSIONS_CONNECTED = 6  # invario restore: other sessions are connected to the database (PostgreSQL)
 EXIT_PROJECTION_FAILED = 1  # like a failing follower of 'worker --once' or an inconsistent restore
 EXIT_INTERRUPTED = 130
 
