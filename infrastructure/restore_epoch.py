@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -103,6 +105,7 @@ class RestoreEpochWatch:
         self._read = read
         self.check_seconds = check_seconds
         self.known: Epoch | None = None
+        self._checked_at = -math.inf  # monotonic time of the last check
         self._lock = threading.Lock()
         self._listeners: list[Listener] = []
         self._pinned: ContextVar[Epoch | None] = ContextVar("invario_restore_epoch", default=None)
@@ -116,6 +119,7 @@ class RestoreEpochWatch:
 
     def check(self) -> bool:
         """Read the epoch now; True if it changed (the listeners have run)."""
+        self._checked_at = time.monotonic()
         current = self._read()
         with self._lock:
             previous = self.known
@@ -145,7 +149,7 @@ class RestoreEpochWatch:
         if self._pinned.get() is not None:
             yield
             return
-        token = self._pinned.set(self.known)
+        token = self._pinned.set(self._known_now())
         try:
             yield
         finally:
@@ -153,7 +157,16 @@ class RestoreEpochWatch:
 
     def expected(self) -> Epoch | None:
         """The epoch a write made now must find: the pinned one, else the known one."""
-        return self._pinned.get() or self.known
+        return self._pinned.get() or self._known_now()
+
+    def _known_now(self) -> Epoch | None:
+        """The known epoch; while it has no row (the process opened before migration 0011 ran, as
+        ``make run`` and ``serve`` on SQLite do), read again at most every ``check_seconds``."""
+        known = self.known
+        if (known is None or known.row is None) and time.monotonic() - self._checked_at >= self.check_seconds:
+            self.check_quietly()
+            known = self.known
+        return known
 
     # --- the periodic check -------------------------------------------------------------------------
 

@@ -74,6 +74,8 @@ def prepare_schema(runtime: Runtime) -> None:
 
     if not runtime.database.is_postgres:
         upgrade_to_head(runtime.engine)
+        if runtime.restore_epoch is not None:
+            runtime.restore_epoch.check_quietly()  # a new file's epoch is known from its first write on
     elif not is_current(runtime.engine):
         runtime.close()
         raise ConfigError(
