@@ -1,10 +1,10 @@
-"""``invario restore`` while a real ``invario serve`` is connected to the database (issue 19, item 2).
+"""``invario restore`` while a real ``invario serve`` and ``invario worker`` are connected (issue 19, item 2).
 
 Tenant A writes, a backup is taken, tenant B is created and writes, then the
 backup is restored under the running server. Without ``--terminate-sessions``
 the restore is refused (exit 6, naming the server's session) and nothing
 changes. With it, the server's sessions are ended, the restore completes, and
-the same server process then answers without a 5xx: tenant A's writes go
+the same server process then answers without a 5xx (the worker keeps following): tenant A's writes go
 through, tenant B's key is refused (401): the restored database never held it.
 """
 
@@ -63,6 +63,7 @@ def test_restore_refuses_while_the_api_is_connected_then_ends_its_sessions_and_t
     deployment: Deployment,
 ) -> None:
     server = deployment.serve()
+    worker, worker_log = deployment.spawn("worker", log_name="worker.log")
     book = prepared(deployment, server)
     client_a, client_b = book["client_a"], book["client_b"]
     dump = str(deployment.workdir / "before-b.dump")
@@ -72,7 +73,7 @@ def test_restore_refuses_while_the_api_is_connected_then_ends_its_sessions_and_t
     assert refused.returncode == EXIT_SESSIONS_CONNECTED, refused.stdout + refused.stderr
     message = refused.stderr.strip()
     assert len(message.splitlines()) == 1 and "--terminate-sessions" in message, message
-    assert "invario-serve from 127.0.0.1" in message, message
+    assert "invario-serve from 127.0.0.1" in message and "invario-worker from 127.0.0.1" in message, message
     assert events(deployment) == before  # nothing was restored
     assert post(client_b, transfer("b-still-here", *book["b"])).status_code == 201
 
@@ -80,7 +81,7 @@ def test_restore_refuses_while_the_api_is_connected_then_ends_its_sessions_and_t
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert "ended" in restored.stderr and "invario-serve" in restored.stderr, restored.stderr
     assert "restore CONSISTENT" in restored.stdout
-    assert server.process.poll() is None  # the same server process answers from here on
+    assert server.process.poll() is None and worker.poll() is None  # the same processes go on
 
     seen: list[httpx.Response] = []
     until(lambda: post(client_a, transfer(f"a-after-restore-{len(seen)}", *book["a"])), 201, seen)
@@ -90,7 +91,14 @@ def test_restore_refuses_while_the_api_is_connected_then_ends_its_sessions_and_t
         assert written.status_code == 201, written.text
         assert client_b.get("/v1/accounts").status_code == 401
         assert post(client_b, transfer(f"b-steady-{attempt}", *book["b"])).status_code == 401
-    assert "cache lookup failed" not in server.log_path.read_text(errors="replace")
+    for log in (server.log_path, worker_log):
+        text = log.read_text(errors="replace")
+        assert "cache lookup failed" not in text, text[-3000:]
+    assert '"status":500' not in server.log_path.read_text(errors="replace")  # no request of any client
+    assert worker.poll() is None
+    position = written.json()["position"]
+    shown = client_a.get(f"/v1/accounts/{book['a'][0]}/balance", params={"min_position": position})
+    assert shown.status_code == 200, shown.text  # the read models follow the restored log
 
     verified = deployment.invario("verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
