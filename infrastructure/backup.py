@@ -33,11 +33,10 @@ from psycopg import sql
 from infrastructure.database import DatabaseURL
 from infrastructure.errors import ConfigError
 from infrastructure.pg_connections import application_name, connect_arguments, connection_options
-from infrastructure.restore_epoch import begin_new_epoch_sqlite
+from infrastructure.restore_epoch import PG_EVENTS_TABLE, begin_new_epoch_sqlite
 
 PG_MAGIC = b"PGDMP"
 SQLITE_MAGIC = b"SQLite format 3\x00"
-PG_EVENTS_TABLE = "invario_events"
 SQLITE_EVENTS_TABLE = "stored_events"
 SQLITE_PAGES_PER_STEP = 1024
 RESTORE_LOCK_TIMEOUT = "30s"  # a running API or worker holding locks fails the restore instead of hanging it

@@ -41,6 +41,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
+
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
