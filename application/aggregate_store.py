@@ -53,7 +53,12 @@ class AggregateStore:
         self.bulk_reads: BulkReads | None = None
 
     def forget_cached(self) -> None:
-        """Empty the repository's cache (a new one: ``LRUCache.clear`` keeps its entries' index)."""
+        """Empty the repository's cache (a new one: ``LRUCache.clear`` keeps its entries' index).
+
+        A thread that read an aggregate before a restore and puts it in the cache only after the
+        restore was noticed would bring it back; that needs the whole restore to fit between one
+        read (or commit) and the put that follows it, which a restore (it waits for the readers'
+        and writers' locks, then drops, loads and commits every table) does not."""
         repository = self._app.repository
         cache = repository.cache
         if cache is not None:
