@@ -57,8 +57,9 @@ class AggregateStore:
 
         A thread that read an aggregate before a restore and puts it in the cache only after the
         restore was noticed would bring it back; that needs the whole restore to fit between one
-        read (or commit) and the put that follows it, which a restore (it waits for the readers'
-        and writers' locks, then drops, loads and commits every table) does not."""
+        read (or commit) and the put that follows it: in practice a restore (it waits for the
+        readers' and writers' locks, then drops, loads and commits every table) takes far longer,
+        but a thread paused that long is not ruled out."""
         repository = self._app.repository
         cache = repository.cache
         if cache is not None:
