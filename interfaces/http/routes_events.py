@@ -108,7 +108,7 @@ async def _events(hub: StreamHub, client: Client, start: int) -> AsyncIterator[S
                 yield _overflow(sent, hub.buffer_max)
                 return
             if not client.queue.empty():
-                message = client.queue.get_nowait()
+                message = client.take()
                 yield _event(message)
                 sent = message.position
             elif not client.live:

@@ -6,8 +6,11 @@ until the read models have applied it; on SQLite a poll every
 ``INVARIO_EVENTS_STREAM_POLL_SECONDS``), reads the new events of the tenants
 that have clients, once, and hands them to the event loop, which puts each in
 the bounded buffer of every client of its tenant with ``put_nowait``: the hub
-never waits for a client. A client whose buffer is full is marked overflowed
-and dropped from the hub; its stream then ends with ``event: overflow``
+never waits for a client. What does not fit in a client's buffer, it reads
+from the feed itself once it has emptied the buffer (a burst larger than the
+buffer, a big batch of transfers, is no fault of a client). A client that takes
+nothing from its full buffer for ``STUCK_SECONDS`` is slow: at the next
+hand-over it is marked overflowed, and its stream ends with ``event: overflow``
 naming the position to resume from.
 
 A client that connects, or that missed a hand-over (its tenant had no client
@@ -38,6 +41,9 @@ HANDOVER_EVENTS_MAX = 500  # events the hub reads per query
 CHASE_PAUSE_SECONDS = 0.02
 CHASE_SECONDS = 2.0
 RETRY_PAUSE_SECONDS = 1.0
+HANDOVER_WAIT_SLICE_SECONDS = 0.1
+# A client whose buffer overflowed and that takes nothing from it for this long is cut off.
+STUCK_SECONDS = 1.0
 
 
 class TooManyStreams(Exception):
@@ -54,6 +60,17 @@ class Client:
     live: bool = False  # contiguous with the hub's hand-overs
     overflowed: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    taken: int = 0  # events the stream took from ``queue``
+    full_since: tuple[int, float] | None = None  # (taken, monotonic time) when its buffer last overflowed
+
+    def take(self) -> FeedMessage:
+        self.taken += 1
+        return self.queue.get_nowait()
+
+    def stuck(self, now: float) -> bool:
+        """Its buffer overflowed, and it has taken nothing from it since, for ``STUCK_SECONDS``."""
+        return (self.full_since is not None and self.taken == self.full_since[0] and not self.queue.empty()
+                and now - self.full_since[1] >= STUCK_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -112,16 +129,25 @@ class StreamHub:
             client.last_queued = page.messages[-1].position
         if not page.more:
             client.last_queued = max(client.last_queued, page.position)
+            client.full_since = None
             client.live = True  # no await since the read: the next hand-over tells whether it is contiguous
         return page.messages
 
-    def _hand_over(self, handover: _Handover) -> None:
-        for tenant_id in handover.tenants:
-            for client in list(self._clients.get(tenant_id, ())):
-                self._offer(client, handover)
+    def _hand_over(self, handover: _Handover, done: threading.Event) -> None:
+        try:
+            for tenant_id in handover.tenants:
+                for client in list(self._clients.get(tenant_id, ())):
+                    self._offer(client, handover)
+        finally:
+            done.set()
 
     def _offer(self, client: Client, handover: _Handover) -> None:
-        if not client.live or client.overflowed:
+        if client.overflowed:
+            return
+        if not client.live:
+            if client.stuck(time.monotonic()):
+                client.overflowed = True  # slow: cut off, and told where to resume
+                client.wake.set()
             return
         if client.last_queued < handover.after:
             client.live = False  # it missed events the hub read before it was live: it reads them itself
@@ -133,9 +159,13 @@ class StreamHub:
             try:
                 client.queue.put_nowait(message)
             except asyncio.QueueFull:
-                client.overflowed = True  # never wait for a slow client: it is cut off
+                # Never wait for a client: it reads the rest from the feed itself once it has emptied its
+                # buffer. If it takes nothing from it meanwhile, a later hand-over cuts it off (``stuck``).
+                client.live = False
+                client.full_since = (client.taken, time.monotonic())
                 client.wake.set()
                 return
+            client.last_queued = message.position
         client.last_queued = max(client.last_queued, handover.upto)
         client.wake.set()
 
@@ -204,12 +234,21 @@ class StreamHub:
                 return head
             page = self.events.page(sorted(tenants), position, HANDOVER_EVENTS_MAX, upto=head)
             upto = page.messages[-1].position if page.more else head
-            self._call_soon(self._hand_over, _Handover(tenants, position, upto, page.messages))
+            done = threading.Event()
+            if not self._call_soon(self._hand_over, _Handover(tenants, position, upto, page.messages), done):
+                return position
+            # The next read waits for this hand-over (the loop only queues, never waits for a client), so
+            # the hub never runs ahead of the clients' buffers by more than one hand-over.
+            while not done.wait(HANDOVER_WAIT_SLICE_SECONDS):
+                if stop.is_set():
+                    return position
             position = upto
         return position
 
-    def _call_soon(self, callback: Callable[..., None], *args: object) -> None:
+    def _call_soon(self, callback: Callable[..., None], *args: object) -> bool:
         loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(callback, *args)
+        if loop is None or loop.is_closed():
+            return False
+        loop.call_soon_threadsafe(callback, *args)
+        return True
 
