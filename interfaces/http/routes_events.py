@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 import orjson
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
+from starlette.background import BackgroundTask
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from interfaces.http.auth import Reader
@@ -82,8 +83,12 @@ async def stream_events(request: Request, principal: Reader, after: After = None
                          "this process, the most it may; close one or retry later",
                          headers={"Retry-After": "5"}) from None
     settings = runtime_of(request).settings
+
+    async def release() -> None:  # also when the body never runs (HEAD); the generator's own finally may not
+        hub.disconnect(client)
+
     return EventSourceResponse(
-        _events(hub, client, start), ping=settings.events_stream_heartbeat_seconds,
+        _events(hub, client, start), ping=settings.events_stream_heartbeat_seconds, background=BackgroundTask(release),
         send_timeout=settings.events_stream_send_timeout_seconds,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},  # nginx: pass each event on at once
     )
