@@ -9,9 +9,9 @@ the bounded buffer of every client of its tenant with ``put_nowait``: the hub
 never waits for a client. What does not fit in a client's buffer, it reads
 from the feed itself once it has emptied the buffer (a burst larger than the
 buffer, a big batch of transfers, is no fault of a client). A client that takes
-nothing from its full buffer for ``STUCK_SECONDS`` is slow: at the next
-hand-over it is marked overflowed, and its stream ends with ``event: overflow``
-naming the position to resume from.
+nothing from its full buffer for ``STUCK_SECONDS`` is slow: the hub, which
+looks every poll, marks it overflowed, and its stream ends with
+``event: overflow`` naming the position to resume from.
 
 A client that connects, or that missed a hand-over (its tenant had no client
 when the hub read, or it was catching up), reads its own pages of the feed
@@ -145,9 +145,6 @@ class StreamHub:
         if client.overflowed:
             return
         if not client.live:
-            if client.stuck(time.monotonic()):
-                client.overflowed = True  # slow: cut off, and told where to resume
-                client.wake.set()
             return
         if client.last_queued < handover.after:
             client.live = False  # it missed events the hub read before it was live: it reads them itself
@@ -160,7 +157,7 @@ class StreamHub:
                 client.queue.put_nowait(message)
             except asyncio.QueueFull:
                 # Never wait for a client: it reads the rest from the feed itself once it has emptied its
-                # buffer. If it takes nothing from it meanwhile, a later hand-over cuts it off (``stuck``).
+                # buffer. If it takes nothing from it meanwhile, ``_cut_off_stuck`` cuts it off.
                 client.live = False
                 client.full_since = (client.taken, time.monotonic())
                 client.wake.set()
@@ -168,6 +165,14 @@ class StreamHub:
             client.last_queued = message.position
         client.last_queued = max(client.last_queued, handover.upto)
         client.wake.set()
+
+    def _cut_off_stuck(self) -> None:
+        now = time.monotonic()
+        for clients in self._clients.values():
+            for client in clients:
+                if not client.overflowed and client.stuck(now):
+                    client.overflowed = True  # slow: cut off, and told where to resume
+                    client.wake.set()
 
     def _publish_tenants(self) -> None:
         with self._lock:
@@ -201,6 +206,7 @@ class StreamHub:
                         position = self.events.position()
                     woken = waiter.wait(self.poll_seconds)
                     position = self._follow(position, stop, chase=woken and notifies)
+                    self._call_soon(self._cut_off_stuck)
                 except Exception:  # noqa: BLE001 - a database outage: the clients wait, nothing is skipped
                     log.warning("the event stream could not read the feed; retrying", exc_info=True)
                     stop.wait(RETRY_PAUSE_SECONDS)

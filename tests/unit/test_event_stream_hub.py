@@ -68,7 +68,7 @@ def test_a_live_client_is_handed_its_tenants_events_and_a_stuck_one_is_cut_off(
             _give(hub, _handover(3, [4, 5, 6]))  # stuck holds 3 and has room for 1: the rest it reads itself
             assert not stuck.live and not stuck.overflowed and stuck.last_queued == 4
             assert fast.live and fast.queue.qsize() == 3
-            _give(hub, _handover(6, [7]))  # stuck has taken nothing since: cut off
+            hub._cut_off_stuck()  # stuck has taken nothing since: cut off
             assert stuck.overflowed and not fast.overflowed
         finally:
             hub.close()
@@ -85,7 +85,7 @@ def test_a_burst_larger_than_the_buffer_is_read_by_the_client_itself() -> None:
             _give(hub, _handover(0, [1, 2, 3, 4, 5]))
             assert not client.live and not client.overflowed and client.last_queued == 2
             client.take()  # it takes from its buffer: not stuck
-            _give(hub, _handover(5, [6]))
+            hub._cut_off_stuck()
             assert not client.overflowed
         finally:
             hub.close()
