@@ -257,6 +257,27 @@ class Settings(BaseSettings):
         30.0, gt=0, le=3600, description="Longest pause between the relay's attempts while the broker fails"
     )
 
+    # --- the pull feed for API clients: GET /v1/events and /v1/events/stream (docs/events-out.md) ---
+    events_stream_per_tenant_max: int = Field(
+        8, ge=1, le=1000, description="Open event streams a tenant may have per API process; beyond: 429"
+    )
+    events_stream_buffer_max: int = Field(
+        1000, ge=1, le=100_000,
+        description="Events buffered per stream client; a client that lets it fill is sent 'event: overflow' "
+        "(with the position to resume from) and disconnected",
+    )
+    events_stream_heartbeat_seconds: float = Field(
+        15.0, gt=0, le=300, description="A comment line is sent on an idle stream this often (keeps proxies open)"
+    )
+    events_stream_poll_seconds: float = Field(
+        0.25, gt=0, le=60,
+        description="How often the API process looks for new events while streams are open (one query per "
+        "process, not per client; on PostgreSQL a NOTIFY wakes it sooner)",
+    )
+    events_stream_send_timeout_seconds: float = Field(
+        30.0, gt=0, le=3600, description="A stream client that accepts no data for this long is disconnected"
+    )
+
     @field_validator("job_monthly_snapshot_schedule", "job_reconcile_schedule")
     @classmethod
     def _cron(cls, value: str) -> str:

@@ -24,6 +24,7 @@ from infrastructure.batch_store import BatchStore
 from infrastructure.correlation import install_log_record_factory
 from infrastructure.idempotency import IdempotencyStore
 from infrastructure.integrity_monitor import IntegrityMonitor, process_monitor
+from infrastructure.log_notifications import LogWaiter, PostgresNotifyWaiter
 from infrastructure.jobs import CronSchedule, IntervalSchedule, Job, JobRunner, JobScheduler
 from infrastructure.rate_limit import (
     DatabaseTokenBucket,
@@ -55,9 +56,12 @@ from projections.jobs.scheduled_jobs import (
     reconcile_daily,
     snapshot_previous_month,
 )
+from projections.read_models.event_feed import EventFeed
 from projections.read_models.queries import ReadModels
 from projections.relay.relay import Relay
+from projections.relay.feed import TenantEvents
 from projections.relay.runner import RelayLoop
+from projections.relay.stream import StreamHub
 from projections.read_models.recurring_queries import RecurringReadModel
 from projections.read_models.tenant_directory import TenantDirectory
 
@@ -204,6 +208,8 @@ class ApiServices:
     batch_store: BatchStore
     batch_runner: BatchRunner | None  # on SQLite, or with run_batches: no separate worker is needed
     integrity_monitor: IntegrityMonitor
+    tenant_events: TenantEvents  # GET /v1/events
+    event_stream: StreamHub  # GET /v1/events/stream
     admin_token: str | None = field(default=None, repr=False)
 
 
@@ -228,6 +234,7 @@ def build_api_services(runtime: Runtime, *, run_batches: bool = False) -> ApiSer
     watch_for_restores(runtime)
     recurring, recurring_reads = build_recurring(runtime)
     batch_store = build_batch_store(runtime)
+    tenant_events = TenantEvents(runtime.ledger, EventFeed(runtime.engine), settings.relay_ledger_name)
     return ApiServices(
         access=open_access(runtime),
         idempotency=IdempotencyStore(
@@ -243,8 +250,23 @@ def build_api_services(runtime: Runtime, *, run_batches: bool = False) -> ApiSer
         batch_runner=(build_batch_runner(runtime, "api", batch_store)
                       if run_batches or not runtime.database.is_postgres else None),
         integrity_monitor=process_monitor(),
+        tenant_events=tenant_events,
+        event_stream=build_event_stream(runtime, tenant_events),
         admin_token=admin_token,
     )
+
+
+def build_event_stream(runtime: Runtime, tenant_events: TenantEvents) -> StreamHub:
+    """The process's one follower of the event feed for its stream clients; it wakes as the followers do."""
+    settings = runtime.settings
+
+    def waiter(stop: threading.Event) -> tuple[LogWaiter, bool]:
+        found, _idle_seconds = waiter_for(runtime, stop)
+        return found, isinstance(found, PostgresNotifyWaiter)
+
+    return StreamHub(tenant_events, waiter, poll_seconds=settings.events_stream_poll_seconds,
+                     per_tenant_max=settings.events_stream_per_tenant_max,
+                     buffer_max=settings.events_stream_buffer_max)
 
 
 def open_access(runtime: Runtime) -> AccessService:

@@ -27,6 +27,7 @@ from interfaces.bootstrap import ApiServices, build_api_services
 from interfaces.http import (
     routes_accounts,
     routes_admin,
+    routes_events,
     routes_recurring,
     routes_transaction_batch,
     routes_transactions,
@@ -49,6 +50,8 @@ TAGS = [
     {"name": "batches", "description": "Files of transactions (CSV, JSONL) posted in the background"},
     {"name": "recurring", "description": "Standing orders: transactions the worker posts on a schedule"},
     {"name": "integrity", "description": "Signed digests of the hash chains (see docs/integrity.md)"},
+    {"name": "events", "description": "The tenant's events as CloudEvents: a paged feed and a live stream "
+     "(see docs/events-out.md)"},
 ]
 
 
@@ -72,8 +75,10 @@ def create_app(runtime: Runtime, services: ApiServices | None = None) -> FastAPI
     app.state.read_models, app.state.tenant_directory = services.read_models, services.tenant_directory
     install_exception_handlers(app)
     follow_database_watch(app, runtime.watch)
-    for module in (routes_accounts, routes_transaction_batch, routes_transactions, routes_admin, routes_recurring):
+    for module in (routes_accounts, routes_transaction_batch, routes_transactions, routes_admin, routes_recurring,
+                   routes_events):
         app.include_router(module.router)
+    app.router.on_shutdown.append(services.event_stream.close)  # the stream's follower thread, if running
     install_batches(app, services.batch_store, services.batch_runner)  # /v1/batches and (SQLite) its runner
     body_max = runtime.settings.http_body_max_bytes
     app.add_middleware(BodyLimitMiddleware, max_bytes=body_max,

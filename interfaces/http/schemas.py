@@ -398,3 +398,34 @@ class TenantPage(Page):
 
 class HoldPage(Page):
     items: list[HoldOut]
+
+
+# --- the pull feed: GET /v1/events (docs/events-out.md) ---------------------------------
+
+
+class CloudEventOut(BaseModel):
+    """A committed event as the relay publishes it: CloudEvents 1.0, JSON structured mode."""
+
+    model_config = ConfigDict(extra="allow")  # CloudEvents allows further extension attributes
+    specversion: Literal["1.0"]
+    id: str = Field(description="The event's log position: the de-duplication key, and the feed's cursor")
+    source: str = Field(description="/ledgers/<ledger>/tenants/<tenant id>")
+    type: str = Field(description="io.invario.<aggregate>.<event>, e.g. io.invario.transaction.posted")
+    subject: str = Field(description="The aggregate's id")
+    time: str
+    datacontenttype: Literal["application/json"]
+    hash: str = Field(description="SHA-256 of the event's canonical encoding (docs/integrity.md)")
+    prevhash: str = Field(description="The hash of the aggregate's previous event (64 zeros for its first)")
+    eventtype: str = Field(description="The event's class, as its hash covers it (Account.PostingRecorded)")
+    aggregateversion: int
+    currency: str | None = Field(None, description="On an account's events: the currency of its amounts")
+    data: dict[str, Any] = Field(description="Exactly the values the hash covers")
+
+
+class EventPage(BaseModel):
+    items: list[CloudEventOut] = Field(description="The tenant's events after `after`, in log order")
+    next_after: int = Field(description="Pass as `after` for the next page: the last item's position, or "
+                            "`after` itself when there is none")
+    next: str = Field(description="The URL of the next page (poll it later when `more` is false)")
+    more: bool = Field(description="More of the tenant's events follow at once")
+    position: int = Field(description="The log position the feed reflects")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import Table
 
 from projections.read_models.accounts import AccountsProjection
+from projections.read_models.event_feed import EventFeedProjection
 from projections.following.follower import Projection, projection_tracking
 from projections.jobs.global_chain import GlobalChainProjection, ledger_chain
 from projections.read_models.monthly import MonthlySnapshotsProjection
@@ -26,8 +27,10 @@ TRANSACTIONS = TransactionsProjection.name
 MONTHLY_SNAPSHOTS = MonthlySnapshotsProjection.name
 TENANT_DIRECTORY = TenantDirectoryProjection.name  # the HTTP API's tenant queries (issue 3)
 RECURRING = RecurringTransactionsProjection.name  # standing orders (docs/jobs.md)
+EVENT_FEED = EventFeedProjection.name  # GET /v1/events and its stream (docs/events-out.md)
 
-READ_MODELS: tuple[str, ...] = (ACCOUNTS, STATEMENTS, TRANSACTIONS, MONTHLY_SNAPSHOTS, TENANT_DIRECTORY, RECURRING)
+READ_MODELS: tuple[str, ...] = (ACCOUNTS, STATEMENTS, TRANSACTIONS, MONTHLY_SNAPSHOTS, TENANT_DIRECTORY, RECURRING,
+                             EVENT_FEED)
 ALL_PROJECTIONS: tuple[str, ...] = (GLOBAL_CHAIN, *READ_MODELS)
 READ_MODELS_GROUP = "read_models"
 
@@ -39,6 +42,7 @@ _TABLES: dict[str, tuple[Table, ...]] = {
     MONTHLY_SNAPSHOTS: MonthlySnapshotsProjection.tables,
     TENANT_DIRECTORY: (tenant_directory,),
     RECURRING: RecurringTransactionsProjection.tables,
+    EVENT_FEED: EventFeedProjection.tables,
 }
 TRACKING_TABLE = projection_tracking
 
@@ -52,6 +56,7 @@ def make_projection(name: str) -> Projection:
         MONTHLY_SNAPSHOTS: MonthlySnapshotsProjection,
         TENANT_DIRECTORY: TenantDirectoryProjection,
         RECURRING: RecurringTransactionsProjection,
+        EVENT_FEED: EventFeedProjection,
     }
     return factories[name]()
 
