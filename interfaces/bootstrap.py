@@ -30,6 +30,10 @@ from infrastructure.runtime import Runtime, resolve_auth_pepper
 from infrastructure.signing import SigningKey, load_signing_key
 from infrastructure.sinks.nats_jetstream import NatsJetStreamSink
 from infrastructure.telemetry import setup_telemetry, trace_event_store
+from infrastructure.webhooks.secrets import SecretBox
+from infrastructure.webhooks.sender import WebhookSender
+from infrastructure.webhooks.store import WebhookStore
+from infrastructure.webhooks.targets import TargetPolicy
 from projections.following.follower import Follower, FollowerGroup
 from projections.following.registry import READ_MODELS_GROUP, read_model_projections
 from projections.following.runner import waiter_for
@@ -48,6 +52,8 @@ from projections.jobs.scheduled_jobs import (
 from projections.read_models.queries import ReadModels
 from projections.relay.relay import Relay
 from projections.relay.runner import RelayLoop
+from projections.relay.webhook_runner import WebhookLoop
+from projections.relay.webhooks import RetryPolicy, WebhookDispatcher
 from projections.read_models.recurring_queries import RecurringReadModel
 from projections.read_models.tenant_directory import TenantDirectory
 
@@ -115,6 +121,32 @@ def build_relay_loop(runtime: Runtime, stop: threading.Event) -> RelayLoop:
     return RelayLoop(build_relay(runtime), stop, waiter, idle_seconds, runtime.settings.relay_retry_max_seconds)
 
 
+def webhook_policy(runtime: Runtime) -> TargetPolicy:
+    settings = runtime.settings
+    return TargetPolicy(allow_private=settings.webhook_allow_private_targets, allow_http=settings.webhook_allow_http)
+
+
+def build_webhook_store(runtime: Runtime, *, secrets: bool = True) -> WebhookStore:
+    """The endpoints' table; their secrets sealed under a key derived from the auth pepper
+    (``secrets=False``: the operators' commands, which list and replay and need no pepper)."""
+    box = SecretBox(resolve_auth_pepper(runtime.settings, runtime.database)) if secrets else None
+    return WebhookStore(runtime.engine, box)
+
+
+def build_webhook_dispatcher(runtime: Runtime) -> WebhookDispatcher:
+    settings = runtime.settings
+    sender = WebhookSender(settings.webhook_timeout_seconds, webhook_policy(runtime), settings.webhook_concurrency_max)
+    retry = RetryPolicy(settings.webhook_attempts_max, settings.webhook_retry_min_seconds,
+                        settings.webhook_retry_max_seconds)
+    return WebhookDispatcher(runtime.ledger, build_webhook_store(runtime), sender, settings.relay_ledger_name,
+                             batch_size=settings.webhook_batch_size,
+                             concurrency_max=settings.webhook_concurrency_max, retry=retry)
+
+
+def build_webhook_loop(runtime: Runtime, stop: threading.Event) -> WebhookLoop:
+    return WebhookLoop(build_webhook_dispatcher(runtime), stop)
+
+
 # --- scheduled jobs, batches, recurring transactions ---------------------------------------
 
 
@@ -170,6 +202,8 @@ class ApiServices:
     batch_store: BatchStore
     batch_runner: BatchRunner | None  # on SQLite only: no separate worker is needed there
     integrity_monitor: IntegrityMonitor
+    webhooks: WebhookStore
+    webhook_policy: TargetPolicy
     admin_token: str | None = field(default=None, repr=False)
 
 
@@ -195,6 +229,8 @@ def build_api_services(runtime: Runtime) -> ApiServices:
         batch_store=batch_store,
         batch_runner=None if runtime.database.is_postgres else build_batch_runner(runtime, "api", batch_store),
         integrity_monitor=process_monitor(),
+        webhooks=build_webhook_store(runtime),
+        webhook_policy=webhook_policy(runtime),
         admin_token=admin_token,
     )
 

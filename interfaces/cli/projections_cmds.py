@@ -79,12 +79,17 @@ def worker(
         bool, typer.Option(help="Also run the relay when a sink is configured (INVARIO_RELAY_NATS_URL); "
                            "not with --once (see 'invario relay --once')")
     ] = True,
+    webhooks: Annotated[
+        bool, typer.Option(help="Also deliver the tenants' webhooks (unless INVARIO_WEBHOOKS_ENABLED=false); "
+                           "not with --once")
+    ] = True,
 ) -> None:
     """Run every projection follower until stopped (SIGINT/SIGTERM).
 
     On PostgreSQL it wakes on the event store's LISTEN/NOTIFY channel; on SQLite
     it polls every INVARIO_FOLLOWER_POLL_SECONDS. With a sink configured, the
-    relay publishes committed events in a thread of its own (docs/events-out.md).
+    relay publishes committed events in a thread of its own; the webhook
+    dispatcher delivers the tenants' webhooks in another (docs/events-out.md).
     """
     from projections.following.runner import FollowerLoop, waiter_for
     from interfaces.bootstrap import build_job_scheduler
@@ -102,11 +107,14 @@ def worker(
         previous = stop_on_signals(stop) if not once else {}
         batches = _start_batches(runtime, once)
         relay_thread = _start_relay(runtime, stop) if relay and not once else None
+        webhook_thread = _start_webhooks(runtime, stop) if webhooks and not once else None
         try:
             loop.run(until_idle=once)
         finally:
             if relay_thread is not None:
                 relay_thread.stop()
+            if webhook_thread is not None:
+                webhook_thread.stop()
             batches.stop()
             waiter.close()
             if metrics_server is not None:
@@ -129,6 +137,18 @@ def _start_relay(runtime: Runtime, stop: threading.Event) -> Any:
     thread = RelayThread(build_relay_loop(runtime, stop))
     thread.start()
     typer.echo(f"invario worker: relaying to NATS at {thread.loop.relay.sink.where}", err=True)
+    return thread
+
+
+def _start_webhooks(runtime: Runtime, stop: threading.Event) -> Any:
+    """The webhook dispatcher in a thread of its own (docs/events-out.md), unless switched off."""
+    from interfaces.bootstrap import build_webhook_loop
+    from projections.relay.webhook_runner import WebhookThread
+
+    if not runtime.settings.webhooks_enabled:
+        return None
+    thread = WebhookThread(build_webhook_loop(runtime, stop))
+    thread.start()
     return thread
 
 

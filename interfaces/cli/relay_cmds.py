@@ -1,9 +1,10 @@
 """``invario relay``: publish committed events to the configured broker (docs/events-out.md).
 
 The same relay runs inside ``invario worker`` (unless ``--no-relay``); this
-command runs it alone, e.g. as a process of its own. Exit codes: 0 stopped (or
+command runs it alone, e.g. as a process of its own, with the webhook
+dispatcher (unless ``INVARIO_WEBHOOKS_ENABLED=false``). Exit codes: 0 stopped (or
 caught up, with ``--once``); 1 ``--once`` gave up on an unreachable broker;
-2 no sink configured or a bad setting; 3 database unavailable.
+2 no sink configured (and webhooks off) or a bad setting; 3 database unavailable.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -31,33 +32,68 @@ def register(app: typer.Typer) -> None:
 def relay(
     once: Annotated[bool, typer.Option("--once", help="Publish everything committed so far, then exit")] = False,
 ) -> None:
-    """Publish every committed event, in log order, to NATS JetStream (INVARIO_RELAY_NATS_URL).
+    """Publish every committed event, in log order, to NATS JetStream (INVARIO_RELAY_NATS_URL), and deliver
+    the tenants' webhooks (unless INVARIO_WEBHOOKS_ENABLED=false).
 
     Follows the log from the sink's durable position; the position moves only
     once the broker acknowledged a batch, so a crash re-sends at most a batch,
-    under the same message ids. Stops on SIGINT/SIGTERM after the current batch.
+    under the same message ids. Webhook endpoints each follow from their own
+    position. Stops on SIGINT/SIGTERM after the current batch.
     """
-    from interfaces.bootstrap import build_relay_loop, relay_configured
+    from interfaces.bootstrap import relay_configured
 
     worker_logging()
     stop = threading.Event()
     with read_models_runtime() as runtime:
-        if not relay_configured(runtime):
-            raise fail("no sink configured: set INVARIO_RELAY_NATS_URL (e.g. nats://127.0.0.1:4222)", EXIT_USAGE)
-        loop = build_relay_loop(runtime, stop)
-        typer.echo(f"invario relay: {runtime.database.describe()} to NATS at {loop.relay.sink.where}, "
-                   f"stream {runtime.settings.relay_nats_stream}", err=True)
+        webhooks = runtime.settings.webhooks_enabled
+        if not relay_configured(runtime) and not webhooks:
+            raise fail("no sink configured: set INVARIO_RELAY_NATS_URL (e.g. nats://127.0.0.1:4222), or "
+                       "INVARIO_WEBHOOKS_ENABLED=true", EXIT_USAGE)
         previous = stop_on_signals(stop)
         try:
-            caught_up = loop.run(until_idle=once, attempts_max=ONCE_ATTEMPTS_MAX if once else None)
+            caught_up = _run(runtime, stop, once, webhooks=webhooks)
         finally:
-            loop.waiter.close()
-            loop.relay.sink.close()
             _restore(previous)
     if not caught_up:
-        raise fail(f"gave up after {loop.failures} failed attempts (see the log)", EXIT_GAVE_UP)
+        raise fail("gave up after repeated failed attempts (see the log)", EXIT_GAVE_UP)
     logging.getLogger("invario.relay").info("relay stopped")
     typer.echo("invario relay: stopped", err=True)
+
+
+def _run(runtime: Any, stop: threading.Event, once: bool, *, webhooks: bool) -> bool:
+    """The broker relay in the foreground and the webhooks in a thread, or the webhooks alone."""
+    from interfaces.bootstrap import build_relay_loop, build_webhook_loop, relay_configured
+    from projections.relay.webhook_runner import WebhookThread
+
+    webhook_loop = build_webhook_loop(runtime, stop) if webhooks else None
+    if not relay_configured(runtime):
+        assert webhook_loop is not None
+        typer.echo(f"invario relay: {runtime.database.describe()}, webhooks only", err=True)
+        try:
+            webhook_loop.run(until_idle=once)
+        finally:
+            webhook_loop.dispatcher.close()
+        return True
+    loop = build_relay_loop(runtime, stop)
+    typer.echo(f"invario relay: {runtime.database.describe()} to NATS at {loop.relay.sink.where}, "
+               f"stream {runtime.settings.relay_nats_stream}" + (", and webhooks" if webhooks else ""), err=True)
+    webhook_thread = None
+    if webhook_loop is not None and not once:
+        webhook_thread = WebhookThread(webhook_loop)
+        webhook_thread.start()
+    try:
+        caught_up = loop.run(until_idle=once, attempts_max=ONCE_ATTEMPTS_MAX if once else None)
+        if webhook_loop is not None and once:
+            try:
+                webhook_loop.run(until_idle=True)
+            finally:
+                webhook_loop.dispatcher.close()
+    finally:
+        loop.waiter.close()
+        loop.relay.sink.close()
+        if webhook_thread is not None:
+            webhook_thread.stop()
+    return caught_up
 
 
 def _restore(previous: dict[int, object]) -> None:
