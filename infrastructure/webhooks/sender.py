@@ -35,6 +35,9 @@ from infrastructure.webhooks.secrets import WebhookSecret
 from infrastructure.webhooks.targets import Resolver, TargetPolicy, WebhookTargetRefused, check_target, resolve
 
 log = logging.getLogger(__name__)
+# httpx logs every request's full URL at INFO, and an endpoint's URL may carry a token of the
+# receiver's: its lines are kept to warnings (httpcore's debug lines name only the host and port).
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 USER_AGENT = "Invario-Webhooks/1"
 

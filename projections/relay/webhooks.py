@@ -209,7 +209,7 @@ class WebhookDispatcher:
             log.error("webhook %s dead-lettered after %d failed attempts at %s: %s", endpoint.id, failures, event,
                       reason, extra={"event": "webhook_dead_lettered", "webhook_id": str(endpoint.id)})
         else:
-            log.warning("webhook %s: attempt %d at %s failed: %s; next in %.0f s", endpoint.id, failures, event,
+            log.warning("webhook %s: attempt %d at %s failed: %s; next in %.1f s", endpoint.id, failures, event,
                         reason, (next_attempt_at - utc_now()).total_seconds(),
                         extra={"event": "webhook_failed", "webhook_id": str(endpoint.id)})
 
