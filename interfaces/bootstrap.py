@@ -22,6 +22,7 @@ from application.recurring import RecurringTransactions
 from infrastructure.batch_runner import BatchRunner
 from infrastructure.batch_store import BatchStore
 from infrastructure.correlation import install_log_record_factory
+from infrastructure.errors import ConfigError
 from infrastructure.idempotency import IdempotencyStore
 from infrastructure.integrity_monitor import IntegrityMonitor, process_monitor
 from infrastructure.jobs import CronSchedule, IntervalSchedule, Job, JobRunner, JobScheduler
@@ -131,6 +132,17 @@ def build_webhook_store(runtime: Runtime, *, secrets: bool = True) -> WebhookSto
     (``secrets=False``: the operators' commands, which list and replay and need no pepper)."""
     box = SecretBox(resolve_auth_pepper(runtime.settings, runtime.database)) if secrets else None
     return WebhookStore(runtime.engine, box)
+
+
+def webhooks_off(runtime: Runtime) -> str | None:
+    """Why this process cannot deliver webhooks, or None: switched off, or no auth pepper to open secrets with."""
+    if not runtime.settings.webhooks_enabled:
+        return "INVARIO_WEBHOOKS_ENABLED is false"
+    try:
+        resolve_auth_pepper(runtime.settings, runtime.database)
+    except ConfigError as exc:
+        return f"the endpoints' secrets are sealed under the auth pepper: {exc}"
+    return None
 
 
 def build_webhook_dispatcher(runtime: Runtime) -> WebhookDispatcher:

@@ -142,10 +142,13 @@ def _start_relay(runtime: Runtime, stop: threading.Event) -> Any:
 
 def _start_webhooks(runtime: Runtime, stop: threading.Event) -> Any:
     """The webhook dispatcher in a thread of its own (docs/events-out.md), unless switched off."""
-    from interfaces.bootstrap import build_webhook_loop
+    from interfaces.bootstrap import build_webhook_loop, webhooks_off
     from projections.relay.webhook_runner import WebhookThread
 
-    if not runtime.settings.webhooks_enabled:
+    reason = webhooks_off(runtime)
+    if reason is not None:
+        if runtime.settings.webhooks_enabled:
+            typer.echo(f"invario worker: not delivering webhooks: {reason}", err=True)
         return None
     thread = WebhookThread(build_webhook_loop(runtime, stop))
     thread.start()

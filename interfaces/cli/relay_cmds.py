@@ -40,15 +40,18 @@ def relay(
     under the same message ids. Webhook endpoints each follow from their own
     position. Stops on SIGINT/SIGTERM after the current batch.
     """
-    from interfaces.bootstrap import relay_configured
+    from interfaces.bootstrap import relay_configured, webhooks_off
 
     worker_logging()
     stop = threading.Event()
     with read_models_runtime() as runtime:
-        webhooks = runtime.settings.webhooks_enabled
+        webhooks_reason = webhooks_off(runtime)
+        webhooks = webhooks_reason is None
         if not relay_configured(runtime) and not webhooks:
-            raise fail("no sink configured: set INVARIO_RELAY_NATS_URL (e.g. nats://127.0.0.1:4222), or "
-                       "INVARIO_WEBHOOKS_ENABLED=true", EXIT_USAGE)
+            raise fail(f"no sink configured: set INVARIO_RELAY_NATS_URL (e.g. nats://127.0.0.1:4222); webhooks "
+                       f"are not delivered either: {webhooks_reason}", EXIT_USAGE)
+        if not webhooks and runtime.settings.webhooks_enabled:
+            typer.echo(f"invario relay: not delivering webhooks: {webhooks_reason}", err=True)
         previous = stop_on_signals(stop)
         try:
             caught_up = _run(runtime, stop, once, webhooks=webhooks)
