@@ -39,8 +39,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
-from uuid import UUID
 
 from application.ledger import Ledger
 from infrastructure.sinks.message import OutboundMessage
@@ -50,7 +48,7 @@ from infrastructure.webhooks.sender import WebhookSender
 from infrastructure.webhooks.store import Claimed, WebhookEndpoint, WebhookStore, utc_now
 from projections.following.follower import LogDiverged, event_identity, read_log_after
 from projections.relay.messages import TYPE_PREFIX, build_message
-from projections.relay.origins import Origins
+from projections.relay.origins import store_origins
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +98,7 @@ class WebhookDispatcher:
         self.concurrency_max = concurrency_max
         self.retry = retry
         self.lease_seconds = 2 * sender.timeout_seconds + 30.0
-        self.origins = Origins(self._first_event)
+        self.origins = store_origins(ledger)
         self._pool = ThreadPoolExecutor(concurrency_max, thread_name_prefix="invario-webhook")
         self._in_flight: dict[str, Future[None]] = {}
         self._windows: OrderedDict[int, tuple[int, list[LogEntry]]] = OrderedDict()
@@ -250,9 +248,6 @@ class WebhookDispatcher:
             message = build_message(at, event, origin, self.ledger_name) if origin is not None else None
             entries.append(LogEntry(at, event_identity(event), message))
         return entries
-
-    def _first_event(self, aggregate_id: UUID) -> Any | None:
-        return next(iter(self.ledger.events.get(aggregate_id, lte=1)), None)
 
     def _head(self) -> int:
         return int(self.ledger.recorder.max_notification_id() or 0)

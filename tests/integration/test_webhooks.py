@@ -24,12 +24,12 @@ from infrastructure.runtime import Runtime
 from infrastructure.webhooks.secrets import WebhookSecret
 from infrastructure.webhooks.store import ACTIVE, DEAD_LETTERED, WebhookEndpoint
 from interfaces.bootstrap import build_webhook_loop, build_webhook_store
-from projections.relay.origins import Origins
+from projections.relay.origins import store_origins
 from projections.relay.webhook_runner import WebhookLoop, WebhookThread
 from tests.integration.conftest import OpenRuntime
 from tests.integration.helpers import notifications
 from tests.integration.projections_support import FIRST_DAY, Book, open_book, open_ready, post
-from tests.integration.webhook_support import Receiver, receiver, wait_for
+from tests.integration.webhook_support import receiver, wait_for
 
 PEPPER = "test-pepper-" + "x" * 40
 TEST_SETTINGS = {"auth_pepper": PEPPER, "webhook_allow_private_targets": True, "webhook_timeout_seconds": 5.0,
@@ -49,7 +49,7 @@ def _register(runtime: Runtime, book: Book, url: str, types: list[str] | None = 
 def _tenant_positions(runtime: Runtime, tenant_id: UUID, after: int) -> list[int]:
     """The positions of the tenant's events after ``after`` that a webhook carries (no API key's)."""
     ledger = runtime.ledger
-    origins = Origins(lambda aggregate_id: next(iter(ledger.events.get(aggregate_id, lte=1)), None))
+    origins = store_origins(ledger)
     found = []
     for notification in notifications(ledger):
         event = ledger.mapper.to_domain_event(notification)
