@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -42,6 +42,7 @@ from sqlalchemy import (
     update,
 )
 
+from infrastructure.integrity_store import aware, utc_now  # SQLite hands back naive datetimes: all are UTC
 from infrastructure.schema import metadata
 from infrastructure.webhooks.secrets import SecretBox, WebhookSecret, new_secret
 
@@ -111,14 +112,6 @@ class Claimed:
     secret: WebhookSecret
 
 
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
-
-
 _VIEW_COLUMNS = [c for c in webhook_endpoints.c if c.name != "secret_sealed"]
 
 
@@ -127,9 +120,9 @@ def _endpoint(row: Any) -> WebhookEndpoint:
     return WebhookEndpoint(
         id=UUID(row.id), tenant_id=UUID(row.tenant_id), url=row.url,
         event_types=tuple(types) if types is not None else None, status=row.status, position=int(row.position),
-        event_hash=row.event_hash, attempts=int(row.attempts), next_attempt_at=_utc(row.next_attempt_at),  # type: ignore[arg-type]
-        last_error=row.last_error, delivered_count=int(row.delivered_count), created_at=_utc(row.created_at),  # type: ignore[arg-type]
-        updated_at=_utc(row.updated_at), dead_lettered_at=_utc(row.dead_lettered_at),  # type: ignore[arg-type]
+        event_hash=row.event_hash, attempts=int(row.attempts), next_attempt_at=aware(row.next_attempt_at),  # type: ignore[arg-type]
+        last_error=row.last_error, delivered_count=int(row.delivered_count), created_at=aware(row.created_at),  # type: ignore[arg-type]
+        updated_at=aware(row.updated_at), dead_lettered_at=aware(row.dead_lettered_at),  # type: ignore[arg-type]
     )
 
 
