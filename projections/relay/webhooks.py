@@ -3,13 +3,13 @@
 Every endpoint has its own durable position (``infrastructure/webhooks/store.py``).
 A scheduling round (a few times a second) finds the endpoints behind the head
 of the log whose next attempt is due, and hands each to a pool of at most
-``INVARIO_WEBHOOK_CONCURRENCY_MAX`` threads. Such a task leases its endpoint,
-reads the log after the endpoint's position, and sends the endpoint, one by one
+``INVARIO_WEBHOOK_CONCURRENCY_MAX`` threads (a few more wait their turn). Such a
+task leases its endpoint, reads the log after the endpoint's position, and sends the endpoint, one by one
 and in order, the events of its tenant (of the types it asked for), each as
 the CloudEvent the relay publishes, signed (``infrastructure/webhooks/sender.py``).
 After each acknowledged event it moves the position past it (and past the
 events that were not for the endpoint); after at most ``INVARIO_WEBHOOK_BATCH_SIZE``
-events it gives its slot back.
+events, or once one attempt's timeout has passed in it, it gives its slot back.
 
 **Order over progress.** A failed attempt leaves the position just before the
 failing event and schedules the next attempt after a back-off (doubling from
@@ -18,9 +18,9 @@ the endpoint never skips ahead past it, so a receiver sees its events in log
 order. After ``INVARIO_WEBHOOK_ATTEMPTS_MAX`` failures in a row the endpoint is
 dead-lettered: nothing more is sent until a replay, which revives it.
 
-**Isolation.** A slow or failing endpoint holds one slot at a time, for at most
-one attempt's timeout per event, and waits for its retries out of the pool; the
-other endpoints (other tenants) go on. An endpoint only ever receives events
+**Isolation.** A slow endpoint holds one thread at a time, for at most about
+two attempts' timeouts before it queues again behind the others; a failing one
+waits for its retries out of the pool; the other endpoints (other tenants) go on. An endpoint only ever receives events
 whose tenant is its own; the access aggregates' events (API keys) are never
 sent (``origins.NOT_RELAYED``).
 
@@ -53,6 +53,7 @@ from projections.relay.origins import store_origins
 log = logging.getLogger(__name__)
 
 WINDOWS_CACHED_MAX = 64
+QUEUED_PER_SLOT = 4  # endpoints scheduled (running or waiting for a thread) per thread of the pool
 DEAD_LETTER_REFRESH_SECONDS = 5.0
 DELIVERED, FAILED, DEAD_LETTERED_OUTCOME = "delivered", "failed", "dead_lettered"
 OUTCOMES = (DELIVERED, FAILED, DEAD_LETTERED_OUTCOME)
@@ -111,7 +112,7 @@ class WebhookDispatcher:
         """Start a task for each due endpoint there is a free slot for; return how many started."""
         self._reap()
         self._refresh_dead_letters()
-        free = self.concurrency_max - len(self._in_flight)
+        free = self.concurrency_max * QUEUED_PER_SLOT - len(self._in_flight)
         if free <= 0 or self._stopping.is_set():
             return 0
         with self._lock:
@@ -160,13 +161,16 @@ class WebhookDispatcher:
         stored = position = endpoint.position  # stored: what the row says; position: how far this task has looked
         event_hash = endpoint.event_hash
         sent = 0
-        while sent < self.batch_size and not self._stopping.is_set():
+        # A slot is given back after the batch, or once an attempt's timeout has passed in it: a slow
+        # endpoint then waits behind the endpoints scheduled meanwhile instead of holding its thread.
+        give_back_at = time.monotonic() + self.sender.timeout_seconds
+        while sent < self.batch_size and not self._stopping.is_set() and time.monotonic() < give_back_at:
             window = self._window_after(position, event_hash)
             if not window:
                 break
             for entry in window:
                 if self._is_for(endpoint, entry):
-                    if sent >= self.batch_size or self._stopping.is_set():
+                    if sent >= self.batch_size or self._stopping.is_set() or time.monotonic() >= give_back_at:
                         break
                     if not self._send(claimed, entry, stored, position, event_hash):
                         return

@@ -17,10 +17,13 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from standardwebhooks import Webhook
 
 from application.access import AccessService
 from infrastructure.runtime import Runtime
+from infrastructure.schema import metadata
 from infrastructure.webhooks.secrets import WebhookSecret
 from infrastructure.webhooks.store import ACTIVE, DEAD_LETTERED, WebhookEndpoint
 from interfaces.bootstrap import build_webhook_loop, build_webhook_store
@@ -247,3 +250,11 @@ def test_no_secret_reaches_a_log_line(sqlite_database_url: str, open_rt: OpenRun
     for forbidden in (secret.reveal(), secret.reveal().removeprefix("whsec_"), "url-token-123", PEPPER):
         assert forbidden not in logged
     assert secret.reveal() not in repr(secret) and secret.reveal() not in str(store.get(endpoint.id))
+
+
+def test_migration_0009_creates_the_declared_table(database_url: str, open_rt: OpenRuntime) -> None:
+    runtime = _open(open_rt, database_url)
+    with runtime.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        differences = [d for d in compare_metadata(context, metadata) if "webhook_endpoints" in repr(d)]
+    assert differences == []
