@@ -194,6 +194,18 @@ def test_a_slow_endpoint_does_not_hold_up_another_tenants(database_url: str, ope
         assert _ids(slow_hook.requests) == slow_expected  # slow is not failed: nothing was sent twice
 
 
+def test_two_dispatchers_never_send_to_one_endpoint_at_once(database_url: str, open_rt: OpenRuntime) -> None:
+    runtime = _open(open_rt, database_url, webhook_batch_size=2)  # small batches: many claims, hand-overs
+    acme = open_book(runtime.ledger)
+    with receiver() as hook:
+        endpoint, _ = _register(runtime, acme, hook.url)
+        _post_some(runtime, acme, 5, "a")
+        expected = _tenant_positions(runtime, acme.tenant_id, endpoint.position)
+        with _dispatching(runtime), _dispatching(runtime):  # e.g. a worker and 'invario relay'
+            wait_for(lambda: len(hook.accepted) >= len(expected), "every event")
+        assert _ids(hook.requests) == expected  # each once, in order: the lease hands the endpoint over
+
+
 def test_n_failures_dead_letter_the_endpoint_until_a_replay(database_url: str, open_rt: OpenRuntime) -> None:
     runtime = _open(open_rt, database_url, webhook_attempts_max=3)
     acme = open_book(runtime.ledger)
