@@ -61,6 +61,7 @@ $(RUN_STAMP): pyproject.toml | $(VENV_PY)
 $(TEST_STAMP): pyproject.toml | $(VENV_PY)
 	@$(VENV_PY) -c '$(PY_OK)' || { echo "error: $(VENV) uses $$($(VENV_PY) --version 2>&1); Python >= 3.11 is required. Run 'make clean'." >&2; exit 1; }
 	$(PIP) install -e '.[test]'
+	$(VENV_PY) -m tests.support.codegen  # openapi-python-client into $(VENV)/codegen, apart (pyproject: codegen)
 	@touch $@
 
 $(VENV_PY):

@@ -144,12 +144,15 @@ def _validation_errors() -> dict[str, str]:
     return errors
 
 
+_URLS_WITH_PASSWORDS = (PREFIX + "DATABASE_URL", PREFIX + "RELAY_NATS_URL", PREFIX + "RELAY_AMQP_URL")
+
+
 def _shown(name: str, info: FieldInfo, raw: str | None) -> str:
     if _is_secret(info):
         return f"set ({len(raw)} characters, hidden)" if raw else "not set"
     if raw is None:
         return _default_text(info)
-    return redact(raw) if name in (PREFIX + "DATABASE_URL", PREFIX + "RELAY_NATS_URL") else raw
+    return redact(raw) if name in _URLS_WITH_PASSWORDS else raw
 
 
 def _default_text(info: FieldInfo) -> str:

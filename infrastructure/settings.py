@@ -58,6 +58,20 @@ class Settings(BaseSettings):
         50.0, ge=0, le=100_000, description="Requests per second each tenant may sustain (0 disables the limit)"
     )
     rate_limit_burst: int = Field(100, ge=1, le=1_000_000, description="Requests a tenant may make at once")
+    auth_failures_max: int = Field(
+        20, ge=0, le=1_000_000, description="Failed authentications (a missing, unknown or revoked key, a wrong "
+        "admin token) one client address may make at once; past them it is answered 429 auth_throttled, before "
+        "its key is checked, until the window gives it another try (0 disables the throttle)"
+    )
+    auth_failures_window_seconds: float = Field(
+        60.0, gt=0, le=86_400, description="The window of INVARIO_AUTH_FAILURES_MAX: a throttled client regains "
+        "one try every WINDOW/MAX seconds, and all of them after WINDOW seconds without failing"
+    )
+    trusted_proxies: str = Field(
+        "127.0.0.1,::1", description="Reverse proxies (comma-separated IP addresses or networks, '*' for any, empty "
+        "for none) whose X-Forwarded-For and X-Forwarded-Proto 'invario serve' believes: the client address that "
+        "is logged and throttled is then the one the proxy forwarded, else the connection's peer"
+    )
     http_body_max_bytes: int = Field(
         262_144, ge=1024, le=16_777_216, description="Largest request body accepted (larger: 413)"
     )
@@ -117,6 +131,25 @@ class Settings(BaseSettings):
         if not isinstance(value, str):
             return value
         return value.strip().upper() if value.strip().upper() in _LEVELS else value.strip().lower()
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: str) -> str:
+        """Written as uvicorn's forwarded_allow_ips wants them: it takes a malformed entry for a name
+        that never matches, silently; a network with host bits set (10.0.0.1/8) is one of those."""
+        import ipaddress
+
+        entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+        if "*" in entries:
+            return "*"
+        written = []
+        for entry in entries:
+            try:
+                written.append(str(ipaddress.ip_network(entry, strict=False)) if "/" in entry
+                               else str(ipaddress.ip_address(entry)))
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network (e.g. 10.0.0.0/8)") from None
+        return ",".join(written)
 
     @field_validator("auth_pepper", "admin_token")
     @classmethod
@@ -194,7 +227,19 @@ class Settings(BaseSettings):
     )
     relay_nats_subject_prefix: str = Field(
         "invario", pattern=r"^[A-Za-z0-9_-]{1,64}$",
-        description="First token of the relay's subjects: PREFIX.<tenant>.<aggregate type>.<event>",
+        description="First token of the relay's subjects: PREFIX.<tenant>.<aggregate type>.<event>; "
+        "the RabbitMQ routing keys are the same words",
+    )
+    relay_amqp_url: str | None = Field(
+        None, pattern=r"^amqps?://\S+$",
+        description="RabbitMQ server of the relay's AMQP sink, e.g. amqp://guest:guest@127.0.0.1:5672/ (the "
+        "password in it is never shown); unset: no AMQP sink. With INVARIO_RELAY_NATS_URL too, each sink has "
+        "its own position",
+    )
+    relay_amqp_exchange: str = Field(
+        "invario", pattern=r"^[A-Za-z0-9._:-]{1,127}$",
+        description="Durable topic exchange the relay publishes to (declared if missing); routing keys "
+        "PREFIX.<tenant>.<aggregate type>.<event>",
     )
     relay_ledger_name: str = Field(
         "invario", pattern=r"^[A-Za-z0-9._-]{1,64}$",

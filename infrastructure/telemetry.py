@@ -65,6 +65,7 @@ class Instruments:
     http_duration: Histogram
     http_errors: Counter
     auth_failures: Counter
+    auth_throttled: Counter
     rate_limited: Counter
     tenant_conflicts: Counter
     idempotent_replays: Counter
@@ -95,6 +96,10 @@ def instruments() -> Instruments:
         auth_failures=meter.create_counter(
             "auth_failures_total", unit="{request}",
             description="Requests refused for want of a valid API key or admin token, by reason"),
+        auth_throttled=meter.create_counter(
+            "auth_throttled_total", unit="{request}",
+            description="Requests refused with 429 auth_throttled: their client address had failed to "
+            "authenticate too often (no label: addresses are unbounded; the logs carry them)"),
         rate_limited=meter.create_counter(
             "rate_limited_total", unit="{request}",
             description="Requests refused with 429 by the per-tenant rate limit, by tenant name"),
@@ -143,6 +148,7 @@ def _prezero(each: Instruments) -> None:
     for outcome in WEBHOOK_OUTCOMES:
         each.webhook_deliveries.add(0, {"outcome": outcome})
     each.tenant_conflicts.add(0)
+    each.auth_throttled.add(0)
     # Labels unknown in advance (tenant names, job names) appear with their first event.
 
 

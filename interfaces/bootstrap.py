@@ -26,9 +26,19 @@ from infrastructure.errors import ConfigError
 from infrastructure.idempotency import IdempotencyStore
 from infrastructure.integrity_monitor import IntegrityMonitor, process_monitor
 from infrastructure.jobs import CronSchedule, IntervalSchedule, Job, JobRunner, JobScheduler
-from infrastructure.rate_limit import DatabaseTokenBucket, InProcessTokenBucket, RateLimiter, Unlimited
+from infrastructure.rate_limit import (
+    DatabaseTokenBucket,
+    FailureThrottle,
+    InProcessTokenBucket,
+    RateLimiter,
+    Unlimited,
+)
 from infrastructure.runtime import Runtime, resolve_auth_pepper
 from infrastructure.signing import SigningKey, load_signing_key
+from infrastructure.sinks.amqp import SINK_NAME as AMQP_SINK
+from infrastructure.sinks.amqp import AmqpSink
+from infrastructure.sinks.message import Sink
+from infrastructure.sinks.nats_jetstream import SINK_NAME as NATS_SINK
 from infrastructure.sinks.nats_jetstream import NatsJetStreamSink
 from infrastructure.telemetry import setup_telemetry, trace_event_store
 from infrastructure.webhooks.secrets import SecretBox
@@ -102,24 +112,47 @@ def build_read_models_group(runtime: Runtime, batch_size: int, *, defer_to_rebui
 # --- the relay (docs/events-out.md) -------------------------------------------------------
 
 
-def relay_configured(runtime: Runtime) -> bool:
-    return runtime.settings.relay_nats_url is not None
-
-
-def build_relay(runtime: Runtime) -> Relay:
-    """The relay to the configured NATS JetStream sink; its position row is keyed by the stream."""
+def relay_sinks(runtime: Runtime) -> list[str]:
+    """The sinks configured, each relayed from a position of its own: "nats", "amqp"."""
     settings = runtime.settings
-    assert settings.relay_nats_url is not None, "relay_configured() first"
-    sink = NatsJetStreamSink(settings.relay_nats_url, settings.relay_nats_stream,
-                             settings.relay_nats_subject_prefix, settings.relay_publish_timeout_seconds)
+    return [name for name, url in ((NATS_SINK, settings.relay_nats_url), (AMQP_SINK, settings.relay_amqp_url)) if url]
+
+
+def relay_configured(runtime: Runtime) -> bool:
+    return bool(relay_sinks(runtime))
+
+
+def build_relay(runtime: Runtime, sink: str | None = None) -> Relay:
+    """The relay to one configured sink (the first one unless named); its position row is keyed by
+    the sink and its stream or exchange, its metrics are labelled with the sink."""
+    settings = runtime.settings
+    sink = sink or next(iter(relay_sinks(runtime)), None)
+    if sink == NATS_SINK and settings.relay_nats_url is not None:
+        nats = NatsJetStreamSink(settings.relay_nats_url, settings.relay_nats_stream,
+                                 settings.relay_nats_subject_prefix, settings.relay_publish_timeout_seconds)
+        return _relay_to(runtime, nats, settings.relay_nats_stream)
+    if sink == AMQP_SINK and settings.relay_amqp_url is not None:
+        amqp = AmqpSink(settings.relay_amqp_url, settings.relay_amqp_exchange, settings.relay_nats_subject_prefix,
+                        settings.relay_publish_timeout_seconds)
+        return _relay_to(runtime, amqp, settings.relay_amqp_exchange)
+    raise ValueError(f"relay sink {sink!r} is not configured; relay_sinks() first")
+
+
+def _relay_to(runtime: Runtime, sink: Sink, destination: str) -> Relay:
+    settings = runtime.settings
     return Relay(runtime.ledger, runtime.engine, sink, settings.relay_batch_size, settings.relay_ledger_name,
-                 position_key=f"{sink.name}:{settings.relay_nats_stream}")
+                 position_key=f"{sink.name}:{destination}")
 
 
-def build_relay_loop(runtime: Runtime, stop: threading.Event) -> RelayLoop:
+def build_relay_loop(runtime: Runtime, stop: threading.Event, sink: str | None = None) -> RelayLoop:
     """The relay with its own waiter (on PostgreSQL its own LISTEN connection) and back-off."""
     waiter, idle_seconds = waiter_for(runtime, stop)
-    return RelayLoop(build_relay(runtime), stop, waiter, idle_seconds, runtime.settings.relay_retry_max_seconds)
+    return RelayLoop(build_relay(runtime, sink), stop, waiter, idle_seconds, runtime.settings.relay_retry_max_seconds)
+
+
+def build_relay_loops(runtime: Runtime, stop: threading.Event) -> list[RelayLoop]:
+    """One loop per configured sink: a broker that is down delays only its own sink."""
+    return [build_relay_loop(runtime, stop, sink) for sink in relay_sinks(runtime)]
 
 
 def webhook_policy(runtime: Runtime) -> TargetPolicy:
@@ -207,20 +240,25 @@ class ApiServices:
     access: AccessService
     idempotency: IdempotencyStore
     rate_limiter: RateLimiter
+    auth_throttle: FailureThrottle
     read_models: ReadModels
     tenant_directory: TenantDirectory
     recurring: RecurringTransactions
     recurring_reads: RecurringReadModel
     batch_store: BatchStore
-    batch_runner: BatchRunner | None  # on SQLite only: no separate worker is needed there
+    batch_runner: BatchRunner | None  # on SQLite, or with run_batches: no separate worker is needed
     integrity_monitor: IntegrityMonitor
     webhooks: WebhookStore
     webhook_policy: TargetPolicy
     admin_token: str | None = field(default=None, repr=False)
 
 
-def build_api_services(runtime: Runtime) -> ApiServices:
-    """Wire the API's services; a missing or short pepper is a one-line ``ConfigError``."""
+def build_api_services(runtime: Runtime, *, run_batches: bool = False) -> ApiServices:
+    """Wire the API's services; a missing or short pepper is a one-line ``ConfigError``.
+
+    The API runs queued batches itself on SQLite (one process serves it), and on PostgreSQL
+    when ``run_batches`` (``invario serve`` with its followers: the single-process layout).
+    """
     settings = runtime.settings
     install_log_record_factory()
     setup_telemetry("invario-api")  # once per process: the MeterProvider behind GET /metrics, the tracer
@@ -234,12 +272,14 @@ def build_api_services(runtime: Runtime) -> ApiServices:
             runtime.engine, settings.idempotency_ttl_hours, settings.idempotency_lease_seconds
         ),
         rate_limiter=_rate_limiter(runtime),
+        auth_throttle=_auth_throttle(runtime),
         read_models=ReadModels(runtime.engine),
         tenant_directory=TenantDirectory(runtime.engine),
         recurring=recurring,
         recurring_reads=recurring_reads,
         batch_store=batch_store,
-        batch_runner=None if runtime.database.is_postgres else build_batch_runner(runtime, "api", batch_store),
+        batch_runner=(build_batch_runner(runtime, "api", batch_store)
+                      if run_batches or not runtime.database.is_postgres else None),
         integrity_monitor=process_monitor(),
         webhooks=build_webhook_store(runtime),
         webhook_policy=webhook_policy(runtime),
@@ -253,8 +293,20 @@ def open_access(runtime: Runtime) -> AccessService:
 
 def _rate_limiter(runtime: Runtime) -> RateLimiter:
     settings = runtime.settings
-    if settings.rate_limit_per_second == 0:
+    return _token_buckets(runtime, settings.rate_limit_per_second, settings.rate_limit_burst)
+
+
+def _auth_throttle(runtime: Runtime) -> FailureThrottle:
+    settings = runtime.settings
+    failures_max = settings.auth_failures_max
+    return FailureThrottle(_token_buckets(runtime, failures_max / settings.auth_failures_window_seconds,
+                                          max(1, failures_max)))
+
+
+def _token_buckets(runtime: Runtime, rate_per_second: float, burst: int) -> RateLimiter:
+    """Shared by every API process on PostgreSQL, in this process's memory on SQLite; a rate of 0: none."""
+    if rate_per_second == 0:
         return Unlimited()
     if runtime.database.is_postgres:
-        return DatabaseTokenBucket(runtime.engine, settings.rate_limit_per_second, settings.rate_limit_burst)
-    return InProcessTokenBucket(settings.rate_limit_per_second, settings.rate_limit_burst)
+        return DatabaseTokenBucket(runtime.engine, rate_per_second, burst)
+    return InProcessTokenBucket(rate_per_second, burst)

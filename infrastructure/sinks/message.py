@@ -21,11 +21,21 @@ class OutboundMessage:
     body: bytes  # a CloudEvent in JSON structured mode
     content_type: str = "application/cloudevents+json"
 
+    def subject(self, prefix: str) -> str:
+        """``<prefix>.<tenant>.<aggregate type>.<event>``: the NATS subject and the AMQP routing key alike."""
+        return f"{prefix}.{self.tenant}.{self.aggregate_type}.{self.event}"
+
+
+class SinkUnavailable(Exception):
+    """The broker did not acknowledge a batch (unreachable, refused, too slow)."""
+
 
 class Sink(Protocol):
     """A broker the relay publishes to."""
 
-    name: str
+    name: str  # the metrics label and the position row's first part: "nats", "amqp"
+    broker: str  # for people: "NATS", "RabbitMQ"
+    where: str  # the broker's host and port, never its credentials
 
     def publish(self, messages: list[OutboundMessage]) -> None:
         """Send every message, in order, and return once the broker acknowledged them all; raise otherwise."""

@@ -23,60 +23,39 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from typing import Any
-from urllib.parse import urlsplit
 
-from infrastructure.sinks.message import OutboundMessage
+from infrastructure.sinks.event_loop import AsyncioSink
+from infrastructure.sinks.message import OutboundMessage, SinkUnavailable
+from infrastructure.sinks.urls import safe_error
 
 log = logging.getLogger(__name__)
 
 SINK_NAME = "nats"
+DEFAULT_PORT = 4222
 ACKS_PER_SECOND_MIN = 1_000  # a batch's acknowledgements may take this long beyond the timeout
 
 
-class SinkUnavailable(Exception):
-    """The broker did not acknowledge a batch (unreachable, refused, too slow)."""
-
-
-class NatsJetStreamSink:
+class NatsJetStreamSink(AsyncioSink):
     """Publishes batches to one JetStream stream, acks awaited in order."""
 
     name = SINK_NAME
+    broker = "NATS"
 
     def __init__(self, url: str, stream: str, subject_prefix: str, timeout_seconds: float) -> None:
-        self._url = url
-        self.where = _host_and_port(url)
+        super().__init__(url, DEFAULT_PORT, timeout_seconds)
         self.stream = stream
         self.subject_prefix = subject_prefix
-        self.timeout_seconds = timeout_seconds
         self._client: Any = None
         self._jetstream: Any = None
         self._last_id: str | None = None  # the stream's last message id, as this sink last knew it
         self._client_error: Exception | None = None  # the client's last one: why a connection failed
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="invario-relay-nats", daemon=True)
-        self._thread.start()
 
     def subject(self, message: OutboundMessage) -> str:
-        return f"{self.subject_prefix}.{message.tenant}.{message.aggregate_type}.{message.event}"
+        return message.subject(self.subject_prefix)
 
-    def publish(self, messages: list[OutboundMessage]) -> None:
-        future = asyncio.run_coroutine_threadsafe(self._publish(messages), self._loop)
-        bound = self.timeout_seconds * (3 + len(messages))  # connecting, the stream, then each ack
-        try:
-            future.result(bound)
-        except Exception as exc:  # noqa: BLE001 - every failure is the broker's, told without the URL
-            future.cancel()
-            self._run(self._disconnect(), self.timeout_seconds)
-            raise SinkUnavailable(f"NATS at {self.where}: {_safe(exc, self._url)}") from None
-
-    def close(self) -> None:
-        try:
-            self._run(self._disconnect(), self.timeout_seconds)
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(self.timeout_seconds)
+    def _bound(self, count: int) -> float:
+        return self.timeout_seconds * (3 + count)  # connecting, the stream, then each ack
 
     # --- on the sink's event loop -------------------------------------------------------
 
@@ -128,7 +107,7 @@ class NatsJetStreamSink:
             self._client = await asyncio.wait_for(connecting, 2 * self.timeout_seconds)
         except Exception as exc:
             cause = self._client_error
-            raise SinkUnavailable(f"cannot connect: {_safe(cause or exc, self._url)}") from None
+            raise SinkUnavailable(f"cannot connect: {safe_error(cause or exc, self._url)}") from None
         self._jetstream = self._client.jetstream(timeout=self.timeout_seconds)
         await self._ensure_stream()
         log.info("relay connected to NATS at %s, stream %s", self.where, self.stream)
@@ -155,40 +134,4 @@ class NatsJetStreamSink:
     async def _on_error(self, exc: Exception) -> None:
         # nats-py's default callback logs the error as it is; ours keeps the URL out.
         self._client_error = exc
-        log.debug("NATS client error at %s: %s", self.where, _safe(exc, self._url))
-
-    def _run(self, coroutine: Any, timeout: float) -> None:
-        try:
-            asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
-        except Exception:  # noqa: BLE001 - best effort: the caller is already failing or closing
-            log.debug("the NATS sink's loop did not finish in time", exc_info=True)
-
-
-def _host_and_port(url: str) -> str:
-    """The part of the URL safe to show: no user, password or token."""
-    try:
-        parts = urlsplit(url)
-        return f"{parts.hostname}:{parts.port or 4222}"
-    except ValueError:
-        return "<unparseable url>"
-
-
-def _safe(exc: BaseException, url: str) -> str:
-    """The error's text with the URL, and any credentials in it, left out."""
-    text = " ".join(str(exc).split())[:300] or type(exc).__name__
-    for secret in _credentials(url):
-        text = text.replace(secret, "***")
-    return text if text.startswith(type(exc).__name__) else f"{type(exc).__name__}: {text}"
-
-
-def _credentials(url: str) -> list[str]:
-    """The URL and what in it is secret: a password, or a user that is a token (no password)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return [url]
-    found = [url]
-    if "@" in parts.netloc:
-        found.append(parts.netloc)
-    found.extend(secret for secret in (parts.password, parts.username if not parts.password else None) if secret)
-    return found
+        log.debug("NATS client error at %s: %s", self.where, safe_error(exc, self._url))

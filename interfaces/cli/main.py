@@ -67,19 +67,22 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on [default: INVARIO_HOST or 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [default: INVARIO_PORT or 8000]")] = None,
     followers: Annotated[
-        bool, typer.Option(help="Run the log followers (global chain) in this process")
+        bool, typer.Option(help="Run the log followers (read models, global chain, hold expiry) and the "
+                                "queued batch files in this process; production: --no-followers beside "
+                                "'invario worker'")
     ] = True,
     workers: Annotated[
         int, typer.Option(min=1, max=64, help="API processes (uvicorn workers; PostgreSQL only). Each opens its own "
-                          "store; the followers, if run, stay in this parent process")
+                          "store; the followers and the batch runner, if run, stay in this parent process")
     ] = 1,
 ) -> None:
     """Serve the HTTP API on the configured store (SQLite under ./var/ by default).
 
     Refuses to start on unsafe settings (see 'invario check-config'; exit 2). On
     SIGTERM or SIGINT it stops accepting connections, lets the requests in flight
-    finish (at most SHUTDOWN_GRACE_SECONDS), stops the followers after their
-    current batch, closes the store (which commits what it holds) and exits 0.
+    finish (at most SHUTDOWN_GRACE_SECONDS), stops the batch runner after its
+    current chunk and the followers after their current batch, closes the store
+    (which commits what it holds) and exits 0.
     """
     from infrastructure.runtime import open_runtime
     from infrastructure.config_check import unsafe_to_serve
@@ -87,7 +90,7 @@ def serve(
     from infrastructure.settings import get_settings
     from interfaces.http.app import create_app
     from projections.following.runner import FollowerThread
-    from interfaces.bootstrap import build_followers
+    from interfaces.bootstrap import build_api_services, build_followers
 
     with operator_errors():
         settings = get_settings()
@@ -96,28 +99,38 @@ def serve(
         runtime = open_runtime(settings, serving=True)
         _prepare_schema(runtime)
         try:
-            api = create_app(runtime)  # refuses to start without an auth pepper (one line, exit 2)
+            # Refuses to start without an auth pepper (one line, exit 2). With its followers, serve alone
+            # is a whole ledger: it runs queued batch files too (on SQLite it always does).
+            services = build_api_services(runtime, run_batches=followers)
+            api = create_app(runtime, services)
         except ConfigError:
             runtime.close()
             raise
     # Only once the API can start: a refused start leaves the process's logging as it was.
     configure_logging(settings.log_level, settings.log_format)  # JSON lines on stdout, uvicorn's too
-    thread = FollowerThread(build_followers(runtime), settings.follower_poll_seconds) if followers else None
-    if thread:
-        thread.start()
-        _resume_followers_when_the_database_returns(runtime, thread)
     if workers > 1 and not runtime.database.is_postgres:
         runtime.close()
         raise typer.BadParameter("several workers need PostgreSQL (the embedded SQLite store serves one process)",
                                  param_hint="--workers")
+    thread = FollowerThread(build_followers(runtime), settings.follower_poll_seconds) if followers else None
+    if thread:
+        thread.start()
+        _resume_followers_when_the_database_returns(runtime, thread)
+    batches = services.batch_runner
+    if batches is not None:
+        batches.start()  # here, not in the app's lifespan: with --workers the app is not served in this process
     typer.echo(f"invario: serving {runtime.database.describe()} on http://{host or settings.host}:{port or settings.port}"
                + (f" with {workers} worker processes" if workers > 1 else ""), err=True)
     try:
         if workers > 1:
-            _serve_workers(workers, host or settings.host, port or settings.port, settings.log_level.lower())
+            _serve_workers(workers, host or settings.host, port or settings.port, settings.log_level.lower(),
+                           settings.trusted_proxies)
         else:
-            _serve_until_signalled(api, host or settings.host, port or settings.port, settings.log_level.lower())
+            _serve_until_signalled(api, host or settings.host, port or settings.port, settings.log_level.lower(),
+                                   settings.trusted_proxies)
     finally:
+        if batches is not None:
+            batches.stop()  # after the current chunk: the batch resumes from there
         if thread:
             thread.stop()
         runtime.close()
@@ -163,7 +176,15 @@ def _resume_followers_when_the_database_returns(runtime: Runtime, thread: Any) -
 SHUTDOWN_GRACE_SECONDS = 15  # in-flight requests; then <= 10 s for the followers' batch, and closing the store: < 30 s
 
 
-def _serve_until_signalled(api: object, host: str, port: int, log_level: str) -> None:
+def _proxy_options(trusted_proxies: str) -> dict[str, Any]:
+    """uvicorn believes X-Forwarded-For from these peers only (INVARIO_TRUSTED_PROXIES, never its own
+    FORWARDED_ALLOW_IPS): the client address of the logs and of the failed-authentication throttle."""
+    if not trusted_proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": trusted_proxies}
+
+
+def _serve_until_signalled(api: object, host: str, port: int, log_level: str, trusted_proxies: str) -> None:
     """Run uvicorn until SIGTERM/SIGINT, then return (instead of dying by the signal) so the caller can close."""
     import uvicorn
 
@@ -181,17 +202,17 @@ def _serve_until_signalled(api: object, host: str, port: int, log_level: str) ->
     # log_config=None: uvicorn's error logger reaches the JSON handler set up by the caller. Its access
     # log is off: the middleware's http_request line says the same and more, once per request.
     config = uvicorn.Config(api, host=host, port=port, log_level=log_level, log_config=None, access_log=False,
-                            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS, **_proxy_options(trusted_proxies))
     Server(config).run()
 
 
-def _serve_workers(workers: int, host: str, port: int, log_level: str) -> None:
+def _serve_workers(workers: int, host: str, port: int, log_level: str, trusted_proxies: str) -> None:
     """uvicorn's process supervisor: each worker builds its own app (and store) with the factory."""
     import uvicorn
 
     uvicorn.run("interfaces.http.app:create_app_in_worker", factory=True, workers=workers, host=host, port=port,
                 log_level=log_level, log_config=None, access_log=False,
-                timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS, **_proxy_options(trusted_proxies))
 
 
 @app.command()

@@ -76,7 +76,8 @@ def _month_option(month: str | None) -> str | None:
 def worker(
     once: Annotated[bool, typer.Option("--once", help="Catch every projection up with the log, then exit")] = False,
     relay: Annotated[
-        bool, typer.Option(help="Also run the relay when a sink is configured (INVARIO_RELAY_NATS_URL); "
+        bool, typer.Option(help="Also run the relay when a sink is configured (INVARIO_RELAY_NATS_URL, "
+                           "INVARIO_RELAY_AMQP_URL); "
                            "not with --once (see 'invario relay --once')")
     ] = True,
     webhooks: Annotated[
@@ -106,12 +107,12 @@ def worker(
         typer.echo(f"invario worker: following {runtime.database.describe()} ({how})", err=True)
         previous = stop_on_signals(stop) if not once else {}
         batches = _start_batches(runtime, once)
-        relay_thread = _start_relay(runtime, stop) if relay and not once else None
+        relay_threads = _start_relays(runtime, stop) if relay and not once else []
         webhook_thread = _start_webhooks(runtime, stop) if webhooks and not once else None
         try:
             loop.run(until_idle=once)
         finally:
-            if relay_thread is not None:
+            for relay_thread in relay_threads:
                 relay_thread.stop()
             if webhook_thread is not None:
                 webhook_thread.stop()
@@ -127,17 +128,18 @@ def worker(
     typer.echo("invario worker: stopped", err=True)
 
 
-def _start_relay(runtime: Runtime, stop: threading.Event) -> Any:
-    """The relay in a thread of its own, when a sink is configured: the followers never wait on a broker."""
-    from interfaces.bootstrap import build_relay_loop, relay_configured
+def _start_relays(runtime: Runtime, stop: threading.Event) -> list[Any]:
+    """The relay to each configured sink in a thread of its own: the followers never wait on a broker,
+    nor one sink on another."""
+    from interfaces.bootstrap import build_relay_loops
     from projections.relay.runner import RelayThread
 
-    if not relay_configured(runtime):
-        return None
-    thread = RelayThread(build_relay_loop(runtime, stop))
-    thread.start()
-    typer.echo(f"invario worker: relaying to NATS at {thread.loop.relay.sink.where}", err=True)
-    return thread
+    threads = [RelayThread(loop) for loop in build_relay_loops(runtime, stop)]
+    for thread in threads:
+        thread.start()
+        sink = thread.loop.relay.sink
+        typer.echo(f"invario worker: relaying to {sink.broker} at {sink.where}", err=True)
+    return threads
 
 
 def _start_webhooks(runtime: Runtime, stop: threading.Event) -> Any:

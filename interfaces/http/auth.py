@@ -1,9 +1,14 @@
-"""Authentication and rate limit: the ``Reader``, ``Writer`` and ``Admin`` dependencies."""
+"""Authentication and rate limits: the ``Reader``, ``Writer`` and ``Admin`` dependencies.
+
+Failed authentications are throttled per client address (``FailureThrottle``): the client is the
+connection's peer, or the address a trusted proxy forwarded (``INVARIO_TRUSTED_PROXIES``: uvicorn
+rewrites the peer before the app sees it).
+"""
 
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -12,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from application.access import Principal
 from domain.api_key import READ, WRITE, ApiKey
 from domain.errors import ApiKeyRevoked, InvalidApiKey
-from infrastructure.rate_limit import InProcessTokenBucket, Unlimited, retry_after_header
+from infrastructure.rate_limit import FailureThrottle, InProcessTokenBucket, Unlimited, retry_after_header
 from infrastructure.telemetry import instruments
 from interfaces.http.key_reads import SharedReads
 from interfaces.http.metrics import enter_tenant, has_tenant_name
@@ -30,20 +35,49 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(api_key_sch
 AdminCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(admin_scheme)]
 
 
+def client_address(request: Request) -> str:
+    """The client's IP address (a trusted proxy's forwarded one); "unknown" without one (a UNIX socket)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+def _throttled(wait_seconds: float) -> ApiProblem:
+    instruments().auth_throttled.add(1)
+    return ApiProblem(429, "auth_throttled", "too many failed authentications from this address; retry later",
+                      headers={"Retry-After": retry_after_header(wait_seconds)})
+
+
+def _refuse_a_throttled_client(throttle: FailureThrottle, client: str) -> None:
+    wait_seconds = throttle.refusing(client)
+    if wait_seconds > 0:
+        raise _throttled(wait_seconds)
+
+
+async def _failed(request: Request, reason: str) -> None:
+    """Count a failed authentication: 429 instead of the caller's 401 once the client is over its allowance."""
+    instruments().auth_failures.add(1, {"reason": reason})
+    throttle = services_of(request).auth_throttle
+    client = client_address(request)
+    if throttle.shared:
+        wait_seconds = await run_in_threadpool(throttle.failed, client)
+    else:
+        wait_seconds = throttle.failed(client)
+    if wait_seconds > 0:
+        raise _throttled(wait_seconds)
+
+
 async def _authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None, scope: str) -> Principal:
     """On the event loop: the key's read is shared (``key_reads``); only blocking work takes a thread."""
-    counters = instruments()
+    services = services_of(request)
+    _refuse_a_throttled_client(services.auth_throttle, client_address(request))
     if credentials is None:
-        counters.auth_failures.add(1, {"reason": "MISSING_TOKEN"})
+        await _failed(request, "MISSING_TOKEN")
         raise ApiProblem(401, "unauthenticated", "send your API key as 'Authorization: Bearer <key>'",
                          headers={"WWW-Authenticate": "Bearer"})
-    services = services_of(request)
     try:
         key_id, digest = services.access.locate(credentials.credentials)
         principal = services.access.admit(await _key_reads(request).get(key_id), digest, scope)
     except (InvalidApiKey, ApiKeyRevoked) as exc:
-        reason = "REVOKED_TOKEN" if isinstance(exc, ApiKeyRevoked) else "INVALID_TOKEN"
-        counters.auth_failures.add(1, {"reason": reason})
+        await _failed(request, "REVOKED_TOKEN" if isinstance(exc, ApiKeyRevoked) else "INVALID_TOKEN")
         raise
     if has_tenant_name(principal.tenant_id):
         tenant = enter_tenant(request, principal.tenant_id)
@@ -56,7 +90,7 @@ async def _authenticate(request: Request, credentials: HTTPAuthorizationCredenti
         wait_seconds = await run_in_threadpool(limiter.acquire, str(principal.tenant_id))  # the shared bucket
     if wait_seconds > 0:
         # Tenant names are bounded by the number of tenants, and say who to call.
-        counters.rate_limited.add(1, {"tenant": tenant})
+        instruments().rate_limited.add(1, {"tenant": tenant})
         raise ApiProblem(429, "rate_limited", "this tenant is over its request rate; retry later",
                          headers={"Retry-After": retry_after_header(wait_seconds)})
     return principal
@@ -79,14 +113,25 @@ async def write_access(request: Request, credentials: Credentials) -> Principal:
 
 
 def admin_access(request: Request, credentials: AdminCredentials) -> None:
-    token = services_of(request).admin_token
+    """In a thread (a synchronous dependency): the throttle's shared bucket may be drawn from directly."""
+    services = services_of(request)
+    token = services.admin_token
     if token is None:
         raise ApiProblem(403, "admin_disabled", "the admin API is disabled: set INVARIO_ADMIN_TOKEN to enable it")
+    client = client_address(request)
+    _refuse_a_throttled_client(services.auth_throttle, client)
     presented = credentials.credentials if credentials is not None else ""
     if not hmac.compare_digest(presented.encode("utf-8"), token.encode("utf-8")):
-        instruments().auth_failures.add(1, {"reason": "INVALID_TOKEN" if presented else "MISSING_TOKEN"})
-        raise ApiProblem(401, "invalid_admin_token", "send 'Authorization: Bearer <INVARIO_ADMIN_TOKEN>'",
-                         headers={"WWW-Authenticate": "Bearer"})
+        _admin_failed(services.auth_throttle, client, "INVALID_TOKEN" if presented else "MISSING_TOKEN")
+
+
+def _admin_failed(throttle: FailureThrottle, client: str, reason: str) -> NoReturn:
+    instruments().auth_failures.add(1, {"reason": reason})
+    wait_seconds = throttle.failed(client)
+    if wait_seconds > 0:
+        raise _throttled(wait_seconds)
+    raise ApiProblem(401, "invalid_admin_token", "send 'Authorization: Bearer <INVARIO_ADMIN_TOKEN>'",
+                     headers={"WWW-Authenticate": "Bearer"})
 
 
 Reader = Annotated[Principal, Depends(read_access)]

@@ -14,7 +14,8 @@ _DESCRIPTIONS = {
     409: "Conflict with the current state or version, or Idempotency-Key in flight",
     413: "Request body too large",
     422: "The ledger's rules reject the values, or Idempotency-Key reused with another request",
-    429: "Rate limited (see Retry-After)",
+    429: "Rate limited: the tenant's rate (rate_limited), or too many failed authentications from this "
+         "client address (auth_throttled); see Retry-After",
     503: "The read models have not reached ?min_position yet (see Retry-After)",
 }
 
@@ -46,8 +47,10 @@ amount is a debit, and postings sum to zero per currency. More decimals than the
 `body_too_large`; `POST /v1/transactions/batch` 16 times that); 1-1,000 transactions per batch; 2-100 postings per transaction; account codes 64 characters, names 200,
 descriptions 500, external ids 128; metadata up to 50 keys of 64 characters with values of 512;
 pages of at most 200 items; `Idempotency-Key` up to 255 characters. Each tenant has a token bucket
-of `INVARIO_RATE_LIMIT_BURST` requests refilled at `INVARIO_RATE_LIMIT_PER_SECOND` (429 with
-`Retry-After` beyond it).
+of `INVARIO_RATE_LIMIT_BURST` requests refilled at `INVARIO_RATE_LIMIT_PER_SECOND` (429
+`rate_limited` with `Retry-After` beyond it). A client address that fails to authenticate
+`INVARIO_AUTH_FAILURES_MAX` times within `INVARIO_AUTH_FAILURES_WINDOW_SECONDS` is answered 429
+`auth_throttled` with `Retry-After`, whatever key it sends, until the window gives it another try.
 
 **Retries.** Every POST takes an `Idempotency-Key` (kept per tenant for at least 24 h). A
 transaction's `external_id` gives the same guarantee in the ledger itself.

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
@@ -47,6 +47,16 @@ CONNECT_TIMEOUT_SECONDS = 5
 _AGGREGATES = (Tenant, Account, Transaction, ApiKey, KeyRing)
 _POSTING_EVENTS = ("Transaction.Posted", "Transaction.HoldPosted")
 _ENVELOPE = ("originator_id", "originator_version", "timestamp", "originator_topic", "prev_hash", "hash")
+
+
+class EventFilters(TypedDict, total=False):
+    """The filters of ``ReadOnlyLedger.events()``, shared by ``events_frame()``."""
+
+    upto: int | None
+    tenant: str | UUID | None
+    types: Iterable[str] | None
+    since: datetime | None
+    until: datetime | None
 
 
 def _event_topics() -> dict[str, str]:
@@ -293,20 +303,11 @@ class ReadOnlyLedger:
         return _frame(rows, ["account_id", "tenant_id", "tenant", "code", "name", "currency", "type", "opened_at",
                              "position"])
 
-    def events_frame(  # noqa: PLR0913
-        self,
-        after: int = 0,
-        *,
-        upto: int | None = None,
-        tenant: str | UUID | None = None,
-        types: Iterable[str] | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        rows_max: int = ROWS_MAX_DEFAULT,
-    ) -> pd.DataFrame:
-        """``events()`` as a DataFrame: position, type, tenant_id, originator_id,
-        originator_version, recorded_at and ``data`` (the event's fields, a dict)."""
-        found = self.events(after, upto=upto, tenant=tenant, types=types, since=since, until=until, limit=rows_max + 1)
+    def events_frame(self, after: int = 0, *, rows_max: int = ROWS_MAX_DEFAULT,
+                     **filters: Unpack[EventFilters]) -> pd.DataFrame:
+        """``events()`` as a DataFrame, with the same filters: position, type, tenant_id,
+        originator_id, originator_version, recorded_at and ``data`` (the event's fields, a dict)."""
+        found = self.events(after, limit=rows_max + 1, **filters)
         rows = [{"position": e.position, "type": e.type, "tenant_id": e.tenant_id, "originator_id": e.originator_id,
                  "originator_version": e.originator_version, "recorded_at": e.recorded_at, "data": e.data}
                 for e in found]

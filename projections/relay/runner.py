@@ -98,7 +98,7 @@ class RelayThread:
 
     def __init__(self, loop: RelayLoop) -> None:
         self.loop = loop
-        self._thread = threading.Thread(target=loop.run, name="invario-relay", daemon=True)
+        self._thread = threading.Thread(target=loop.run, name=f"invario-relay-{loop.relay.sink.name}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 
 from infrastructure.runtime import open_runtime
 from infrastructure.settings import Settings
@@ -55,18 +55,24 @@ def run(smoke: bool) -> list[Measurement]:
         url = found[1]
         tenant_id, accounts = _open_book(url, shape["accounts"])
         with _worker(url):
-            _wait_until_followed(url)
-            done, samples = _load_and_sample(url, tenant_id, accounts, shape)
-    return _rows(done / shape["seconds"], samples, shape)
+            wait_until_caught_up(url, _APPLIED, "invario worker")
+            done, samples = load_and_sample(url, tenant_id, accounts, shape, _APPLIED)
+    return lag_rows("follower lag p99", samples, under_load(shape, done), "invario worker in its own process")
 
 
-def _load_and_sample(url: str, tenant_id: UUID, accounts: list[UUID],
-                     shape: dict[str, Any]) -> tuple[int, list[Sample]]:
+def under_load(shape: dict[str, Any], transfers: int) -> str:
+    return f"while {shape['threads']} threads post {transfers / shape['seconds']:,.0f} transfers/s in-process " \
+           "(group commit)"
+
+
+def load_and_sample(url: str, tenant_id: UUID, accounts: list[UUID], shape: dict[str, Any],
+                    applied: TextClause) -> tuple[int, list[Sample]]:
+    """Transfers posted in the window, and samples of the head and of the position ``applied`` selects."""
     with environment(**GROUPED):
         runtime = open_runtime(Settings(database_url=url))
     stop = threading.Event()
     samples: list[Sample] = []
-    sampler = threading.Thread(target=_sample, args=(runtime, stop, samples), daemon=True)
+    sampler = threading.Thread(target=_sample, args=(runtime, applied, stop, samples), daemon=True)
     try:
         sampler.start()
         done = _post_for_a_while(runtime.ledger, tenant_id, accounts, shape)
@@ -81,27 +87,27 @@ _APPLIED = text("SELECT min(position) FROM projection_tracking WHERE name IN ({}
     ", ".join(f"'{name}'" for name in READ_MODELS)))
 
 
-def _wait_until_followed(url: str) -> None:
-    """Start the clock only once the worker is up and has caught up with the book."""
+def wait_until_caught_up(url: str, applied: TextClause, what: str) -> None:
+    """Start the clock only once the follower (``what``) is up and has caught up with the book."""
     runtime = open_runtime(Settings(database_url=url))
     try:
         deadline = time.monotonic() + WORKER_START_SECONDS
         while time.monotonic() < deadline:
             with runtime.engine.connect() as connection:
-                applied = connection.execute(_APPLIED).scalar() or 0
-            if applied >= (runtime.ledger.recorder.max_notification_id() or 0):
+                position = connection.execute(applied).scalar() or 0
+            if position >= (runtime.ledger.recorder.max_notification_id() or 0):
                 return
             time.sleep(0.1)
-        raise RuntimeError(f"invario worker did not catch up within {WORKER_START_SECONDS} s")
+        raise RuntimeError(f"{what} did not catch up within {WORKER_START_SECONDS} s")
     finally:
         runtime.close()
 
 
-def _sample(runtime: Any, stop: threading.Event, samples: list[Sample]) -> None:
+def _sample(runtime: Any, query: TextClause, stop: threading.Event, samples: list[Sample]) -> None:
     with runtime.engine.connect() as connection:
         while not stop.wait(SAMPLE_SECONDS):
             head = runtime.ledger.recorder.max_notification_id() or 0
-            applied = connection.execute(_APPLIED).scalar() or 0
+            applied = connection.execute(query).scalar() or 0
             connection.commit()  # a fresh snapshot each time
             samples.append(Sample(time.monotonic(), head, int(applied)))
 
@@ -117,13 +123,13 @@ def lag_seconds(samples: list[Sample]) -> list[float]:
     return lags
 
 
-def _rows(rate: float, samples: list[Sample], shape: dict[str, Any]) -> list[Measurement]:
+def lag_rows(name: str, samples: list[Sample], load: str, where: str) -> list[Measurement]:
+    """The lag's p99 in seconds (against the target) and in events, with their maximums."""
     seconds = sorted(lag_seconds(samples))
     events = sorted(max(s.head - s.applied, 0) for s in samples)
-    load = f"while {shape['threads']} threads post {rate:,.0f} transfers/s in-process (group commit)"
     return [
-        Measurement(f"follower lag p99, {load}", percentile(seconds, 0.99), "s", LAG_TARGET_SECONDS,
+        Measurement(f"{name}, {load}", percentile(seconds, 0.99), "s", LAG_TARGET_SECONDS,
                     higher_is_better=False, note=f"max {seconds[-1] if seconds else 0:.2f} s; {len(samples)} samples"),
-        Measurement("follower lag p99 in events", percentile(events, 0.99), "events",
-                    note=f"max {events[-1] if events else 0:,}; invario worker in its own process"),
+        Measurement(f"{name.split(' (')[0]} in events", percentile(events, 0.99), "events",
+                    note=f"max {events[-1] if events else 0:,}; {where}"),
     ]

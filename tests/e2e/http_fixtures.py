@@ -29,7 +29,9 @@ DAY = "2026-11-23"
 def settings_for(database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url, "auth_pepper": PEPPER, "admin_token": ADMIN_TOKEN,
-        "rate_limit_per_second": 0, "read_wait_seconds": 2.0,
+        # Every TestClient request comes from one address: the failed-authentication throttle is
+        # tested on its own (test_http_auth_throttle.py), not tripped by tests of 401s.
+        "rate_limit_per_second": 0, "auth_failures_max": 0, "read_wait_seconds": 2.0,
     }
     values.update(overrides)
     return Settings(**values)

@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from tests.bench import __main__ as bench_main
-from tests.bench import bench_http, bench_inprocess, bench_lag, bench_pgbench
+from tests.bench import bench_http, bench_inprocess, bench_lag, bench_pgbench, bench_relay
 from tests.bench.measurement import REFERENCE_LATENCY, REFERENCE_TPS, Measurement
 
 
@@ -74,6 +74,17 @@ def test_the_lag_benchmark_samples_the_followers_under_load() -> None:
     seconds, events = bench_lag.run(smoke=True)
     assert seconds.name.startswith("follower lag p99") and seconds.unit == "s" and "samples" in seconds.note
     assert events.unit == "events"
+
+
+@pytest.mark.postgres
+def test_the_relay_benchmark_measures_both_brokers_and_the_lag_under_load() -> None:
+    rows = {row.name.split(",")[0]: row for row in bench_relay.run(smoke=True)}
+    for name in ("relay to JetStream", "relay to RabbitMQ (confirms"):
+        row = next(row for key, row in rows.items() if key.startswith(name))
+        assert row.unit == "events/s" and (row.value > 0 or row.note.startswith("skipped")), row.note
+    lag = rows[bench_relay.LAG_NAME]
+    assert lag.unit == "s" and ("samples" in lag.note or lag.note.startswith("skipped")), lag.note
+    assert lag.target == bench_relay.LAG_TARGET_SECONDS and not lag.higher_is_better
 
 
 def test_lag_in_seconds_is_how_long_ago_the_head_was_where_the_read_models_are() -> None:

@@ -7,72 +7,47 @@ unreachable broker delays delivery and loses, duplicates or reorders nothing.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import signal
 import subprocess
-import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
-from domain.chain import GENESIS_HASH
 from infrastructure.runtime import Runtime
 from interfaces.bootstrap import build_relay_loop
 from projections.relay.position import read_position
-from projections.relay.runner import RelayThread
 from tests.integration.conftest import OpenRuntime
-from tests.integration.helpers import notifications
 from tests.integration.projections_support import FIRST_DAY, open_book, open_ready, post, post_random
-from tests.integration.relay_support import Proxy, Received, Stream, nats_stream, stream_count, stream_messages
+from tests.integration.relay_support import (
+    Proxy,
+    Received,
+    Stream,
+    assert_chained,
+    cli_process,
+    nats_stream,
+    relay_once,
+    relayed_positions,
+    stream_count,
+    started_relay,
+    stop_process,
+    stream_messages,
+    wait_for,
+)
 
 __all__ = ["nats_stream"]  # the fixture, used by name
 
-REPO = Path(__file__).resolve().parents[2]
-WAIT_SECONDS_MAX = 30.0
-
-
-def _relay_once(runtime: Runtime) -> None:
-    loop = build_relay_loop(runtime, threading.Event())
-    try:
-        assert loop.run(until_idle=True, attempts_max=3), f"the relay gave up after {loop.failures} attempts"
-    finally:
-        loop.waiter.close()
-        loop.relay.sink.close()
-
-
-def _positions(runtime: Runtime) -> list[int]:
-    """The positions the relay publishes: every event but the access aggregates'."""
-    return [n.id for n in notifications(runtime.ledger) if not n.topic.startswith(("domain.api_key", "domain.key_ring"))]
-
 
 def _assert_delivered_once_in_order(received: list[Received], runtime: Runtime, stream: Stream) -> None:
-    assert [int(r.event["id"]) for r in received] == _positions(runtime)
-    last_hash: dict[str, str] = {}
+    assert [int(r.event["id"]) for r in received] == relayed_positions(runtime)
     for message in received:
         event = message.event
         assert message.msg_id == event["id"]
         tenant = event["source"].rsplit("/", 1)[1]
         aggregate, name = event["type"].removeprefix("io.invario.").split(".")
         assert message.subject == f"{stream.prefix}.{tenant}.{aggregate}.{name}"
-        canonical = json.dumps({"event_type": event["eventtype"], "fields": event["data"]}, sort_keys=True,
-                               separators=(",", ":"), ensure_ascii=False)
-        assert hashlib.sha256(canonical.encode()).hexdigest() == event["hash"]
-        assert event["prevhash"] == last_hash.get(event["subject"], GENESIS_HASH)
-        last_hash[event["subject"]] = event["hash"]
-
-
-def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS_MAX
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
+    assert_chained([message.event for message in received])
 
 
 def test_events_arrive_in_log_order_and_a_restart_resumes(
@@ -82,18 +57,18 @@ def test_events_arrive_in_log_order_and_a_restart_resumes(
     books = [open_book(runtime.ledger, name) for name in ("acme", "globex")]
     for book in books:
         post_random(book, runtime.ledger, 6, prefix=f"a-{book.tenant_id}")
-    _relay_once(runtime)
+    relay_once(runtime)
     first = stream_messages(nats_stream)
     _assert_delivered_once_in_order(first, runtime, nats_stream)
     assert {m.event["type"] for m in first} >= {"io.invario.tenant.created", "io.invario.transaction.posted",
                                                  "io.invario.account.posting_recorded"}
 
     post(books[0], runtime.ledger, "later", FIRST_DAY, {"cash": 500, "fees": -500})
-    _relay_once(runtime)  # a new relay: from the durable position, not from the start
+    relay_once(runtime)  # a new relay: from the durable position, not from the start
     received = stream_messages(nats_stream)
     _assert_delivered_once_in_order(received, runtime, nats_stream)
     assert received[: len(first)] == first
-    assert read_position(runtime.engine, f"nats:{nats_stream.name}").position == _positions(runtime)[-1]
+    assert read_position(runtime.engine, f"nats:{nats_stream.name}").position == relayed_positions(runtime)[-1]
 
 
 @pytest.mark.postgres
@@ -106,16 +81,15 @@ def test_an_unreachable_broker_delays_but_loses_nothing(
     runtime = open_ready(open_rt, pg_database_url, **settings)
     book = open_book(runtime.ledger)
     post_random(book, runtime.ledger, 10)
-    relay = RelayThread(build_relay_loop(runtime, threading.Event()))
-    relay.start()
+    relay = started_relay(runtime)
     try:
-        _wait_for(lambda: relay.loop.failures >= 3, "failed attempts")
+        wait_for(lambda: relay.loop.failures >= 3, "failed attempts")
         assert read_position(runtime.engine, f"nats:{nats_stream.name}").position == 0
         assert "nats" in (read_position(runtime.engine, f"nats:{nats_stream.name}").last_error or "").lower()
         proxy.open()  # the broker is back
         post_random(book, runtime.ledger, 5, prefix="while-down")
-        head = _positions(runtime)[-1]
-        _wait_for(lambda: read_position(runtime.engine, f"nats:{nats_stream.name}").position == head, "catching up")
+        head = relayed_positions(runtime)[-1]
+        wait_for(lambda: read_position(runtime.engine, f"nats:{nats_stream.name}").position == head, "catching up")
         assert relay.loop.failures == 0
     finally:
         relay.stop()
@@ -125,10 +99,8 @@ def test_an_unreachable_broker_delays_but_loses_nothing(
 
 
 def _relay_process(url: str, stream: Stream, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **stream.environ(), "INVARIO_DATABASE_URL": url, "INVARIO_RELAY_BATCH_SIZE": "3",
-           "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    command = [sys.executable, "-c", "from interfaces.cli.main import app; app()", "relay"]
-    return subprocess.Popen(command, env=env, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    return cli_process("relay", {**stream.environ(), "INVARIO_DATABASE_URL": url, "INVARIO_RELAY_BATCH_SIZE": "3"},
+                       log)
 
 
 @pytest.mark.postgres
@@ -138,24 +110,23 @@ def test_kill_9_mid_run_then_restart_delivers_every_event_once_in_order(
     runtime = open_ready(open_rt, pg_database_url)
     book = open_book(runtime.ledger)
     post_random(book, runtime.ledger, 300)
-    expected = len(_positions(runtime))
+    expected = len(relayed_positions(runtime))
     first = _relay_process(pg_database_url, nats_stream, tmp_path / "relay-1.log")
     try:
-        _wait_for(lambda: stream_count(nats_stream) >= 60 or first.poll() is not None, "the first messages")
+        wait_for(lambda: stream_count(nats_stream) >= 60 or first.poll() is not None, "the first messages")
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
     killed_at = read_position(runtime.engine, f"nats:{nats_stream.name}").position
-    assert stream_count(nats_stream) < expected and killed_at < _positions(runtime)[-1], "killed too late"
+    assert stream_count(nats_stream) < expected and killed_at < relayed_positions(runtime)[-1], "killed too late"
 
     second = _relay_process(pg_database_url, nats_stream, tmp_path / "relay-2.log")
     try:
-        _wait_for(lambda: stream_count(nats_stream) >= expected or second.poll() is not None, "every message")
-        _wait_for(lambda: read_position(runtime.engine, f"nats:{nats_stream.name}").position
-                  == _positions(runtime)[-1], "the durable position at the head")
+        wait_for(lambda: stream_count(nats_stream) >= expected or second.poll() is not None, "every message")
+        wait_for(lambda: read_position(runtime.engine, f"nats:{nats_stream.name}").position
+                  == relayed_positions(runtime)[-1], "the durable position at the head")
     finally:
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(10) == 0, (tmp_path / "relay-2.log").read_text()
+        stop_process(second, tmp_path / "relay-2.log")
     _assert_delivered_once_in_order(stream_messages(nats_stream), runtime, nats_stream)
     log_text = (tmp_path / "relay-2.log").read_text()
     assert "invario relay: stopped" in log_text
@@ -165,7 +136,7 @@ def test_kill_9_mid_run_then_restart_delivers_every_event_once_in_order(
 def test_a_rewritten_log_stops_the_relay(pg_database_url: str, open_rt: OpenRuntime, nats_stream: Stream) -> None:
     runtime = open_ready(open_rt, pg_database_url, **nats_stream.settings())
     open_book(runtime.ledger)
-    _relay_once(runtime)
+    relay_once(runtime)
     before = stream_count(nats_stream)
     with runtime.engine.begin() as connection:
         connection.execute(text("UPDATE invario_relay_positions SET event_hash = :h"), {"h": "f" * 64})
@@ -184,17 +155,14 @@ def test_invario_worker_runs_the_relay_when_a_sink_is_configured(
 ) -> None:
     runtime = open_ready(open_rt, sqlite_database_url)
     post_random(open_book(runtime.ledger), runtime.ledger, 5)
-    expected = len(_positions(runtime))
-    env = {**os.environ, **nats_stream.environ(), "INVARIO_DATABASE_URL": sqlite_database_url,
-           "INVARIO_WORKER_METRICS_PORT": "0", "INVARIO_FOLLOWER_POLL_SECONDS": "0.2",
-           "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    expected = len(relayed_positions(runtime))
+    environ = {**nats_stream.environ(), "INVARIO_DATABASE_URL": sqlite_database_url,
+               "INVARIO_WORKER_METRICS_PORT": "0", "INVARIO_FOLLOWER_POLL_SECONDS": "0.2"}
     log = tmp_path / "worker.log"
-    command = [sys.executable, "-c", "from interfaces.cli.main import app; app()", "worker"]
-    worker = subprocess.Popen(command, env=env, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    worker = cli_process("worker", environ, log)
     try:
-        _wait_for(lambda: stream_count(nats_stream) >= expected or worker.poll() is not None, "the relayed events")
+        wait_for(lambda: stream_count(nats_stream) >= expected or worker.poll() is not None, "the relayed events")
     finally:
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(15) == 0, log.read_text()
+        stop_process(worker, log)
     _assert_delivered_once_in_order(stream_messages(nats_stream), runtime, nats_stream)
     assert "relaying to NATS at 127.0.0.1:4222" in log.read_text()

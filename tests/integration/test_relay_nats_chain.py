@@ -13,7 +13,8 @@ import asyncio
 import pytest
 
 from infrastructure.sinks.message import OutboundMessage
-from infrastructure.sinks.nats_jetstream import NatsJetStreamSink, SinkUnavailable
+from infrastructure.sinks.message import SinkUnavailable
+from infrastructure.sinks.nats_jetstream import NatsJetStreamSink
 from tests.integration.relay_support import Stream, nats_stream, stream_messages  # noqa: F401 - the fixture
 
 

@@ -227,6 +227,27 @@ def test_401_storm_moves_the_auth_failure_counters(deployment: Deployment) -> No
     assert "inv_live_xxxx" not in server.log_path.read_text()
 
 
+def test_401_storm_from_one_forwarded_address_is_throttled(deployment: Deployment) -> None:
+    """INC-5: the proxy's X-Forwarded-For names the client (127.0.0.1 is a trusted proxy by default);
+    past its allowance that client gets 429 auth_throttled, whatever key it sends, and others do not."""
+    _, key = deployment.create_tenant_with_key("acme")
+    server = deployment.serve(env={"INVARIO_AUTH_FAILURES_MAX": "3", "INVARIO_AUTH_FAILURES_WINDOW_SECONDS": "30"})
+    throttled_before = server.metric("auth_throttled_total")
+    attacker = {"X-Forwarded-For": "203.0.113.50"}
+    for _ in range(3):
+        with server.client("inv_live_" + "x" * 40, **attacker) as client:
+            assert problem_code(client.get("/v1/accounts")) == "invalid_api_key"
+    with server.client(key, **attacker) as client:
+        refused = client.get("/v1/accounts")
+    assert refused.status_code == 429 and problem_code(refused) == "auth_throttled"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 10
+    with server.client(key, **{"X-Forwarded-For": "203.0.113.51"}) as client:
+        assert client.get("/v1/accounts").status_code == 200
+    assert server.metric("auth_throttled_total") == throttled_before + 1
+    wait_until(lambda: any(r.get("status") == 429 and r.get("client", "").startswith("203.0.113.50:")
+                           for r in server.log_records()), "the 429 logged with the forwarded address")
+
+
 # --- INC-11 suspending and resuming a tenant -------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ from domain.api_key import ApiKey, check_scopes
 from domain.errors import ApiKeyRevoked, InvalidApiKey, InvalidScopes, ScopeNotGranted, TenantNotFound, TooManyApiKeys
 from domain.key_ring import ACTIVE_KEYS_MAX, REVOKED_KEPT, KeyRing
 from infrastructure import rate_limit
-from infrastructure.rate_limit import InProcessTokenBucket, retry_after_header
+from infrastructure.rate_limit import Draw, FailureThrottle, InProcessTokenBucket, retry_after_header
 from interfaces.cli.tenant_cmds import parse_scopes
 from tests.unit.books import in_memory_ledger
 
@@ -117,3 +117,29 @@ def test_in_process_token_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
     assert bucket.acquire("t") == 0.0 and bucket.acquire("t") > 0
     clock[0] += 100
     assert [bucket.acquire("t") for _ in range(4)][-1] > 0  # refills to the burst, never beyond
+
+
+def test_a_draw_says_when_it_took_the_last_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rate_limit.time, "monotonic", lambda: 100.0)
+    bucket = InProcessTokenBucket(rate_per_second=2.0, burst=2)
+    assert bucket.draw("t") == Draw(0.0, 0.0)
+    assert bucket.draw("t") == Draw(0.0, pytest.approx(0.5))  # taken, and now empty
+    assert bucket.draw("t") == Draw(pytest.approx(0.5), pytest.approx(0.5))
+
+
+def test_failure_throttle_refuses_a_client_once_its_failures_are_spent(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(rate_limit.time, "monotonic", lambda: clock[0])
+    throttle = FailureThrottle(InProcessTokenBucket(rate_per_second=0.5, burst=3), clients_max=2)
+    assert throttle.refusing("10.0.0.1") == 0.0
+    assert [throttle.failed("10.0.0.1") for _ in range(3)] == [0.0, 0.0, 0.0]  # each answered 401
+    assert throttle.refusing("10.0.0.1") == pytest.approx(2.0)  # the next is refused before its key is read
+    assert throttle.refusing("10.0.0.2") == 0.0
+    assert throttle.failed("10.0.0.1") == pytest.approx(2.0)  # seen failing elsewhere: 429, not 401
+    clock[0] += 2.0
+    assert throttle.refusing("10.0.0.1") == 0.0  # one try back
+    assert throttle.failed("10.0.0.1") == 0.0 and throttle.refusing("10.0.0.1") > 0
+    for client in ("10.0.0.2", "10.0.0.3"):  # remembering at most clients_max refused clients
+        for _ in range(3):
+            throttle.failed(client)
+    assert throttle.refusing("10.0.0.1") == 0.0 and throttle.refusing("10.0.0.3") > 0

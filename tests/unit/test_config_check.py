@@ -6,9 +6,11 @@ import base64
 import secrets
 
 import pytest
+from pydantic import ValidationError
 
 from infrastructure.config_check import secret_problems, secret_weakness, unsafe_to_serve
 from infrastructure.errors import ConfigError
+from infrastructure.settings import Settings
 
 PG = {"INVARIO_DATABASE_URL": "postgresql://invario@db/invario"}
 
@@ -83,6 +85,18 @@ def test_one_settings_class_holds_every_variable_and_check_config_reports_them(
     assert found["INVARIO_READY_MAX_LAG"].status == ERROR
 
 
+def test_the_amqp_url_is_in_the_template_and_its_password_is_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    from infrastructure.config_check import ERROR, check_environment, template
+
+    assert "#INVARIO_RELAY_AMQP_URL=" in template() and "#INVARIO_RELAY_AMQP_EXCHANGE=invario" in template()
+    monkeypatch.setenv("INVARIO_RELAY_AMQP_URL", "amqp://relay:s3cret-pass@127.0.0.1:5672/ledger")
+    found = {finding.name: finding for finding in check_environment()}
+    assert "s3cret-pass" not in found["INVARIO_RELAY_AMQP_URL"].shown and found["INVARIO_RELAY_AMQP_URL"].status != ERROR
+    assert "127.0.0.1:5672" in found["INVARIO_RELAY_AMQP_URL"].shown
+    monkeypatch.setenv("INVARIO_RELAY_AMQP_URL", "nats://127.0.0.1:4222")
+    assert {f.name: f for f in check_environment()}["INVARIO_RELAY_AMQP_URL"].status == ERROR
+
+
 def test_the_relay_url_is_in_the_template_and_its_password_is_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     from infrastructure.config_check import ERROR, check_environment, template
 
@@ -92,3 +106,13 @@ def test_the_relay_url_is_in_the_template_and_its_password_is_never_shown(monkey
     assert "s3cret-pass" not in found["INVARIO_RELAY_NATS_URL"].shown and found["INVARIO_RELAY_NATS_URL"].status != ERROR
     monkeypatch.setenv("INVARIO_RELAY_NATS_URL", "http://127.0.0.1:4222")
     assert {f.name: f for f in check_environment()}["INVARIO_RELAY_NATS_URL"].status == ERROR
+
+
+def test_trusted_proxies_are_written_as_uvicorn_reads_them() -> None:
+    """uvicorn takes a malformed entry for a name that never matches, silently: refuse it here."""
+    assert Settings().trusted_proxies == "127.0.0.1,::1"
+    assert Settings(trusted_proxies=" 10.0.0.1/8, 192.168.1.5 ,").trusted_proxies == "10.0.0.0/8,192.168.1.5"
+    assert Settings(trusted_proxies="").trusted_proxies == ""
+    assert Settings(trusted_proxies="10.0.0.1, *").trusted_proxies == "*"
+    with pytest.raises(ValidationError, match="'proxy.local' is not an IP address or network"):
+        Settings(trusted_proxies="10.0.0.1,proxy.local")

@@ -13,6 +13,7 @@ from cloudevents.core.formats.json import JSONFormat
 from application.access import AccessService
 from application.ledger import Ledger
 from domain.chain import GENESIS_HASH
+from infrastructure.sinks.message import OutboundMessage
 from projections.relay.messages import Origin, build_message, event_type, snake
 from projections.relay.origins import Origins
 from tests.unit.books import DAY, Books, in_memory_ledger, leg
@@ -120,9 +121,26 @@ def test_origins_are_bounded() -> None:
 
 
 def test_no_credential_of_the_broker_url_reaches_an_error() -> None:
-    from infrastructure.sinks.nats_jetstream import _host_and_port, _safe
+    from infrastructure.sinks.urls import host_and_port, safe_error
 
-    for url, secret in (("nats://relay:pa55word@broker:4222", "pa55word"), ("nats://t0ken-abc@broker", "t0ken-abc")):
-        said = _safe(OSError(f"cannot reach {url} as {secret}"), url)
+    for url, secret in (("nats://relay:pa55word@broker:4222", "pa55word"), ("nats://t0ken-abc@broker", "t0ken-abc"),
+                        ("amqp://relay:pa55word@broker:5672/vhost", "pa55word"),
+                        ("amqps://relay:pa55word@broker/", "pa55word")):
+        said = safe_error(OSError(f"cannot reach {url} as {secret}"), url)
         assert secret not in said and "OSError" in said
-        assert _host_and_port(url).startswith("broker:") and secret not in _host_and_port(url)
+        shown = host_and_port(url, 4222)
+        assert shown.startswith("broker:") and secret not in shown
+
+
+def test_the_amqp_sink_shows_where_the_broker_is_and_nothing_more() -> None:
+    from infrastructure.sinks.amqp import AmqpSink
+
+    for url, where in (("amqp://relay:pa55word@broker:5673/", "broker:5673"), ("amqp://broker", "broker:5672"),
+                       ("amqps://relay:pa55word@broker/", "broker:5671")):
+        sink = AmqpSink(url, "invario", "invario", timeout_seconds=1.0)  # connects only on publish
+        try:
+            assert sink.where == where
+        finally:
+            sink.close()
+    message = OutboundMessage("42", "7352d41c", "account", "posting_recorded", b"{}")
+    assert sink.routing_key(message) == "invario.7352d41c.account.posting_recorded"
