@@ -15,21 +15,22 @@ connection, or a host that now resolves to a forbidden address. The reason
 of a failure names neither the URL (it may hold a token) nor the secret.
 
 httpx's asynchronous client runs on an event loop in a thread of the sender's
-own, so one deadline covers the whole attempt and the dispatcher's threads only
-wait on it; many endpoints share the loop's connections.
+own (``sinks.event_loop.LoopThread``, as the brokers' clients do), so one
+deadline covers the whole attempt and the dispatcher's threads only wait on it;
+many endpoints share the loop's connections.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import httpx
 from standardwebhooks import Webhook
 
+from infrastructure.sinks.event_loop import LoopThread
 from infrastructure.sinks.message import OutboundMessage
 from infrastructure.webhooks.secrets import WebhookSecret
 from infrastructure.webhooks.targets import Resolver, TargetPolicy, WebhookTargetRefused, check_target, resolve
@@ -69,11 +70,8 @@ class WebhookSender:
         self.timeout_seconds = timeout_seconds
         self.policy = policy
         self._resolver = resolver
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="invario-webhooks-http", daemon=True)
-        self._thread.start()
-        self._client: httpx.AsyncClient = asyncio.run_coroutine_threadsafe(
-            self._new_client(connections_max), self._loop).result(timeout_seconds)
+        self._loop = LoopThread("invario-webhooks-http")
+        self._client: httpx.AsyncClient = self._loop.run(self._new_client(connections_max), timeout_seconds)
 
     def send(self, url: str, secret: WebhookSecret, message: OutboundMessage) -> AttemptResult:
         try:
@@ -81,21 +79,16 @@ class WebhookSender:
         except WebhookTargetRefused as exc:
             return AttemptResult(False, f"{exc.code}: {exc}")
         headers = signed_headers(secret, message, datetime.now(timezone.utc))
-        future = asyncio.run_coroutine_threadsafe(self._post(url, headers, message.body), self._loop)
         try:
-            return future.result(self.timeout_seconds + 1.0)
+            return self._loop.run(self._post(url, headers, message.body), self.timeout_seconds + 1.0)
         except Exception as exc:  # noqa: BLE001 - the loop itself failing is one more failed attempt
-            future.cancel()
             return AttemptResult(False, _reason(exc, self.timeout_seconds))
 
     def close(self) -> None:
         try:
-            asyncio.run_coroutine_threadsafe(self._client.aclose(), self._loop).result(self.timeout_seconds)
-        except Exception:  # noqa: BLE001 - closing anyway
-            log.debug("closing the webhooks' HTTP client failed", exc_info=True)
+            self._loop.attempt(self._client.aclose(), self.timeout_seconds)
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(self.timeout_seconds)
+            self._loop.stop(self.timeout_seconds)
 
     # --- on the sender's event loop ----------------------------------------------------------
 
