@@ -143,8 +143,10 @@ class AccessService:
         return api_key_id_for(digest), digest
 
     def read_key(self, key_id: UUID) -> ApiKey | None:
-        """The key as stored now (one read of the event store)."""
-        return self._get(key_id, ApiKey)
+        """The key as stored now (one read of the event store, never the cache: a key the store no
+        longer holds, after a restore, must not authenticate)."""
+        key = self.ledger.store.load_fresh(key_id)
+        return key if isinstance(key, ApiKey) else None
 
     @staticmethod
     def admit(key: ApiKey | None, digest: str, scope: str) -> Principal:

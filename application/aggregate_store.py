@@ -19,7 +19,7 @@ from enum import Enum
 from typing import Any, Protocol
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.application import AggregateNotFoundError, Application, Cache, LRUCache, ProcessingEvent
 from eventsourcing.persistence import StoredEvent
 
 from application.decisions import Recorded
@@ -52,6 +52,19 @@ class AggregateStore:
         # that has it. Without it a batch loads its aggregates one at a time.
         self.bulk_reads: BulkReads | None = None
 
+    def forget_cached(self) -> None:
+        """Empty the repository's cache (a new one: ``LRUCache.clear`` keeps its entries' index).
+
+        A thread that read an aggregate before a restore and puts it in the cache only after the
+        restore was noticed would bring it back; that needs the whole restore to fit between one
+        read (or commit) and the put that follows it: in practice a restore (it waits for the
+        readers' and writers' locks, then drops, loads and commits every table) takes far longer,
+        but a thread paused that long is not ruled out."""
+        repository = self._app.repository
+        cache = repository.cache
+        if cache is not None:
+            repository.cache = LRUCache(cache.maxsize) if isinstance(cache, LRUCache) else Cache()
+
     # --- reading ----------------------------------------------------------------
 
     def load(self, aggregate_id: UUID) -> Any | None:
@@ -59,6 +72,15 @@ class AggregateStore:
             return self._app.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
+
+    def load_fresh(self, aggregate_id: UUID) -> Any | None:
+        """As stored now, never from the cache: one round trip, as fast-forwarding a cached one costs.
+        For small aggregates whose read must see a restore of the store (API keys): a cached one
+        is only ever moved forward, so it outlives a restore that does not hold it."""
+        aggregate = None
+        for event in self._app.events.get(aggregate_id):
+            aggregate = event.mutate(aggregate)
+        return aggregate
 
     def load_many(self, aggregate_ids: Sequence[UUID], *, held: bool = False) -> dict[UUID, Any | None]:
         """What ``load`` gives for each id, with the reads of all of them in one or

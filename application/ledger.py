@@ -138,6 +138,21 @@ class Ledger(Application):
     def conflict_lane(self, lane: Callable[[], AbstractContextManager[Any]]) -> None:
         self.writes.conflict_lane = lane
 
+    @property
+    def pin_writes(self) -> Callable[[], AbstractContextManager[Any]]:
+        return self.writes.pin_writes
+
+    @pin_writes.setter
+    def pin_writes(self, pin: Callable[[], AbstractContextManager[Any]]) -> None:
+        self.writes.pin_writes = pin
+
+    def forget_held_state(self) -> None:
+        """Drop every aggregate this process holds, after its database was restored under it: the
+        cache's aggregates may be ahead of the restored log (fast-forwarding only ever moves them
+        on), or absent from it. The write path reads, rather than trusts, its state for a while."""
+        self.store.forget_cached()
+        self.writes.read_state_for_a_while()
+
     def start_group_commit(self, batch_size_max: int, wait_seconds: float,
                            caller_context: CallerContext | None = None) -> None:
         """From now on, writes are queued and committed in batches by one writer thread

@@ -37,12 +37,31 @@ def back_off(attempt: int) -> None:
     time.sleep(random.uniform(0, ceiling))  # noqa: S311 - jitter, not security
 
 
+class StoreReplaced(ConcurrencyConflict):
+    """The store was replaced under this process (a restore) after the decision read it; nothing was
+    saved. The process has dropped what it held (``infrastructure.restore_epoch``), so deciding again
+    reads the restored state: the write path does, once; a caller that still gets it retries (HTTP 409)."""
+
+
 def save_with_retries(decide_and_save: Callable[[], T]) -> T:
-    """Run a decision until it saves, deciding again on fresh state after a conflict;
-    ``ConcurrencyConflict`` (HTTP 409, "retry the request") once the attempts run out."""
+    """Run a decision until it saves, deciding again on fresh state after a conflict (or once after a
+    restore); ``ConcurrencyConflict`` (HTTP 409, "retry the request") once the attempts run out."""
+    replaced = False
     for attempt in range(SAVE_ATTEMPTS_MAX):
         try:
             return decide_and_save()
         except IntegrityError:
             back_off(attempt)
+        except StoreReplaced:
+            if replaced:
+                raise
+            replaced = True
     raise ConcurrencyConflict(f"gave up after {SAVE_ATTEMPTS_MAX} conflicting attempts; retry the request")
+
+
+def once_more_if_replaced(run: Callable[[], T]) -> T:
+    """``run()``, and once again if the store was replaced under it (the second run reads afresh)."""
+    try:
+        return run()
+    except StoreReplaced:
+        return run()

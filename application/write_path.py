@@ -22,7 +22,7 @@ from uuid import UUID
 from application.aggregate_store import AggregateStore
 from application.decisions import Decision
 from application.group_commit import Batch, CallerContext, GroupCommitWriter, current_receipt
-from application.retries import save_with_retries
+from application.retries import once_more_if_replaced, save_with_retries
 
 T = TypeVar("T")
 
@@ -79,6 +79,9 @@ class WritePath:
         self._reading_until = 0.0  # monotonic time until which batches read, not trust, their state
         # Serialises conflicted batches across processes; open_runtime sets one per store.
         self.conflict_lane: Callable[[], AbstractContextManager[Any]] = nullcontext
+        # Around each batch and each direct decision: its reads and its save share one view of the
+        # store (open_runtime pins the restore epoch, so a save decided before a restore is refused).
+        self.pin_writes: Callable[[], AbstractContextManager[Any]] = nullcontext
 
     def start_group_commit(self, batch_size_max: int, wait_seconds: float,
                            caller_context: CallerContext | None = None) -> None:
@@ -105,7 +108,7 @@ class WritePath:
             with self._locks.holding(lock_keys):
                 # Writers of the same aggregates in this process queue on the locks, so
                 # only other processes' writes make a decision run again.
-                return save_with_retries(lambda: decide(self._store))
+                return save_with_retries(lambda: self._pinned(decide))
         lock_keys = list(lock_keys)
         deferral = _deferring.get()
         future = self._writer.enqueue(decide, lock_keys, [*reads, *lock_keys], current_receipt(),
@@ -144,9 +147,14 @@ class WritePath:
         calling command's receipt (if any) rendered with the list of outcomes."""
         with self._locks.holding(lock_keys):
             receipt = current_receipt() if commit else None
-            batch = Batch(self._store, decisions, self.conflict_lane, reads, batch_receipt=receipt,
-                          presumed_new=presumed_new, held=self._holds_state())
-            return self._run(batch, commit=commit, failure_stops_all=True, atomic=atomic)
+
+            def run() -> list[Any]:
+                with self.pin_writes():
+                    batch = Batch(self._store, decisions, self.conflict_lane, reads, batch_receipt=receipt,
+                                  presumed_new=presumed_new, held=self._holds_state())
+                    return self._run(batch, commit=commit, failure_stops_all=True, atomic=atomic)
+
+            return once_more_if_replaced(run)
 
     def _run_submissions(self, submissions: Sequence[Any]) -> list[Any]:
         # The writer thread is this process's only batch writer; the locks keep the
@@ -155,9 +163,22 @@ class WritePath:
         with self._locks.holding(keys):
             reads = [key for submission in submissions for key in submission.reads]
             new = [key for submission in submissions for key in submission.presumed_new]
-            batch = Batch(self._store, [s.decide for s in submissions], self.conflict_lane, reads,
-                          [s.receipt for s in submissions], presumed_new=new, held=self._holds_state())
-            return self._run(batch)
+
+            def run() -> list[Any]:
+                with self.pin_writes():  # the batch's reads and its save, in one restore epoch
+                    batch = Batch(self._store, [s.decide for s in submissions], self.conflict_lane, reads,
+                                  [s.receipt for s in submissions], presumed_new=new, held=self._holds_state())
+                    return self._run(batch)
+
+            return once_more_if_replaced(run)
+
+    def _pinned(self, decide: Decision[T]) -> T:
+        with self.pin_writes():
+            return decide(self._store)
+
+    def read_state_for_a_while(self) -> None:
+        """Batches read what they decide on, for ``HELD_STATE_PAUSE_SECONDS`` (the held state is suspect)."""
+        self._reading_until = time.monotonic() + HELD_STATE_PAUSE_SECONDS
 
     def _holds_state(self) -> bool:
         """Whether a batch may decide on the state this process holds (issue 15, item 3)."""

@@ -23,7 +23,7 @@ import os
 import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,11 +32,11 @@ from psycopg import sql
 
 from infrastructure.database import DatabaseURL
 from infrastructure.errors import ConfigError
-from infrastructure.pg_connections import connect_arguments, connection_options
+from infrastructure.pg_connections import application_name, connect_arguments, connection_options
+from infrastructure.restore_epoch import PG_EVENTS_TABLE, begin_new_epoch_sqlite
 
 PG_MAGIC = b"PGDMP"
 SQLITE_MAGIC = b"SQLite format 3\x00"
-PG_EVENTS_TABLE = "invario_events"
 SQLITE_EVENTS_TABLE = "stored_events"
 SQLITE_PAGES_PER_STEP = 1024
 RESTORE_LOCK_TIMEOUT = "30s"  # a running API or worker holding locks fails the restore instead of hanging it
@@ -97,7 +97,7 @@ def pg_environment(database: DatabaseURL, connect_timeout: int) -> dict[str, str
     """The child's environment: the connection as PG* variables (never as arguments)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
     env.update(PGHOST=database.host, PGPORT=str(database.port), PGUSER=database.user, PGDATABASE=database.dbname,
-               PGCONNECT_TIMEOUT=str(connect_timeout), PGAPPNAME="invario-backup")
+               PGCONNECT_TIMEOUT=str(connect_timeout), PGAPPNAME=application_name())
     if database.password:
         env["PGPASSWORD"] = database.password
     return env
@@ -111,7 +111,7 @@ def _connect(database: DatabaseURL, connect_timeout: int) -> psycopg.Connection:
         # Keepalives, so a vanished server is noticed; no statement timeout: a backup or a restore may
         # rightly run one statement for minutes.
         options = connection_options(connect_timeout, BACKUP_TCP_TIMEOUT_SECONDS)
-        return psycopg.connect(**connect_arguments(database, options), application_name="invario-backup")
+        return psycopg.connect(**connect_arguments(database, options))
     except psycopg.Error as exc:
         raise BackupFailed(f"cannot use {database.describe()}: {_one_line(str(exc), database)}") from None
 
@@ -157,14 +157,51 @@ def pg_database_holds_data(database: DatabaseURL, connect_timeout: int) -> list[
         return holding
 
 
-def other_sessions(database: DatabaseURL, connect_timeout: int) -> list[str]:
-    """Application names of the other sessions connected to the database (an API or a worker still running)."""
+@dataclass(frozen=True)
+class Session:
+    """Another client connected to the database: an API or a worker still running, a psql."""
+
+    pid: int
+    application_name: str
+    client: str  # its address, or "local" (a Unix socket)
+
+
+# Client backends only: autovacuum and parallel workers also show the database's name.
+_OTHER_SESSIONS = (
+    "SELECT pid, coalesce(nullif(application_name, ''), 'unnamed'), coalesce(host(client_addr), 'local') "
+    "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+    "AND backend_type = 'client backend' ORDER BY 2, 3, 1"
+)
+
+
+def other_sessions(database: DatabaseURL, connect_timeout: int) -> list[Session]:
+    """The other client sessions connected to the database."""
     with _connect(database, connect_timeout) as connection:
-        rows = connection.execute(
-            "SELECT coalesce(nullif(application_name, ''), 'unnamed') FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).fetchall()
-    return sorted(row[0] for row in rows)
+        return [Session(*row) for row in connection.execute(_OTHER_SESSIONS).fetchall()]
+
+
+def terminate_other_sessions(database: DatabaseURL, connect_timeout: int) -> list[Session]:
+    """End every other client session of the database (``pg_terminate_backend``); the sessions ended.
+
+    Needs the right to signal them (superuser, their role, or ``pg_signal_backend``);
+    without it the one-line error says so. Their processes reconnect by themselves."""
+    with _connect(database, connect_timeout) as connection:
+        try:
+            sessions = [Session(*row) for row in connection.execute(_OTHER_SESSIONS).fetchall()]
+            for session in sessions:
+                connection.execute("SELECT pg_terminate_backend(%s)", (session.pid,))
+        except psycopg.Error as exc:
+            raise BackupFailed(f"cannot end the other sessions: {_one_line(str(exc), database)}") from None
+    return sessions
+
+
+def describe_sessions(sessions: list[Session], shown_max: int = 5) -> str:
+    """"invario-serve from 10.0.0.7 (2), psql from local (1)": who, from where, how many."""
+    counts: dict[tuple[str, str], int] = {}
+    for session in sessions:
+        counts[(session.application_name, session.client)] = counts.get((session.application_name, session.client), 0) + 1
+    parts = [f"{name} from {client} ({count})" for (name, client), count in list(counts.items())[:shown_max]]
+    return ", ".join(parts) + (", ..." if len(counts) > shown_max else "")
 
 
 def restore_postgres(database: DatabaseURL, source: Path, connect_timeout: int) -> None:
@@ -267,8 +304,14 @@ def restore_sqlite(
     """Replace the database's content with the backup's, through the backup API (one atomic step for readers)."""
     assert database.path is not None
     database.path.parent.mkdir(parents=True, exist_ok=True)
+    # Through a copy that already holds a new restore epoch, so that running processes see the
+    # epoch change in the same step as the data (infrastructure.restore_epoch).
+    staged = temporary_path(database.path)
     try:
-        backup = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+        _copy_sqlite(sqlite3.connect(f"file:{source}?mode=ro", uri=True), staged)
+        with closing(sqlite3.connect(staged)) as copy:
+            begin_new_epoch_sqlite(copy)
+        backup = sqlite3.connect(f"file:{staged}?mode=ro", uri=True)
         try:
             destination = sqlite3.connect(database.path, timeout=30)
             try:
@@ -280,3 +323,14 @@ def restore_sqlite(
             backup.close()
     except sqlite3.Error as exc:
         raise BackupFailed(f"cannot restore into {database.describe()}: {exc}") from None
+    finally:
+        with suppress(FileNotFoundError):
+            staged.unlink()
+
+
+def _copy_sqlite(source: sqlite3.Connection, target: Path) -> None:
+    try:
+        with closing(sqlite3.connect(target)) as destination:
+            source.backup(destination)
+    finally:
+        source.close()

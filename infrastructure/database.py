@@ -17,6 +17,7 @@ _MANAGED = {
     "keepalives_idle": "INVARIO_DB_TCP_TIMEOUT_SECONDS", "keepalives_interval": "INVARIO_DB_TCP_TIMEOUT_SECONDS",
     "keepalives_count": "INVARIO_DB_TCP_TIMEOUT_SECONDS", "tcp_user_timeout": "INVARIO_DB_TCP_TIMEOUT_SECONDS",
     "options": "INVARIO_DB_STATEMENT_TIMEOUT_SECONDS",
+    "application_name": "Invario for each process (invario-serve, invario-worker, ...)",
 }
 # libpq checks these values only when it connects; a typo must not wait until then.
 _CHOICES = {

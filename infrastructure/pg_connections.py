@@ -10,6 +10,8 @@ health and liveness probes) is made with:
 - TCP keepalives and ``tcp_user_timeout``, derived from
   ``INVARIO_DB_TCP_TIMEOUT_SECONDS``: the kernel gives up on a silent peer after
   about that long, whether the connection is idle or waiting for an answer;
+- ``application_name``: the process (``invario-serve``, ``invario-worker``, ...), so
+  ``pg_stat_activity`` (and ``invario restore``) can say who is connected;
 - for the API's connections only, ``statement_timeout``
   (``INVARIO_DB_STATEMENT_TIMEOUT_SECONDS``): the server cancels a statement that
   runs longer (SQLSTATE 57014, ``database_busy``). Operator commands and the
@@ -28,6 +30,19 @@ from typing import Any
 from infrastructure.database import DatabaseURL
 
 KEEPALIVE_PROBES = 3
+APPLICATION_NAME_DEFAULT = "invario"
+_application_name = APPLICATION_NAME_DEFAULT
+
+
+def name_this_process(name: str) -> None:
+    """The ``application_name`` of this process's connections (``invario-serve``, ``invario-worker``...):
+    what ``pg_stat_activity`` shows, and what ``invario restore`` names when it refuses to run beside it."""
+    global _application_name  # noqa: PLW0603 - one name per process, set once by its entry point
+    _application_name = name[:63]  # PostgreSQL keeps at most NAMEDATALEN - 1 bytes
+
+
+def application_name() -> str:
+    return _application_name
 
 
 def connection_options(
@@ -43,6 +58,7 @@ def connection_options(
         "keepalives_interval": interval,
         "keepalives_count": KEEPALIVE_PROBES,
         "tcp_user_timeout": tcp_timeout_seconds * 1000,
+        "application_name": _application_name,
     }
     if statement_timeout_seconds > 0:
         options["options"] = f"-c statement_timeout={int(statement_timeout_seconds * 1000)}"

@@ -34,11 +34,13 @@ from uuid import UUID
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder, PostgresFactory
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composed, Identifier
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from application.retries import StoreReplaced
 from infrastructure.db_errors import DatabaseFailure
 from infrastructure.pg_watch import DatabaseWatch, WatchedConnection, watch_for
+from infrastructure.restore_epoch import TABLE, Epoch, RestoreEpochWatch
 
 ATTEMPTS_MAX = 2
 RETRY_WAIT_SECONDS = 0.2
@@ -131,6 +133,40 @@ class BoundedRetryPostgresRecorder(PostgresApplicationRecorder):
             insert + " WHERE NOT EXISTS ({changed}) RETURNING notification_id"
         ).format(changed=changed, **names)
         self.select_changed_statement = changed
+        # The same inserts, made only if the database is still in the restore epoch the
+        # batch decided under (infrastructure.restore_epoch): the events table's OID, and
+        # the epoch row when the schema has one. No extra round trip; a restored database
+        # inserts nothing, and the caller compares the rows inserted with the rows sent.
+        self._insert = SQL(insert).format(**names)
+        self._changed = changed
+        self._events_table = f'"{self.datastore.schema}"."{self.events_table_name}"'
+        self.restore_epoch: RestoreEpochWatch | None = None  # set by open_runtime
+
+    def _epoch_condition(self, epoch: Epoch) -> tuple[Composed, list[Any]]:
+        condition = SQL("to_regclass(%s)::oid = %s::oid")
+        params: list[Any] = [self._events_table, epoch.events_table]
+        if epoch.row is not None:
+            condition = condition + SQL(" AND (SELECT epoch FROM {} WHERE id = 1) = %s").format(Identifier(TABLE))
+            params.append(epoch.row)
+        return condition, params
+
+    def _guarded_insert(self, epoch: Epoch, expected: Mapping[UUID, int] | None) -> tuple[Composed, list[Any]]:
+        condition, params = self._epoch_condition(epoch)
+        if expected:
+            condition = SQL("NOT EXISTS ({}) AND ").format(self._changed) + condition
+            params = [list(expected), list(expected.values()), *params]
+        return self._insert + SQL(" WHERE ") + condition + SQL(" RETURNING notification_id"), params
+
+    def epoch_unchanged(self, curs: Any, pipeline: Any) -> bool:
+        """Whether the database is still in the epoch this write expects (after an insert that wrote less)."""
+        epoch = self.restore_epoch.expected() if self.restore_epoch is not None else None
+        if epoch is None or epoch.events_table is None:
+            return True
+        condition, params = self._epoch_condition(epoch)
+        curs.execute(SQL("SELECT ") + condition, params)
+        pipeline.sync()
+        row = curs.fetchone()
+        return bool(row and (row[0] if not isinstance(row, dict) else next(iter(row.values()))))
 
     def _insert_stored_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         expected: Mapping[UUID, int] | None = kwargs.get("expected_versions")
@@ -142,13 +178,37 @@ class BoundedRetryPostgresRecorder(PostgresApplicationRecorder):
             [event.topic for event in stored_events],
             [event.state for event in stored_events],
         )
-        if expected:
+        epoch = self.restore_epoch.expected() if self.restore_epoch is not None else None
+        if epoch is not None and epoch.events_table is not None:
+            statement, params = self._guarded_insert(epoch, expected)
+            curs.execute(statement, (*columns, *params))
+        elif expected:
             curs.execute(self.insert_if_unchanged_statement, (*columns, list(expected), list(expected.values())))
         else:
             curs.execute(self.insert_columns_statement, columns)
 
+    def _fetch_ids_after_insert_events(self, curs: Any, stored_events: Sequence[StoredEvent],
+                                       **kwargs: Any) -> Sequence[int] | None:
+        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        if len(ids or ()) != len(stored_events) and not kwargs.get("expected_versions"):
+            raise StoreReplaced("the database was restored since this write was decided; retry the request")
+        return ids
+
     select_events = _bounded(PostgresApplicationRecorder, "select_events")
-    insert_events = _bounded(PostgresApplicationRecorder, "insert_events")
+    _insert_events_bounded = _bounded(PostgresApplicationRecorder, "insert_events")
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        try:
+            return self._insert_events_bounded(stored_events, **kwargs)
+        except StoreReplaced:
+            self.notice_restore()
+            raise
+
+    def notice_restore(self) -> None:
+        """A write found the epoch changed: let the watch drop what this process holds before the retry."""
+        if self.restore_epoch is not None:
+            self.restore_epoch.check_quietly()
+
     select_notifications = _bounded(PostgresApplicationRecorder, "select_notifications")
     max_notification_id = _bounded(PostgresApplicationRecorder, "max_notification_id")
 

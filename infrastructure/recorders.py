@@ -22,8 +22,11 @@ from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from application.group_commit import ReceiptsTaken, RenderReceipts
+from application.retries import StoreReplaced
 from infrastructure.idempotency import insert_receipts_postgres, insert_receipts_sqlite
 from infrastructure.pg_store import BoundedRetryPostgresRecorder, bounded_attempts
+from infrastructure.restore_epoch import TABLE as RESTORE_EPOCH_TABLE
+from infrastructure.restore_epoch import RestoreEpochWatch
 
 
 def _positions(stored_events: Sequence[StoredEvent], ids: Sequence[int] | None) -> dict[Any, int]:
@@ -37,7 +40,11 @@ class ReceiptsPostgresRecorder(BoundedRetryPostgresRecorder):
         if render is None and not expected:
             return super().insert_events(stored_events, **kwargs)
         assert not self.datastore.enable_db_functions, "receipts need the plain insert"
-        return self._insert_with_receipts(stored_events, render, expected)
+        try:
+            return self._insert_with_receipts(stored_events, render, expected)
+        except StoreReplaced:
+            self.notice_restore()
+            raise
 
     @bounded_attempts
     def _insert_with_receipts(self, stored_events: Sequence[StoredEvent], render: RenderReceipts | None,
@@ -71,8 +78,10 @@ class ReceiptsPostgresRecorder(BoundedRetryPostgresRecorder):
         if stored_events:
             self._insert_stored_events(curs, stored_events, expected_versions=expected)
             pipeline.sync()  # a version conflict is raised here, before the receipts
-            ids = self._fetch_ids_after_insert_events(curs, stored_events)
+            ids = self._fetch_ids_after_insert_events(curs, stored_events, expected_versions=expected)
             if len(ids or ()) != len(stored_events):
+                if not self.epoch_unchanged(curs, pipeline):
+                    raise StoreReplaced("the database was restored since this write was decided; retry the request")
                 raise IntegrityError("an aggregate the batch decided on has changed since")
             return ids
         if expected:
@@ -83,10 +92,15 @@ class ReceiptsPostgresRecorder(BoundedRetryPostgresRecorder):
 
 
 class ReceiptsSQLiteRecorder(SQLiteApplicationRecorder):
+    restore_epoch: RestoreEpochWatch | None = None  # set by open_runtime
+
     def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         render: RenderReceipts | None = kwargs.pop("receipts", None)
         expected: Mapping[UUID, int] = kwargs.pop("expected_versions", None) or {}
-        ids = super()._insert_events(c, stored_events, **kwargs) if stored_events else []
+        ids: Sequence[int] | None = []
+        if stored_events:
+            ids = super()._insert_events(c, stored_events, **kwargs)
+            self._check_epoch(c)  # after the insert: it holds the write lock now (see below)
         if render is not None:
             receipts = render(_positions(stored_events, ids))
             if receipts:
@@ -99,6 +113,27 @@ class ReceiptsSQLiteRecorder(SQLiteApplicationRecorder):
             # "busy" at once). After a write this transaction holds the write lock.
             self._check_unchanged(c, expected)
         return ids
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        try:
+            return super().insert_events(stored_events, **kwargs)
+        except StoreReplaced:
+            if self.restore_epoch is not None:
+                self.restore_epoch.check_quietly()
+            raise
+
+    def _check_epoch(self, c: Any) -> None:
+        """The write's epoch, checked under the write lock (after the insert took it, as below)."""
+        epoch = self.restore_epoch.expected() if self.restore_epoch is not None else None
+        if epoch is None or epoch.row is None:
+            return
+        try:
+            c.execute(f"SELECT epoch FROM {RESTORE_EPOCH_TABLE} WHERE id = 1")  # noqa: S608 - a constant
+            row = c.fetchone()
+        except Exception:  # noqa: BLE001 - the table is gone: a backup from before it was restored
+            row = None
+        if row is None or row[0] != epoch.row:
+            raise StoreReplaced("the database was restored since this write was decided; retry the request")
 
     def _check_unchanged(self, c: Any, expected: Mapping[UUID, int]) -> None:
         statement = f"SELECT MAX(originator_version) FROM {self.events_table_name} WHERE originator_id = ?"

@@ -9,6 +9,7 @@ on an opened runtime (services, followers, jobs) is built in ``interfaces.bootst
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import secrets
@@ -31,6 +32,7 @@ from infrastructure.database import DatabaseURL
 from infrastructure.errors import ConfigError, DatabaseUnavailable
 from infrastructure.pg_connections import connect_arguments, connection_options
 from infrastructure.pg_watch import DatabaseWatch, WatchedConnection, watch_for
+from infrastructure.restore_epoch import RestoreEpochWatch, read_epoch
 from infrastructure.settings import SECRET_LENGTH_MIN, Settings, get_settings
 from infrastructure.telemetry import TraceContext
 
@@ -105,6 +107,7 @@ class Runtime:
     _closed: bool = field(default=False, repr=False)
     _lane: PostgresConflictLane | SqliteConflictLane | None = field(default=None, repr=False)
     watch: DatabaseWatch | None = field(default=None, repr=False)  # started for the API (PostgreSQL)
+    restore_epoch: RestoreEpochWatch | None = field(default=None, repr=False)  # see infrastructure.restore_epoch
 
     def check_database(self) -> None:
         """Raise unless the database answers both ways the API reaches it: the event store's pool
@@ -118,11 +121,26 @@ class Runtime:
         with self.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
 
+    def forget_held_state(self) -> None:
+        """After a restore: drop the aggregates this process holds and its pooled connections (their
+        prepared statements name the dropped tables' and types' OIDs); all is read and opened again."""
+        self.ledger.forget_held_state()
+        datastore = getattr(self.ledger.recorder, "datastore", None)
+        pool = getattr(datastore, "pool", None)
+        if pool is not None:
+            with contextlib.suppress(Exception):  # a closing pool has nothing to drain
+                pool.drain()
+        self.engine.dispose()
+        if self._lane is not None:
+            self._lane.discard()
+
     def close(self) -> None:
         """Drain the group-commit writer (queued writes are committed), then close."""
         if self._closed:
             return
         self._closed = True
+        if self.restore_epoch is not None:
+            self.restore_epoch.stop()
         if self.watch is not None:
             self.watch.stop()
         self.ledger.close()
@@ -143,6 +161,7 @@ class PostgresConflictLane:
         self._database, self._options = database, options
         self._connection: psycopg.Connection[Any] | None = None
         self._in_process = threading.Lock()  # the session lock is re-entrant; threads must not share it
+        self._stale = False  # the database was restored: connect afresh on next use
 
     @contextmanager
     def held(self) -> Iterator[None]:
@@ -155,6 +174,9 @@ class PostgresConflictLane:
                 connection.execute("SELECT pg_advisory_unlock(%s)", (CONFLICT_LANE_LOCK_KEY,))
 
     def _connect(self) -> psycopg.Connection[Any]:
+        if self._stale and self._connection is not None:
+            self._connection.close()
+        self._stale = False
         if self._connection is None or self._connection.closed:
             self._connection = WatchedConnection.connect(
                 **connect_arguments(self._database, self._options), autocommit=True
@@ -165,6 +187,10 @@ class PostgresConflictLane:
         with self._in_process:
             if self._connection is not None:
                 self._connection.close()
+
+    def discard(self) -> None:
+        """Connect afresh on next use (without waiting: the caller may be inside the lane)."""
+        self._stale = True
 
 
 class SqliteConflictLane:
@@ -192,6 +218,9 @@ class SqliteConflictLane:
     def close(self) -> None:
         """Nothing is held between batches."""
 
+    def discard(self) -> None:
+        """Nothing to connect afresh."""
+
 
 def open_runtime(settings: Settings | None = None, *, serving: bool = False) -> Runtime:
     """The process's runtime. ``serving``: for the HTTP API, whose statements are bounded
@@ -218,7 +247,22 @@ def open_runtime(settings: Settings | None = None, *, serving: bool = False) -> 
             watch = watch_for(connect_arguments(database, {}))
             watch.start(connect_arguments(database, postgres_options(settings)), settings.db_probe_timeout_seconds)
     engine = _create_engine(database, settings, serving)
-    return Runtime(settings, database, ledger, engine, _lane=lane, watch=watch)
+    runtime = Runtime(settings, database, ledger, engine, _lane=lane, watch=watch)
+    _watch_restore_epoch(runtime)
+    return runtime
+
+
+def _watch_restore_epoch(runtime: Runtime) -> None:
+    """The process's restore epoch, known from now on: every write carries it (the recorder's insert
+    checks it) and every batch pins it; a change drops the held state and the pooled connections.
+    Long-running processes also ``start()`` its periodic check (``interfaces.bootstrap``)."""
+    epoch = RestoreEpochWatch(lambda: read_epoch(runtime.engine), runtime.settings.restore_epoch_check_seconds)
+    epoch.subscribe(runtime.forget_held_state)
+    with contextlib.suppress(Exception):  # an unreachable database is reported by the first use, not here
+        epoch.check()
+    runtime.ledger.recorder.restore_epoch = epoch  # type: ignore[attr-defined]
+    runtime.ledger.pin_writes = epoch.pinned
+    runtime.restore_epoch = epoch
 
 
 def _check_postgres_reachable(database: DatabaseURL, options: dict[str, Any]) -> None:

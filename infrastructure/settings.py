@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     aggregate_cache_size: int = Field(10_000, ge=0, le=1_000_000, description="Aggregates kept hot in memory")
     follower_batch_size: int = Field(500, ge=1, le=10_000, description="Events a follower handles per commit")
     follower_poll_seconds: float = Field(0.5, gt=0, le=60, description="How often followers poll the log")
+    restore_epoch_check_seconds: float = Field(
+        1.0, gt=0, le=60, description="How often the API and the worker look for a restore of their database "
+        "(docs/backup-restore.md); on one they drop their caches and connections. Writes check it every time"
+    )
 
     # --- HTTP API access (secrets are SecretStr: hidden from repr, logs and errors) ---
     auth_pepper: SecretStr | None = Field(

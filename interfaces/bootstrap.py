@@ -253,6 +253,13 @@ class ApiServices:
     admin_token: str | None = field(default=None, repr=False)
 
 
+def watch_for_restores(runtime: Runtime) -> None:
+    """Long-running processes (the API, the worker) look for a restore of their database now and then,
+    besides at every write (``infrastructure.restore_epoch``)."""
+    if runtime.restore_epoch is not None:
+        runtime.restore_epoch.start()
+
+
 def build_api_services(runtime: Runtime, *, run_batches: bool = False) -> ApiServices:
     """Wire the API's services; a missing or short pepper is a one-line ``ConfigError``.
 
@@ -264,6 +271,7 @@ def build_api_services(runtime: Runtime, *, run_batches: bool = False) -> ApiSer
     setup_telemetry("invario-api")  # once per process: the MeterProvider behind GET /metrics, the tracer
     trace_event_store(runtime.ledger.recorder)
     admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    watch_for_restores(runtime)
     recurring, recurring_reads = build_recurring(runtime)
     batch_store = build_batch_store(runtime)
     return ApiServices(

@@ -71,8 +71,12 @@ class NatsJetStreamSink(AsyncioSink):
                 headers["Nats-Expected-Last-Sequence"] = "0"  # the first message of an empty stream
             else:
                 headers["Nats-Expected-Last-Msg-Id"] = last
+            # wait_stall=None: with a time limit nats-py wraps every publish in a task and so
+            # yields to its flusher, one socket write per message (py-spy: the relay's largest
+            # cost). Without it a batch is written at once; the batch's own wait stays bounded
+            # (_bound), and a batch is far below nats-py's limit of pending acknowledgements.
             acks.append(await jetstream.publish_async(self.subject(message), message.body, stream=self.stream,
-                                                      headers=headers, wait_stall=self.timeout_seconds))
+                                                      headers=headers, wait_stall=None))
             last = message.id
         # Bounded: nats-py leaves an acknowledgement that is an error (a broken chain)
         # unresolved instead of failing it, so only the time limit ends that wait.

@@ -5,7 +5,9 @@ Exit codes: 0 done (restore: and the restored ledger verifies and reconciles);
 is not current; 2 bad input or configuration (an existing FILE without
 --force, a file of the wrong kind, a database that holds data without --force,
 a missing pg_dump); 3 database unavailable or the dump/restore failed;
-130 interrupted (no backup file is left half-written).
+6 restore: other sessions are connected to the database (without
+--terminate-sessions; nothing was changed); 130 interrupted (no backup file is
+left half-written).
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from interfaces.cli.common import EXIT_DATABASE, EXIT_INTERRUPTED, EXIT_USAGE, fail, operator_errors
+from interfaces.cli.common import (
+    EXIT_DATABASE,
+    EXIT_INTERRUPTED,
+    EXIT_SESSIONS_CONNECTED,
+    EXIT_USAGE,
+    fail,
+    operator_errors,
+)
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -143,14 +152,19 @@ def restore(
     force: Annotated[
         bool, typer.Option("--force", help="Replace the data of a database that already holds some")
     ] = False,
+    terminate_sessions: Annotated[
+        bool, typer.Option("--terminate-sessions", help="PostgreSQL: end the other sessions connected to the "
+                           "database (running APIs and workers reconnect and drop what they held) and go ahead")
+    ] = False,
 ) -> None:
     """Restore a backup into INVARIO_DATABASE_URL, then verify every hash chain and reconcile.
 
-    Refuses a database that holds data unless --force. After the restore the
-    projections are brought in line with the restored events (caught up, or
-    rebuilt when they are ahead of them), every chain is verified and the read
-    models are reconciled. Exit code 0 only if all of that is consistent.
-    Stop the API and the workers first.
+    Refuses a database that holds data unless --force, and (PostgreSQL) one that
+    other sessions are connected to unless --terminate-sessions (exit 6). After
+    the restore the projections are brought in line with the restored events
+    (caught up, or rebuilt when they are ahead of them), every chain is verified
+    and the read models are reconciled. Exit code 0 only if all of that is
+    consistent. Running APIs and workers notice the restore and drop their caches.
     """
     from infrastructure.backup import file_kind
 
@@ -161,13 +175,15 @@ def restore(
         what = {"postgres": "a PostgreSQL dump", "sqlite": "a SQLite backup", None: "not an Invario backup"}[found]
         raise fail(f"{file} is {what}, but INVARIO_DATABASE_URL is {database.describe()}", EXIT_USAGE)
     _refuse_holding_data(settings, database, force=force)
+    if database.is_postgres:
+        _refuse_or_end_sessions(settings, database, terminate=terminate_sessions)
     try:
         _restore_data(settings, database, file)
     except KeyboardInterrupt:
         raise fail("restore interrupted: nothing was restored (it runs in one transaction)", EXIT_INTERRUPTED) from None
     typer.echo(f"restored {file} into {database.describe()}", err=True)
     try:
-        settlement = _settle(settings)
+        settlement = _settle(settings, end_sessions_again=terminate_sessions)
     except KeyboardInterrupt:
         raise fail(f"interrupted after the data was restored, before it was verified; run "
                    f"'invario restore {file} --force' again to finish", EXIT_INTERRUPTED) from None
@@ -177,21 +193,34 @@ def restore(
 
 
 def _refuse_holding_data(settings: Settings, database: DatabaseURL, *, force: bool) -> None:
-    from infrastructure.backup import other_sessions, pg_database_holds_data, sqlite_database_holds_data
+    from infrastructure.backup import pg_database_holds_data, sqlite_database_holds_data
 
     with _backup_errors():
         if database.is_postgres:
             holding = pg_database_holds_data(database, settings.db_connect_timeout_seconds)
-            sessions = other_sessions(database, settings.db_connect_timeout_seconds)
         else:
-            holding, sessions = sqlite_database_holds_data(database), []
+            holding = sqlite_database_holds_data(database)
     if holding and not force:
         shown = ", ".join(holding[:HOLDING_TABLES_SHOWN]) + (", ..." if len(holding) > HOLDING_TABLES_SHOWN else "")
         raise fail(f"{database.describe()} already holds data ({shown}); pass --force to replace it", EXIT_USAGE)
+
+
+def _refuse_or_end_sessions(settings: Settings, database: DatabaseURL, *, terminate: bool) -> None:
+    """A process connected to the database would go on with what it held before the restore, and its
+    locks would hold the restore up: refuse, or with --terminate-sessions end every other session."""
+    from infrastructure.backup import describe_sessions, other_sessions, terminate_other_sessions
+
+    with _backup_errors():
+        if terminate:
+            ended = terminate_other_sessions(database, settings.db_connect_timeout_seconds)
+            if ended:
+                typer.echo(f"ended {len(ended)} other session(s): {describe_sessions(ended)}", err=True)
+            return
+        sessions = other_sessions(database, settings.db_connect_timeout_seconds)
     if sessions:
-        typer.secho(f"invario: warning: {len(sessions)} other session(s) are connected ({', '.join(sessions[:5])}); "
-                    "stop the API and the workers, or the restore waits for their locks and fails", err=True,
-                    fg=typer.colors.YELLOW)
+        raise fail(f"{len(sessions)} other session(s) are connected to {database.describe()}: "
+                   f"{describe_sessions(sessions)}; stop them, or pass --terminate-sessions to end them "
+                   "(running APIs and workers reconnect and notice the restore)", EXIT_SESSIONS_CONNECTED)
 
 
 def _restore_data(settings: Settings, database: DatabaseURL, file: Path) -> None:
@@ -205,11 +234,13 @@ def _restore_data(settings: Settings, database: DatabaseURL, file: Path) -> None
             restore_sqlite(database, file, lambda done, total: progress.update(task, completed=done, total=total))
 
 
-def _settle(settings: Settings) -> Settlement:
+def _settle(settings: Settings, *, end_sessions_again: bool) -> Settlement:
     from sqlalchemy.exc import DBAPIError
 
+    from infrastructure.backup import terminate_other_sessions
     from infrastructure.runtime import open_runtime
     from infrastructure.migrate import upgrade_to_head
+    from infrastructure.restore_epoch import begin_new_epoch
     from interfaces.bootstrap import build_read_models_group
     from projections.jobs.restore import settle
 
@@ -220,6 +251,13 @@ def _settle(settings: Settings) -> Settlement:
             before, after = upgrade_to_head(runtime.engine)
             if before != after:
                 typer.echo(f"schema migrated from revision {before or 'empty'} to {after}", err=True)
+            if runtime.database.is_postgres:  # SQLite's file came with its new epoch (restore_sqlite)
+                begin_new_epoch(runtime.engine)
+            if end_sessions_again:
+                # Sessions opened while pg_restore ran may hold statements prepared on the dropped tables.
+                with _backup_errors():
+                    terminate_other_sessions(runtime.database, settings.db_connect_timeout_seconds)
+                runtime.forget_held_state()  # this process's own sessions were among them
             with _progress() as progress:
                 return settle(runtime, _stages(progress),
                               verification_steps=lambda verification: _verify_steps(progress, verification),

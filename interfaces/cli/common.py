@@ -29,6 +29,7 @@ EXIT_CONFIG = 2
 EXIT_DATABASE = 3
 EXIT_APART = 4  # the read models and the log disagree, or their tables are missing
 EXIT_PORT_BUSY = 5  # invario serve: the address to listen on is taken by another process
+EXIT_SESSIONS_CONNECTED = 6  # invario restore: other sessions are connected to the database (PostgreSQL)
 EXIT_PROJECTION_FAILED = 1  # like a failing follower of 'worker --once' or an inconsistent restore
 EXIT_INTERRUPTED = 130
 
@@ -73,6 +74,8 @@ def prepare_schema(runtime: Runtime) -> None:
 
     if not runtime.database.is_postgres:
         upgrade_to_head(runtime.engine)
+        if runtime.restore_epoch is not None:
+            runtime.restore_epoch.check_quietly()  # a new file's epoch is known from its first write on
     elif not is_current(runtime.engine):
         runtime.close()
         raise ConfigError(

@@ -51,6 +51,7 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def root(
+    context: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit")
     ] = False,
@@ -60,6 +61,10 @@ def root(
     Settings come from INVARIO_* environment variables (INVARIO_DATABASE_URL selects
     the store: sqlite:///PATH or postgresql://USER@HOST:PORT/DBNAME).
     """
+    from infrastructure.pg_connections import name_this_process
+
+    if context.invoked_subcommand:  # pg_stat_activity says which command is connected
+        name_this_process(f"invario-{context.invoked_subcommand}")
 
 
 @app.command()

@@ -93,13 +93,14 @@ def worker(
     dispatcher delivers the tenants' webhooks in another (docs/events-out.md).
     """
     from projections.following.runner import FollowerLoop, waiter_for
-    from interfaces.bootstrap import build_job_scheduler
-    from interfaces.bootstrap import build_followers
+    from interfaces.bootstrap import build_followers, build_job_scheduler, watch_for_restores
 
     worker_logging()
     stop = threading.Event()
     with read_models_runtime() as runtime:
         metrics_server = None if once else _serve_worker_metrics(runtime)
+        if not once:
+            watch_for_restores(runtime)
         waiter, idle_seconds = waiter_for(runtime, stop)
         jobs = [] if once else [build_job_scheduler(runtime)]  # scheduled jobs (docs/jobs.md)
         loop = FollowerLoop([*build_followers(runtime), *jobs], stop, waiter, idle_seconds)

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 
+from infrastructure.pg_connections import name_this_process
 from infrastructure.runtime import Runtime, open_runtime
 from infrastructure.logging_setup import configure_logging
 from infrastructure.settings import get_settings
@@ -114,6 +115,7 @@ def create_app_in_worker() -> FastAPI:
     The parent has checked the settings and the schema. The store is closed when the
     worker stops (after its requests in flight), which commits what it holds.
     """
+    name_this_process("invario-serve")  # a process of its own: the parent's name does not carry over
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
     runtime = open_runtime(settings, serving=True)

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from application.group_commit import ReceiptTaken, carrying
+from application.retries import StoreReplaced
 from domain.errors import LedgerError
 from infrastructure.idempotency import (
     IdempotencyKeyInFlight,
@@ -87,8 +88,8 @@ async def _run_keyed(request: Request, receipt: IdempotencyReceipt, execute: Cal
         if receipt.written:
             return receipt.value  # type: ignore[no-any-return]
         response = render(outcome)
-    if response.status_code >= 500:
-        return response
+    if response.status_code >= 500 or isinstance(outcome, StoreReplaced):
+        return response  # not the key's answer: a retry with the same key runs the command again
     # Nothing was saved (rejected before the ledger, or a replay): record the answer alone.
     receipt.keep(*_stored_parts(response))
     try:

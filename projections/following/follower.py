@@ -278,15 +278,16 @@ class FollowerGroup:
         """Process batches until the log is exhausted (or the bound is hit)."""
         return drain(self.process_batch, batches_max, on_batch)
 
-    def record_error(self, message: str, names: Iterable[str] | None = None) -> None:
+    def record_error(self, message: str, names: Iterable[str] | None = None, *, at_position: int | None = None) -> None:
+        """Record a failure on the projections' rows; with ``at_position``, only on rows still there (a
+        divergence seen across a restore, whose rows moved meanwhile, is not one of the restored log)."""
         with self.engine.begin() as connection:
             for name in sorted(names if names is not None else self.projections):
                 ensure_tracking_row(connection, name)
-                connection.execute(
-                    update(projection_tracking)
-                    .where(projection_tracking.c.name == name)
-                    .values(last_error=message[:2000])
-                )
+                row = projection_tracking.c.name == name
+                if at_position is not None:
+                    row = row & (projection_tracking.c.position == at_position)
+                connection.execute(update(projection_tracking).where(row).values(last_error=message[:2000]))
 
     def clear_error(self) -> None:
         """Forget a recorded failure once the follower works again (a diverged log stays reported)."""
@@ -408,7 +409,7 @@ class FollowerGroup:
             message = (f"LogDiverged: {reason}: the events were restored from an older backup or rewritten; "
                        "run 'invario projections rebuild'")
             log.error("%s (%s)", message, ", ".join(newly))
-            self.record_error(message, newly)
+            self.record_error(message, newly, at_position=start)
         return [s for s in cohort if s not in diverged]
 
     def _finish_rebuilds(self, cohort: list[TrackingState]) -> None:

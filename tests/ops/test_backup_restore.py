@@ -18,6 +18,7 @@ from typer.testing import CliRunner, Result
 
 import infrastructure.backup as backup_module
 from application.access import AccessService
+from domain.errors import InvalidApiKey
 from infrastructure.backup import pg_environment, temporary_path
 from infrastructure.database import DatabaseURL
 from infrastructure.settings import get_settings
@@ -26,11 +27,13 @@ from projections.read_models.accounts import read_accounts
 from projections.following.registry import ALL_PROJECTIONS, TRACKING_TABLE, tables_of
 from tests.integration.conftest import OpenRuntime, open_rt  # noqa: F401 - the fixture, for this suite too
 from tests.integration.projections_support import (
+    FIRST_DAY,
     Book,
     catch_up,
     execute,
     open_book,
     open_ready,
+    post,
     post_random,
     read_model_rows,
 )
@@ -39,7 +42,7 @@ from tests.support import postgres
 PEPPER = "p" * 40
 PROJECTION_TABLES = (TRACKING_TABLE.name, *(t.name for name in ALL_PROJECTIONS for t in tables_of(name)),
                      "integrity_checkpoint")
-RESTORE_CHANGES = {"integrity_state"}  # restore records the verification it ran
+RESTORE_CHANGES = {"integrity_state", "invario_restore_epoch"}  # the verification it ran; a new epoch
 
 
 def invoke(url: str, *args: str) -> Result:
@@ -102,7 +105,9 @@ def test_round_trip_restores_every_table(store: str, tmp_path: Path, request: py
 
     refused = invoke(target_url, "restore", str(file))
     assert refused.exit_code == 2 and "already holds data" in refused.stderr and "--force" in refused.stderr
-    assert_restored(invoke(target_url, "restore", str(file), "--force"))
+    # On PostgreSQL this test's runtime is still connected: its sessions are ended (it reconnects).
+    assert_restored(invoke(target_url, "restore", str(file), "--force", "--terminate-sessions"))
+    assert AccessService(target.ledger, PEPPER).authenticate(key, "write").tenant_id == book.tenant_id
 
 
 # --- partial restores --------------------------------------------------------------------------------
@@ -245,7 +250,43 @@ def test_the_password_never_reaches_arguments_or_output(pg_database_url: str, tm
 
     monkeypatch.setattr(backup_module.subprocess, "Popen", recording_popen)
     made = invoke(url, "backup", str(tmp_path / "x.dump"))
-    restored = invoke(url, "restore", "--force", str(tmp_path / "x.dump"))
+    restored = invoke(url, "restore", "--force", "--terminate-sessions", str(tmp_path / "x.dump"))
     assert made.exit_code == 0 and restored.exit_code == 0, restored.output
     assert seen and all(password not in " ".join(args) for args in seen)
     assert password not in made.output + restored.output
+
+
+# --- a process that stays open across the restore --------------------------------------------------
+
+
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_process_open_across_the_restore_writes_on_the_restored_state(
+    store: str, tmp_path: Path, request: pytest.FixtureRequest, open_rt: OpenRuntime
+) -> None:
+    """What it held (accounts ahead of the backup, a tenant and key the backup does not have) is dropped:
+    its next write lands on the restored chain without a gap, and the other tenant's key is refused.
+    No periodic check runs here: the write and the key's read find the restore by themselves."""
+    url = request.getfixturevalue("make_pg_database")() if store == "postgres" else f"sqlite:///{tmp_path}/live.db"
+    _writer, book, key_a = written(open_rt, url, count=5)
+    live = open_rt(url)  # as 'invario serve' would: opened on the migrated database, and kept open
+    file = tmp_path / "before-b.backup"
+    assert invoke(url, "backup", str(file)).exit_code == 0
+    cash = book.accounts["cash"]
+    backed_up = live.ledger.get_account(book.tenant_id, cash)
+    post(book, live.ledger, "after-backup", FIRST_DAY, {"cash": 700, "bank": -700})  # cached: ahead of the backup
+    other = open_book(live.ledger, "tenant-b")
+    key_b = AccessService(live.ledger, PEPPER).issue_key(other.tenant_id, ["read", "write"]).secret
+
+    restored = invoke(url, "restore", str(file), "--force", *(["--terminate-sessions"] if store == "postgres" else []))
+    assert_restored(restored)
+
+    access = AccessService(live.ledger, PEPPER)
+    with pytest.raises(InvalidApiKey):
+        access.authenticate(key_b, "write")
+    assert access.authenticate(key_a, "write").tenant_id == book.tenant_id
+    post(book, live.ledger, "after-restore", FIRST_DAY, {"cash": 30, "bank": -30})
+    account = live.ledger.get_account(book.tenant_id, cash)
+    assert account.version == backed_up.version + 1  # on the restored chain, not after the dropped events
+    assert account.balance_minor == backed_up.balance_minor + 30
+    assert live.ledger.verify_aggregate_chain(cash) is None
+    assert invoke(url, "verify").exit_code == 0

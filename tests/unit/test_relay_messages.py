@@ -14,7 +14,7 @@ from application.access import AccessService
 from application.ledger import Ledger
 from domain.chain import GENESIS_HASH
 from infrastructure.sinks.message import OutboundMessage
-from projections.relay.messages import Origin, build_message, event_type, snake
+from projections.relay.messages import Origin, build_message, event_type, reference_body, snake
 from projections.relay.origins import Origins
 from tests.unit.books import DAY, Books, in_memory_ledger, leg
 
@@ -65,6 +65,36 @@ def test_each_event_is_a_cloudevent_with_its_position_type_and_subject(logged: A
         assert message["type"] == event_type(event)
         assert message["time"].endswith("Z") and message["datacontenttype"] == "application/json"
         assert JSONFormat().read(None, json.dumps(message)).get_id() == message["id"]  # the SDK reads it back
+
+
+def test_the_fast_body_is_the_sdks_cloudevent_for_every_kind_of_event() -> None:
+    """build_message writes with orjson what the SDK builds: same document, readable by the SDK."""
+    books = Books.create(in_memory_ledger())
+    ledger, tenant = books.ledger, books.tenant_id
+    cash = books.open("cash")
+    sales = ledger.open_account(tenant, "sales", "Vendas à vista", "BRL", "income").aggregate.id
+    books.post("t1", leg(cash, "12.34"), leg(sales, "-12.34"), description="café ☕", metadata={"ref": "ü"})
+    ledger.reverse_transaction(tenant, books.tx_id("t1"), DAY)
+    for number, settle in enumerate((ledger.post_hold, ledger.void_hold)):
+        hold = ledger.place_hold(tenant, f"h{number}", DAY, [leg(cash, "1.00"), leg(sales, "-1.00")])
+        settle(tenant, hold.aggregate.id)
+    ledger.freeze_account(tenant, cash)
+    ledger.unfreeze_account(tenant, cash)
+    ledger.suspend_tenant(tenant, "audit")
+    ledger.resume_tenant(tenant)
+    origins = Origins(lambda aggregate_id: next(iter(ledger.events.get(aggregate_id, lte=1)), None))
+    kinds = set()
+    for position, event in _log(ledger):
+        origin = origins.origin(event)
+        if origin is None:
+            continue
+        fast = build_message(position, event, origin, "main").body
+        reference = reference_body(position, event, origin, "main")
+        assert json.loads(fast) == json.loads(reference), type(event).__qualname__
+        assert JSONFormat().read(None, fast).get_attributes() == JSONFormat().read(None, reference).get_attributes()
+        kinds.add(type(event).__qualname__)
+    assert {"Transaction.HoldPlaced", "Transaction.HoldPosted", "Transaction.HoldVoided", "Account.Frozen",
+            "Tenant.Suspended", "Transaction.Reversed"} <= kinds, kinds
 
 
 def test_hash_and_prevhash_let_a_consumer_check_the_chain(logged: Any) -> None:
