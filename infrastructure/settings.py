@@ -278,6 +278,39 @@ class Settings(BaseSettings):
         30.0, gt=0, le=3600, description="A stream client that accepts no data for this long is disconnected"
     )
 
+    # --- webhooks: each tenant's events POSTed to its registered endpoints (docs/events-out.md) ---
+    webhooks_enabled: bool = Field(
+        True, description="'invario worker' and 'invario relay' deliver webhooks (false: registrations are kept, "
+        "nothing is sent)"
+    )
+    webhook_allow_private_targets: bool = Field(
+        False, description="Accept webhook URLs whose host is or resolves to a loopback or private address "
+        "(on-premises receivers, tests); link-local and multicast addresses are always refused"
+    )
+    webhook_allow_http: bool = Field(
+        False, description="Accept plain http:// webhook URLs for any host (without it: https only, or http "
+        "to a loopback host)"
+    )
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, le=120, description="Bound on one delivery attempt: connecting, sending and the answer"
+    )
+    webhook_attempts_max: int = Field(
+        12, ge=1, le=100, description="Failed attempts in a row at one event before its endpoint is "
+        "dead-lettered (then only a replay resumes it)"
+    )
+    webhook_retry_min_seconds: float = Field(
+        5.0, gt=0, le=3600, description="Pause after an endpoint's first failed attempt; it doubles, with jitter"
+    )
+    webhook_retry_max_seconds: float = Field(
+        3600.0, gt=0, le=86_400, description="Longest pause between two attempts at one endpoint"
+    )
+    webhook_concurrency_max: int = Field(
+        8, ge=1, le=256, description="Endpoints delivered to at once; a slow endpoint holds only its own slot"
+    )
+    webhook_batch_size: int = Field(
+        100, ge=1, le=10_000, description="Most events one endpoint is sent before its slot goes to another"
+    )
+
     @field_validator("job_monthly_snapshot_schedule", "job_reconcile_schedule")
     @classmethod
     def _cron(cls, value: str) -> str:

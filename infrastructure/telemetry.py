@@ -54,6 +54,7 @@ AUTH_FAILURE_REASONS = ("MISSING_TOKEN", "INVALID_TOKEN", "REVOKED_TOKEN")
 STATUS_CLASSES = ("4xx", "5xx")
 REPLAY_SOURCES = ("idempotency_key", "external_id")
 BATCH_OUTCOMES = ("accepted", "rejected")
+WEBHOOK_OUTCOMES = ("delivered", "failed", "dead_lettered")
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class Instruments:
     batch_outcomes: Counter
     relay_published: Counter
     relay_failures: Counter
+    webhook_deliveries: Counter
 
 
 @functools.lru_cache(maxsize=1)
@@ -125,6 +127,10 @@ def instruments() -> Instruments:
         relay_failures=meter.create_counter(
             "invario_relay_failures_total", unit="{attempt}",
             description="Attempts of the relay that failed (broker unreachable, no acknowledgement), by sink"),
+        webhook_deliveries=meter.create_counter(
+            "invario_webhook_deliveries_total", unit="{attempt}",
+            description="Attempts to deliver an event to a webhook endpoint, by outcome: delivered (2xx), failed "
+            "(retried later), dead_lettered (the failure that dead-lettered its endpoint)"),
     )
 
 
@@ -139,6 +145,8 @@ def _prezero(each: Instruments) -> None:
         each.idempotent_replays.add(0, {"source": source})
     for outcome in BATCH_OUTCOMES:
         each.batch_outcomes.add(0, {"outcome": outcome})
+    for outcome in WEBHOOK_OUTCOMES:
+        each.webhook_deliveries.add(0, {"outcome": outcome})
     each.tenant_conflicts.add(0)
     each.auth_throttled.add(0)
     # Labels unknown in advance (tenant names, job names) appear with their first event.
@@ -181,6 +189,7 @@ def setup_telemetry(service: str) -> Telemetry:
         _prezero(instruments())
         _register_job_gauge()
         _register_relay_gauge()
+        _register_webhook_gauge()
         exporting = _setup_tracing(resource)
         _telemetry = Telemetry(service, exporting)
         return _telemetry
@@ -379,3 +388,25 @@ def _register_relay_gauge() -> None:
     # Read from the relay's memory, like the failing gauge: a scrape never waits on the database.
     _register_gauge("invario_relay_lag_events", _relay_lag, "sink", "{event}",
                     "Events of the log the relay has not yet had acknowledged by a sink, by sink")
+
+
+# --- webhooks (docs/events-out.md) --------------------------------------------------------------
+
+_webhook_dead_letters: dict[str, int] = {}  # one key: the dead-lettered endpoints, as the dispatcher last counted
+
+
+def webhook_dead_letters(count: int) -> None:
+    """Note how many webhook endpoints are dead-lettered (the dispatcher counts them every few seconds)."""
+    _webhook_dead_letters["all"] = count
+
+
+def _register_webhook_gauge() -> None:
+    def observe(_options: Any) -> Iterator[Any]:
+        from opentelemetry.metrics import Observation
+
+        if "all" in _webhook_dead_letters:
+            yield Observation(_webhook_dead_letters["all"])
+
+    metrics.get_meter(METER_NAME).create_observable_gauge(
+        "invario_webhook_dead_letters", callbacks=[observe], unit="{endpoint}",
+        description="Webhook endpoints dead-lettered: nothing is sent to them until a replay")

@@ -22,6 +22,7 @@ from application.recurring import RecurringTransactions
 from infrastructure.batch_runner import BatchRunner
 from infrastructure.batch_store import BatchStore
 from infrastructure.correlation import install_log_record_factory
+from infrastructure.errors import ConfigError
 from infrastructure.idempotency import IdempotencyStore
 from infrastructure.integrity_monitor import IntegrityMonitor, process_monitor
 from infrastructure.log_notifications import LogWaiter, PostgresNotifyWaiter
@@ -41,6 +42,10 @@ from infrastructure.sinks.message import Sink
 from infrastructure.sinks.nats_jetstream import SINK_NAME as NATS_SINK
 from infrastructure.sinks.nats_jetstream import NatsJetStreamSink
 from infrastructure.telemetry import setup_telemetry, trace_event_store
+from infrastructure.webhooks.secrets import SecretBox
+from infrastructure.webhooks.sender import WebhookSender
+from infrastructure.webhooks.store import WebhookStore
+from infrastructure.webhooks.targets import TargetPolicy
 from projections.following.follower import Follower, FollowerGroup
 from projections.following.registry import READ_MODELS_GROUP, read_model_projections
 from projections.following.runner import waiter_for
@@ -62,6 +67,8 @@ from projections.relay.relay import Relay
 from projections.relay.feed import TenantEvents
 from projections.relay.runner import RelayLoop
 from projections.relay.stream import StreamHub
+from projections.relay.webhook_runner import WebhookLoop
+from projections.relay.webhooks import RetryPolicy, WebhookDispatcher
 from projections.read_models.recurring_queries import RecurringReadModel
 from projections.read_models.tenant_directory import TenantDirectory
 
@@ -152,6 +159,43 @@ def build_relay_loops(runtime: Runtime, stop: threading.Event) -> list[RelayLoop
     return [build_relay_loop(runtime, stop, sink) for sink in relay_sinks(runtime)]
 
 
+def webhook_policy(runtime: Runtime) -> TargetPolicy:
+    settings = runtime.settings
+    return TargetPolicy(allow_private=settings.webhook_allow_private_targets, allow_http=settings.webhook_allow_http)
+
+
+def build_webhook_store(runtime: Runtime, *, secrets: bool = True) -> WebhookStore:
+    """The endpoints' table; their secrets sealed under a key derived from the auth pepper
+    (``secrets=False``: the operators' commands, which list and replay and need no pepper)."""
+    box = SecretBox(resolve_auth_pepper(runtime.settings, runtime.database)) if secrets else None
+    return WebhookStore(runtime.engine, box)
+
+
+def webhooks_off(runtime: Runtime) -> str | None:
+    """Why this process cannot deliver webhooks, or None: switched off, or no auth pepper to open secrets with."""
+    if not runtime.settings.webhooks_enabled:
+        return "INVARIO_WEBHOOKS_ENABLED is false"
+    try:
+        resolve_auth_pepper(runtime.settings, runtime.database)
+    except ConfigError as exc:
+        return f"the endpoints' secrets are sealed under the auth pepper: {exc}"
+    return None
+
+
+def build_webhook_dispatcher(runtime: Runtime) -> WebhookDispatcher:
+    settings = runtime.settings
+    sender = WebhookSender(settings.webhook_timeout_seconds, webhook_policy(runtime), settings.webhook_concurrency_max)
+    retry = RetryPolicy(settings.webhook_attempts_max, settings.webhook_retry_min_seconds,
+                        settings.webhook_retry_max_seconds)
+    return WebhookDispatcher(runtime.ledger, build_webhook_store(runtime), sender, settings.relay_ledger_name,
+                             batch_size=settings.webhook_batch_size,
+                             concurrency_max=settings.webhook_concurrency_max, retry=retry)
+
+
+def build_webhook_loop(runtime: Runtime, stop: threading.Event) -> WebhookLoop:
+    return WebhookLoop(build_webhook_dispatcher(runtime), stop)
+
+
 # --- scheduled jobs, batches, recurring transactions ---------------------------------------
 
 
@@ -210,6 +254,8 @@ class ApiServices:
     integrity_monitor: IntegrityMonitor
     tenant_events: TenantEvents  # GET /v1/events
     event_stream: StreamHub  # GET /v1/events/stream
+    webhooks: WebhookStore
+    webhook_policy: TargetPolicy
     admin_token: str | None = field(default=None, repr=False)
 
 
@@ -252,6 +298,8 @@ def build_api_services(runtime: Runtime, *, run_batches: bool = False) -> ApiSer
         integrity_monitor=process_monitor(),
         tenant_events=tenant_events,
         event_stream=build_event_stream(runtime, tenant_events),
+        webhooks=build_webhook_store(runtime),
+        webhook_policy=webhook_policy(runtime),
         admin_token=admin_token,
     )
 

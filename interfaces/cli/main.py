@@ -22,6 +22,7 @@ from interfaces.cli import (
     projections_cmds,
     relay_cmds,
     tenant_cmds,
+    webhook_cmds,
 )
 from interfaces.cli.common import EXIT_CONFIG, EXIT_PORT_BUSY, fail, operator_errors
 from interfaces.cli.common import prepare_schema as _prepare_schema  # a module name: tests replace it
@@ -246,6 +247,7 @@ app.command()(projections_cmds.reconcile)
 integrity_cmds.register(app)  # verify, digest, generate-signing-key
 backup_cmds.register(app)  # backup, restore
 relay_cmds.register(app)  # relay (docs/events-out.md)
+webhook_cmds.register(app)  # webhooks list|replay (docs/events-out.md)
 evidence_cmds.register(app)  # evidence
 app.command()(demo_cmds.demo)  # invario demo
 import_cmds.register(app)  # import FILE (batch files, docs/batches.md)

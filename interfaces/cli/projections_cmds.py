@@ -80,12 +80,17 @@ def worker(
                            "INVARIO_RELAY_AMQP_URL); "
                            "not with --once (see 'invario relay --once')")
     ] = True,
+    webhooks: Annotated[
+        bool, typer.Option(help="Also deliver the tenants' webhooks (unless INVARIO_WEBHOOKS_ENABLED=false); "
+                           "not with --once")
+    ] = True,
 ) -> None:
     """Run every projection follower until stopped (SIGINT/SIGTERM).
 
     On PostgreSQL it wakes on the event store's LISTEN/NOTIFY channel; on SQLite
     it polls every INVARIO_FOLLOWER_POLL_SECONDS. With a sink configured, the
-    relay publishes committed events in a thread of its own (docs/events-out.md).
+    relay publishes committed events in a thread of its own; the webhook
+    dispatcher delivers the tenants' webhooks in another (docs/events-out.md).
     """
     from projections.following.runner import FollowerLoop, waiter_for
     from interfaces.bootstrap import build_followers, build_job_scheduler, watch_for_restores
@@ -104,11 +109,14 @@ def worker(
         previous = stop_on_signals(stop) if not once else {}
         batches = _start_batches(runtime, once)
         relay_threads = _start_relays(runtime, stop) if relay and not once else []
+        webhook_thread = _start_webhooks(runtime, stop) if webhooks and not once else None
         try:
             loop.run(until_idle=once)
         finally:
             for relay_thread in relay_threads:
                 relay_thread.stop()
+            if webhook_thread is not None:
+                webhook_thread.stop()
             batches.stop()
             waiter.close()
             if metrics_server is not None:
@@ -133,6 +141,21 @@ def _start_relays(runtime: Runtime, stop: threading.Event) -> list[Any]:
         sink = thread.loop.relay.sink
         typer.echo(f"invario worker: relaying to {sink.broker} at {sink.where}", err=True)
     return threads
+
+
+def _start_webhooks(runtime: Runtime, stop: threading.Event) -> Any:
+    """The webhook dispatcher in a thread of its own (docs/events-out.md), unless switched off."""
+    from interfaces.bootstrap import build_webhook_loop, webhooks_off
+    from projections.relay.webhook_runner import WebhookThread
+
+    reason = webhooks_off(runtime)
+    if reason is not None:
+        if runtime.settings.webhooks_enabled:
+            typer.echo(f"invario worker: not delivering webhooks: {reason}", err=True)
+        return None
+    thread = WebhookThread(build_webhook_loop(runtime, stop))
+    thread.start()
+    return thread
 
 
 def _start_batches(runtime: Runtime, once: bool) -> Any:

@@ -31,6 +31,7 @@ from interfaces.http import (
     routes_recurring,
     routes_transaction_batch,
     routes_transactions,
+    routes_webhooks,
 )
 from interfaces.http.docs import API_DESCRIPTION
 from interfaces.http.exception_handlers import follow_database_watch, install_exception_handlers
@@ -52,6 +53,7 @@ TAGS = [
     {"name": "integrity", "description": "Signed digests of the hash chains (see docs/integrity.md)"},
     {"name": "events", "description": "The tenant's events as CloudEvents: a paged feed and a live stream "
      "(see docs/events-out.md)"},
+    {"name": "webhooks", "description": "The tenant's webhook endpoints: its events POSTed as they are committed"},
 ]
 
 
@@ -76,7 +78,7 @@ def create_app(runtime: Runtime, services: ApiServices | None = None) -> FastAPI
     install_exception_handlers(app)
     follow_database_watch(app, runtime.watch)
     for module in (routes_accounts, routes_transaction_batch, routes_transactions, routes_admin, routes_recurring,
-                   routes_events):
+                   routes_events, routes_webhooks):
         app.include_router(module.router)
     app.router.on_shutdown.append(services.event_stream.close)  # the stream's follower thread, if running
     install_batches(app, services.batch_store, services.batch_runner)  # /v1/batches and (SQLite) its runner

@@ -56,6 +56,11 @@ class Origins:
             self._known.popitem(last=False)
 
 
+def store_origins(ledger: Any) -> Origins:
+    """Origins that read an aggregate's first event from the ledger's store when they have not seen it."""
+    return Origins(lambda aggregate_id: next(iter(ledger.events.get(aggregate_id, lte=1)), None))
+
+
 def aggregate_name(event: Any) -> str:
     return type(event).__qualname__.rpartition(".")[0]
 

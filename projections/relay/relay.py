@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from typing import Any
-from uuid import UUID
 
 from sqlalchemy import Engine
 
@@ -23,7 +22,7 @@ from infrastructure.sinks.message import OutboundMessage, Sink
 from infrastructure.telemetry import instruments, relay_lag
 from projections.following.follower import BATCH_SIZE_MAX, LogDiverged, event_identity, read_log_after
 from projections.relay.messages import build_message
-from projections.relay.origins import Origins
+from projections.relay.origins import store_origins
 from projections.relay.position import advance_position, read_position, record_error
 
 log = logging.getLogger(__name__)
@@ -43,7 +42,7 @@ class Relay:
         self.batch_size = batch_size
         self.ledger_name = ledger_name
         self.name = position_key or sink.name  # the position row's key
-        self.origins = Origins(self._first_event)
+        self.origins = store_origins(ledger)
 
     def process_batch(self) -> int:
         """Publish the next batch; return how many log events it covered (0: caught up)."""
@@ -90,9 +89,6 @@ class Relay:
             if origin is not None:
                 messages.append(build_message(position, event, origin, self.ledger_name))
         return messages
-
-    def _first_event(self, aggregate_id: UUID) -> Any | None:
-        return next(iter(self.ledger.events.get(aggregate_id, lte=1)), None)
 
     def _head(self) -> int:
         return int(self.ledger.recorder.max_notification_id() or 0)

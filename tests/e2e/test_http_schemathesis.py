@@ -45,8 +45,9 @@ def seeded(database_url: str) -> Iterator[tuple[Api, dict[str, str], dict[str, A
     api.catch_up()
     batch = api.client.post("/v1/batches", content=b"external_id,effective_date,postings\nb-1,2026-11-23,cash=1;wallet=-1\n",
                             headers={**tenant.headers, "Content-Type": "text/csv"}).json()
+    webhook = api.client.post("/v1/webhooks", headers=tenant.headers, json={"url": "https://8.8.8.8/hook"}).json()
     ids = {"account_id": cash, "transaction_id": posted["id"], "tenant_id": str(tenant.id), "batch_id": batch["id"],
-           "recurring_id": recurring["id"]}
+           "recurring_id": recurring["id"], "webhook_id": webhook["id"]}
     yield api, tenant.headers, ids
     apps.close()
 

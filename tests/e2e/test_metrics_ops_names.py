@@ -18,7 +18,8 @@ LATER = {"rate_limited_total", "http_request_duration_seconds", "job_duration_se
          "job_next_run_timestamp_seconds",  # published by the worker's job scheduler (docs/jobs.md)
          "invario_projection_failing",  # published by processes that run followers (projections/following/runner.py)
          # published by a process that runs the relay (docs/events-out.md), from its first batch on
-         "invario_relay_lag_events", "invario_relay_published_total", "invario_relay_failures_total"}
+         "invario_relay_lag_events", "invario_relay_published_total", "invario_relay_failures_total",
+         "invario_webhook_dead_letters"}  # published by a process that delivers webhooks
 
 
 def used_names(text: str) -> set[str]:
