@@ -33,7 +33,9 @@ from infrastructure.telemetry import setup_telemetry, trace_event_store
 from projections.following.follower import Follower, FollowerGroup
 from projections.following.registry import READ_MODELS_GROUP, read_model_projections
 from projections.following.runner import waiter_for
+from projections.jobs.checkpoints import Checkpointer, CheckpointPolicy
 from projections.jobs.global_chain import GlobalChainProjection
+from projections.jobs.merkle_tree import MerkleTreeProjection
 from projections.jobs.hold_expiry import HoldExpiry
 from projections.jobs.integrity import IntegrityVerifier, VerifierSchedule
 from projections.jobs.scheduled_jobs import (
@@ -54,20 +56,38 @@ from projections.read_models.tenant_directory import TenantDirectory
 # --- followers ---------------------------------------------------------------------------
 
 
-def build_followers(runtime: Runtime) -> list[FollowerGroup | IntegrityVerifier | HoldExpiry]:
-    """The global chain on its own, and the read models moving together in one group.
+def build_followers(runtime: Runtime) -> list[FollowerGroup | IntegrityVerifier | HoldExpiry | Checkpointer]:
+    """The global chain and the Merkle tree each on its own, and the read models moving together in one group.
 
     The group leaves a projection alone while a rebuild in another process is
     actively replaying it (see ``projections.following.rebuild``). The integrity verifier
-    comes last: it verifies what the global chain follower has just chained.
+    comes after the global chain: it verifies what that follower has just chained.
+    The checkpointer signs the tree's head (only with INVARIO_SIGNING_KEY set).
     """
     batch_size = runtime.settings.follower_batch_size
-    return [
+    followers: list[FollowerGroup | IntegrityVerifier | HoldExpiry | Checkpointer] = [
         Follower(runtime.ledger, runtime.engine, GlobalChainProjection(), batch_size),
+        Follower(runtime.ledger, runtime.engine, MerkleTreeProjection(), batch_size),
         build_read_models_group(runtime, batch_size, defer_to_rebuilds=True),
         build_integrity_verifier(runtime, batch_size),
         HoldExpiry(runtime.ledger, runtime.engine),  # voids holds past their deadline (docs/holds.md)
     ]
+    checkpointer = build_checkpointer(runtime)
+    if checkpointer is not None:
+        followers.append(checkpointer)
+    return followers
+
+
+def build_checkpointer(runtime: Runtime, *, signing_key: SigningKey | None = None) -> Checkpointer | None:
+    """Signs checkpoints of the Merkle tree (docs/proofs.md); None without a signing key."""
+    settings = runtime.settings
+    if signing_key is None and settings.signing_key is not None:
+        signing_key = load_signing_key(settings.signing_key.get_secret_value())
+    if signing_key is None:
+        return None
+    policy = CheckpointPolicy(settings.checkpoint_origin, settings.checkpoint_every_events,
+                              settings.checkpoint_every_seconds)
+    return Checkpointer(runtime.engine, signing_key, policy)
 
 
 def build_integrity_verifier(

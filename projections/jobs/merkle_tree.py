@@ -1,0 +1,283 @@
+"""The Merkle tree over the global log (issue 18): leaves, complete subtrees, and proofs read from them.
+
+Leaf *i* is the *i*-th event of the log (the global chain's sequence *i* + 1),
+and its leaf hash is ``domain.merkle.event_leaf_hash`` of the event's own hash
+(SHA-256 of its canonical encoding; docs/proofs.md says why). The follower of
+``MerkleTreeProjection`` stores, in the same transaction as its tracking position:
+
+- ``merkle_leaves``: one row per leaf, with its log position and the
+  transaction the event belongs to (so a transaction's proof finds its leaves);
+- ``merkle_nodes``: the hash of every *complete* subtree of two or more leaves
+  (level L, index i: leaves i*2**L .. (i+1)*2**L - 1), written once, when its
+  last leaf arrives, and never changed.
+
+Any root, inclusion path or consistency proof is then O(log n) stored hashes:
+the RFC's recursion only ever descends into complete subtrees and the right
+edge, and a complete subtree is one row. ``TreeReader`` asks for exactly those
+rows in one query (a dry run of ``domain.merkle.ProofSource`` names them).
+Appending needs only the right edge (the *frontier*: one complete subtree per
+set bit of the size), read once per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Index,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Table,
+    and_,
+    insert,
+    inspect,
+    or_,
+    select,
+)
+
+from domain.integrity import CHANGED, MERKLE_TREE, MISSING, CheckedEvent, Damage
+from domain.merkle import EMPTY_ROOT, HASH_SIZE, ProofSource, RunningRoot, event_leaf_hash, node_hash
+from infrastructure.schema import metadata
+from projections.following.follower import LoggedEvent
+
+merkle_leaves = Table(
+    "merkle_leaves",
+    metadata,
+    Column("leaf_index", BigInteger, primary_key=True, autoincrement=False),
+    Column("position", BigInteger, nullable=False, unique=True),
+    # The transaction the event belongs to (its own events, and its accounts' entries): a proof's lookup.
+    Column("transaction_id", String(36), nullable=True),
+    Column("leaf_hash", LargeBinary, nullable=False),
+    Index("ix_merkle_leaves_transaction_id", "transaction_id"),
+)
+
+merkle_nodes = Table(
+    "merkle_nodes",
+    metadata,
+    Column("level", SmallInteger, primary_key=True, autoincrement=False),  # >= 1; leaves are level 0
+    Column("node_index", BigInteger, primary_key=True, autoincrement=False),
+    Column("node_hash", LargeBinary, nullable=False),
+)
+
+TRANSACTION_EVENT_PREFIX = "Transaction."
+SIZE_STORED_MAX = 2**63 - 1  # a BIGINT column's largest value (SQLite's and PostgreSQL's)
+
+
+class TreeIncomplete(LookupError):
+    """The stored tree does not reach the size asked for (its follower is behind, or it is being rebuilt)."""
+
+
+def transaction_of(event: Any) -> UUID | None:
+    """The ledger transaction an event belongs to: its own aggregate's, or the one an account entry names."""
+    if type(event).__qualname__.startswith(TRANSACTION_EVENT_PREFIX):
+        return event.originator_id
+    found = getattr(event, "transaction_id", None)
+    return found if isinstance(found, UUID) else None
+
+
+def tree_size(connection: Connection) -> int:
+    """How many leaves the stored tree has (its leaves are dense from 0)."""
+    row = connection.execute(
+        select(merkle_leaves.c.leaf_index).order_by(merkle_leaves.c.leaf_index.desc()).limit(1)
+    ).first()
+    return int(row[0]) + 1 if row else 0
+
+
+def frontier_keys(size: int) -> list[tuple[int, int]]:
+    """The complete subtrees along the right edge of a tree of ``size`` leaves, largest first."""
+    return [(level, (size >> level) - 1) for level in range(size.bit_length() - 1, -1, -1) if size >> level & 1]
+
+
+def read_nodes(connection: Connection, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """The stored hashes of the named nodes ((level, index); level 0 is a leaf), in at most two queries."""
+    wanted = set(keys)
+    leaves = sorted(index for level, index in wanted if level == 0)
+    by_level: dict[int, list[int]] = {}
+    for level, index in wanted:
+        if level > 0:
+            by_level.setdefault(level, []).append(index)
+    found: dict[tuple[int, int], bytes] = {}
+    if leaves:
+        rows = connection.execute(
+            select(merkle_leaves.c.leaf_index, merkle_leaves.c.leaf_hash).where(merkle_leaves.c.leaf_index.in_(leaves))
+        )
+        found.update(((0, int(index)), bytes(digest)) for index, digest in rows)
+    if by_level:
+        clauses = [and_(merkle_nodes.c.level == level, merkle_nodes.c.node_index.in_(sorted(indexes)))
+                   for level, indexes in sorted(by_level.items())]
+        rows = connection.execute(
+            select(merkle_nodes.c.level, merkle_nodes.c.node_index, merkle_nodes.c.node_hash).where(or_(*clauses))
+        )
+        found.update(((int(level), int(index)), bytes(digest)) for level, index, digest in rows)
+    return found
+
+
+class MerkleTreeProjection:
+    """Appends each event's leaf and the complete subtrees it closes (run by a ``Follower``)."""
+
+    name = "merkle_tree"
+    tables = (merkle_leaves, merkle_nodes)
+
+    def handle(self, connection: Connection, batch: Sequence[LoggedEvent]) -> None:
+        size = tree_size(connection)
+        keys = frontier_keys(size)
+        stored = read_nodes(connection, keys)
+        if len(stored) != len(keys):
+            raise TreeIncomplete(f"the stored tree of {size} leaves lacks {len(keys) - len(stored)} right-edge nodes")
+        frontier = {level: stored[(level, index)] for level, index in keys}
+        leaves, nodes = [], []
+        for logged in batch:
+            leaf = event_leaf_hash(logged.event.hash)
+            transaction_id = transaction_of(logged.event)
+            leaves.append({"leaf_index": size, "position": logged.position, "leaf_hash": leaf,
+                           "transaction_id": str(transaction_id) if transaction_id else None})
+            digest, level, index = leaf, 0, size
+            while index & 1:  # a right child completes its parent: fold it with the left sibling
+                digest = node_hash(frontier.pop(level), digest)
+                level, index = level + 1, index >> 1
+                nodes.append({"level": level, "node_index": index, "node_hash": digest})
+            frontier[level] = digest
+            size += 1
+        connection.execute(insert(merkle_leaves), leaves)
+        if nodes:
+            connection.execute(insert(merkle_nodes), nodes)
+
+
+class _StoredSubtrees(ProofSource):
+    """A ``ProofSource`` whose complete subtrees are looked up (``lookup(level, index)``), never rehashed."""
+
+    def __init__(self, lookup: Callable[[int, int], bytes]) -> None:
+        super().__init__(lambda index: lookup(0, index))
+        self._lookup = lookup
+
+    def subtree_hash(self, start: int, end: int) -> bytes:
+        count = end - start
+        if count & (count - 1) == 0 and start % count == 0:
+            return self._lookup(count.bit_length() - 1, start // count)
+        return super().subtree_hash(start, end)
+
+
+class TreeReader:
+    """Roots and proofs of the stored tree, each in one read of the O(log n) nodes it needs."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def size(self) -> int:
+        return tree_size(self.connection)
+
+    def root(self, size: int) -> bytes:
+        return self._run(size, lambda source: source.root(size))
+
+    def inclusion_path(self, index: int, size: int) -> list[bytes]:
+        return self._run(size, lambda source: source.inclusion_path(index, size))
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        return self._run(second, lambda source: source.consistency_proof(first, second))
+
+    def _run(self, size: int, operation: Callable[[ProofSource], Any]) -> Any:
+        # First a dry run with placeholder hashes, to learn which nodes the answer
+        # reads (the recursion's shape depends on sizes and indexes, not hashes).
+        needed: set[tuple[int, int]] = set()
+
+        def record(level: int, index: int) -> bytes:
+            needed.add((level, index))
+            return bytes(HASH_SIZE)
+
+        operation(_StoredSubtrees(record))
+        found = read_nodes(self.connection, needed)
+        if len(found) != len(needed):
+            raise TreeIncomplete(f"the stored tree does not reach {size} leaves")
+        return operation(_StoredSubtrees(lambda level, index: found[(level, index)]))
+
+
+class TreeCheck:
+    """``invario verify``'s check of the stored tree and its checkpoints against the log, in O(log n) memory.
+
+    The log's events (their recomputed hashes, in order) are streamed through a
+    ``RunningRoot``; every leaf and complete subtree it makes must equal the stored
+    one (so every proof the tree serves is right), its root at the stored tree's
+    size (read when the verification starts) the stored root, and at each signed
+    checkpoint's size, the checkpoint's root. A stored tree or checkpoint larger
+    than the log means the log lost events they had seen. The stored nodes are
+    read one page of events at a time (``expect``).
+    """
+
+    def __init__(self, connection: Connection, checkpoint_roots: Callable[[int, int], list[tuple[int, bytes]]]) -> None:
+        self.stored_size = tree_size(connection) if inspect(connection).has_table(merkle_leaves.name) else 0
+        self.stored_root: bytes | None = EMPTY_ROOT
+        if self.stored_size:
+            try:
+                self.stored_root = TreeReader(connection).root(self.stored_size)
+            except TreeIncomplete:
+                self.stored_root = None  # nodes are missing: the comparison of each node names them
+        self._checkpoint_roots = checkpoint_roots  # (after size, up to size) -> [(size, root)], smallest first
+        self._running = RunningRoot()
+        self._due: list[tuple[int, bytes]] = []
+        self._stored: dict[tuple[int, int], bytes] = {}
+
+    def expect(self, connection: Connection, count: int) -> None:
+        """The next ``count`` events are about to be visited: read the stored nodes and checkpoints they complete."""
+        first, last = self._running.size, min(self._running.size + count, self.stored_size)
+        self._due.extend(self._checkpoint_roots(first, first + count))
+        self._stored = read_nodes(connection, completed_between(first, last)) if last > first else {}
+
+    def visit(self, event: CheckedEvent) -> list[Damage]:
+        found = [self._compare_node(event, level, index, digest)
+                 for level, index, digest in self._running.append(event_leaf_hash(event.chain_hash))
+                 if (index + 1) << level <= self.stored_size]
+        size = self._running.size
+        if size == self.stored_size:
+            found.append(self._compare(event, "the stored Merkle tree", self.stored_root))
+        while self._due and self._due[0][0] <= size:
+            checkpoint_size, root = self._due.pop(0)
+            if checkpoint_size == size:
+                found.append(self._compare(event, f"the signed checkpoint of size {size}", root))
+        return [damage for damage in found if damage is not None]
+
+    def finish(self) -> list[Damage]:
+        """Whatever the tree or its checkpoints hold beyond the log's last event."""
+        size = self._running.size
+        beyond = self._checkpoint_roots(size, SIZE_STORED_MAX)[:1]
+        damages = []
+        if self.stored_size > size:
+            damages.append(Damage(MISSING, MERKLE_TREE, size + 1, None, None, None, None, "", "",
+                                  f"the stored Merkle tree has {self.stored_size} leaves, the log {size} events"))
+        for checkpoint_size, root in beyond:
+            damages.append(Damage(MISSING, MERKLE_TREE, checkpoint_size, None, None, None, None, root.hex(), "",
+                                  f"a signed checkpoint of size {checkpoint_size} is larger than the log ({size})"))
+        return damages
+
+    def _compare_node(self, event: CheckedEvent, level: int, index: int, digest: bytes) -> Damage | None:
+        stored = self._stored.get((level, index))
+        if stored == digest:
+            return None
+        what = "leaf" if level == 0 else f"node at level {level}, index {index} (over leaves " \
+            f"{index << level}..{((index + 1) << level) - 1})"
+        return Damage(CHANGED if stored else MISSING, MERKLE_TREE, self._running.size, event.position,
+                      str(event.originator_id), event.originator_version, event.event_type, digest.hex(),
+                      stored.hex() if stored else "", f"the stored Merkle tree's {what} is not the log's")
+
+    def _compare(self, event: CheckedEvent, what: str, expected: bytes | None) -> Damage | None:
+        found = self._running.root()
+        if found == expected or expected is None:  # None: the missing nodes were reported one by one
+            return None
+        return Damage(CHANGED, MERKLE_TREE, self._running.size, event.position, str(event.originator_id),
+                      event.originator_version, event.event_type, expected.hex(), found.hex(),
+                      f"the events up to here give another root than {what}")
+
+
+def completed_between(first: int, last: int) -> list[tuple[int, int]]:
+    """The leaves and complete subtrees that leaves ``first`` .. ``last - 1`` complete, as (level, index)."""
+    keys = []
+    for level in range(last.bit_length()):
+        # Node (level, i) is completed by leaf ((i + 1) << level) - 1.
+        low, high = -(-(first + 1) >> level) - 1, (last >> level) - 1
+        keys.extend((level, index) for index in range(max(low, 0), high + 1))
+    return keys
