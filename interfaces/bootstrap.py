@@ -36,6 +36,7 @@ from projections.following.runner import waiter_for
 from projections.jobs.checkpoints import Checkpointer, CheckpointPolicy
 from projections.jobs.global_chain import GlobalChainProjection
 from projections.jobs.merkle_tree import MerkleTreeProjection
+from projections.jobs.proofs import LedgerProofs
 from projections.jobs.hold_expiry import HoldExpiry
 from projections.jobs.integrity import IntegrityVerifier, VerifierSchedule
 from projections.jobs.scheduled_jobs import (
@@ -190,6 +191,7 @@ class ApiServices:
     batch_store: BatchStore
     batch_runner: BatchRunner | None  # on SQLite only: no separate worker is needed there
     integrity_monitor: IntegrityMonitor
+    proofs: LedgerProofs  # checkpoints and proofs over the global log (docs/proofs.md)
     admin_token: str | None = field(default=None, repr=False)
 
 
@@ -215,6 +217,7 @@ def build_api_services(runtime: Runtime) -> ApiServices:
         batch_store=batch_store,
         batch_runner=None if runtime.database.is_postgres else build_batch_runner(runtime, "api", batch_store),
         integrity_monitor=process_monitor(),
+        proofs=LedgerProofs(runtime.engine, runtime.ledger),
         admin_token=admin_token,
     )
 

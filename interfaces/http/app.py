@@ -26,6 +26,7 @@ from interfaces.bootstrap import ApiServices, build_api_services
 from interfaces.http import (
     routes_accounts,
     routes_admin,
+    routes_proofs,
     routes_recurring,
     routes_transaction_batch,
     routes_transactions,
@@ -48,6 +49,8 @@ TAGS = [
     {"name": "batches", "description": "Files of transactions (CSV, JSONL) posted in the background"},
     {"name": "recurring", "description": "Standing orders: transactions the worker posts on a schedule"},
     {"name": "integrity", "description": "Signed digests of the hash chains (see docs/integrity.md)"},
+    {"name": "proofs", "description": "Signed checkpoints of the Merkle tree over the log, inclusion and "
+                                      "consistency proofs, checkable offline (see docs/proofs.md)"},
 ]
 
 
@@ -71,7 +74,8 @@ def create_app(runtime: Runtime, services: ApiServices | None = None) -> FastAPI
     app.state.read_models, app.state.tenant_directory = services.read_models, services.tenant_directory
     install_exception_handlers(app)
     follow_database_watch(app, runtime.watch)
-    for module in (routes_accounts, routes_transaction_batch, routes_transactions, routes_admin, routes_recurring):
+    for module in (routes_accounts, routes_transaction_batch, routes_transactions, routes_admin, routes_recurring,
+                   routes_proofs):
         app.include_router(module.router)
     install_batches(app, services.batch_store, services.batch_runner)  # /v1/batches and (SQLite) its runner
     body_max = runtime.settings.http_body_max_bytes

@@ -178,6 +178,10 @@ class TreeReader:
     def inclusion_path(self, index: int, size: int) -> list[bytes]:
         return self._run(size, lambda source: source.inclusion_path(index, size))
 
+    def inclusion_paths(self, indexes: Sequence[int], size: int) -> list[list[bytes]]:
+        """The paths of several leaves in one tree, in one read."""
+        return self._run(size, lambda source: [source.inclusion_path(index, size) for index in indexes])
+
     def consistency_proof(self, first: int, second: int) -> list[bytes]:
         return self._run(second, lambda source: source.consistency_proof(first, second))
 

@@ -1,0 +1,103 @@
+"""What the proof routes answer: signed checkpoints, transactions' proof bundles, consistency proofs.
+
+Everything is read from the stored tree and checkpoints (``merkle_tree``,
+``checkpoints``) and, for a bundle's events, from the log itself: each event is
+given as its canonical document (``domain.canonical``), the very bytes its hash,
+and so its leaf, is taken over. The documents' formats are
+``domain.proof_bundle``'s, whose verifier checks them offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Engine, select
+
+from application.ledger import Ledger
+from domain.chain import canonical_encoding
+from domain.errors import CheckpointNotFound, CheckpointPending, InvalidProofRequest
+from domain.proof_bundle import BUNDLE_EVENTS_MAX, BUNDLE_FORMAT, CONSISTENCY_FORMAT
+from projections.jobs.checkpoints import StoredCheckpoint, checkpoint_of_size, latest_checkpoint
+from projections.jobs.merkle_tree import TreeReader, merkle_leaves
+
+PENDING_ADVICE = "retry after the next checkpoint (signed every INVARIO_CHECKPOINT_EVERY_SECONDS, and only while " \
+                 "INVARIO_SIGNING_KEY is set)"
+
+
+def b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
+
+
+@dataclass(frozen=True)
+class ProofBundle:
+    document: dict[str, Any]  # domain.proof_bundle's bundle, ready to serialise
+    checkpoint: StoredCheckpoint
+    positions: list[int]  # the log positions of the events, in the bundle's order (not part of the proof)
+
+
+class LedgerProofs:
+    """Reads of the tree and its checkpoints; ``ledger`` only to read events' contents from the log."""
+
+    def __init__(self, engine: Engine, ledger: Ledger) -> None:
+        self.engine = engine
+        self.ledger = ledger
+
+    def checkpoint(self, size: int | None = None) -> StoredCheckpoint:
+        """The latest signed checkpoint, or the one of ``size``."""
+        with self.engine.connect() as connection:
+            found = latest_checkpoint(connection) if size is None else checkpoint_of_size(connection, size)
+        if found is None:
+            what = "no checkpoint has been signed yet" if size is None else f"no checkpoint of size {size}"
+            raise CheckpointNotFound(what, **({} if size is None else {"size": size}))
+        return found
+
+    def consistency(self, first: int, second: int) -> dict[str, Any]:
+        """The RFC 9162 consistency proof between two signed checkpoints."""
+        if first > second:
+            raise InvalidProofRequest(f"no consistency proof from size {first} to the smaller {second}",
+                                      from_size=first, to_size=second)
+        with self.engine.connect() as connection:
+            for size in (first, second):
+                if checkpoint_of_size(connection, size) is None:
+                    raise CheckpointNotFound(f"no checkpoint of size {size}", size=size)
+            proof = TreeReader(connection).consistency_proof(first, second)
+        return {"format": CONSISTENCY_FORMAT, "from_size": first, "to_size": second,
+                "proof": [b64(entry) for entry in proof]}
+
+    def transaction_bundle(self, transaction_id: UUID) -> ProofBundle:
+        """The transaction's events, each with its inclusion path under the latest checkpoint covering them all."""
+        with self.engine.connect() as connection:
+            checkpoint = latest_checkpoint(connection)
+            leaves = connection.execute(
+                select(merkle_leaves.c.leaf_index, merkle_leaves.c.position)
+                .where(merkle_leaves.c.transaction_id == str(transaction_id))
+                .order_by(merkle_leaves.c.leaf_index).limit(BUNDLE_EVENTS_MAX)
+            ).all()
+            if not leaves or checkpoint is None or leaves[-1].leaf_index >= checkpoint.size:
+                raise CheckpointPending(
+                    f"no signed checkpoint covers transaction {transaction_id} yet: {PENDING_ADVICE}",
+                    transaction_id=str(transaction_id),
+                    checkpoint_size=checkpoint.size if checkpoint else None,
+                )
+            indexes = [int(row.leaf_index) for row in leaves]
+            paths = TreeReader(connection).inclusion_paths(indexes, checkpoint.size)
+        positions = [int(row.position) for row in leaves]
+        events = [
+            {"leaf_index": index, "event": self._canonical_document(position), "inclusion_path": [b64(h) for h in path]}
+            for index, position, path in zip(indexes, positions, paths, strict=True)
+        ]
+        document = {"format": BUNDLE_FORMAT, "transaction_id": str(transaction_id), "checkpoint": checkpoint.note,
+                    "events": events}
+        return ProofBundle(document, checkpoint, positions)
+
+    def _canonical_document(self, position: int) -> dict[str, Any]:
+        found = self.ledger.recorder.select_notifications(start=position, limit=1)
+        assert found and found[0].id == position, f"the log holds no event at position {position}"
+        event = self.ledger.mapper.to_domain_event(found[0])
+        # The canonical bytes parsed back: JSON's own values, which re-encode to the same bytes.
+        document: dict[str, Any] = json.loads(canonical_encoding(type(event).__qualname__, vars(event)))
+        return document
