@@ -140,8 +140,8 @@ def signed_note(body: bytes, name: str, public_key: bytes, signature: bytes) -> 
 # --- checking ---------------------------------------------------------------------------------------
 
 
-def verify_checkpoint(note: Any, key: VerifierKey, check_signature: SignatureCheck) -> Checkpoint:
-    """Parse a signed checkpoint note and check ``key``'s signature on it."""
+def open_note(note: Any, key: VerifierKey, check_signature: SignatureCheck) -> str:
+    """A C2SP signed note's text, once ``key``'s signature on it is checked (other signatures are ignored)."""
     if not isinstance(note, str) or not note.endswith("\n") or len(note) > NOTE_CHARS_MAX or "\r" in note:
         raise _malformed_checkpoint("a note is text ending with a newline")
     try:
@@ -151,8 +151,7 @@ def verify_checkpoint(note: Any, key: VerifierKey, check_signature: SignatureChe
     split = note.rfind("\n\n")
     if split < 0:
         raise _malformed_checkpoint("no blank line between the text and its signatures")
-    body, signatures = note[: split + 1], note[split + 2:].splitlines()
-    checkpoint = _parse_body(body)
+    text, signatures = note[: split + 1], note[split + 2:].splitlines()
     stamps = [_parse_signature_line(line) for line in signatures]
     if not stamps:
         raise _malformed_checkpoint("no signature line")
@@ -161,10 +160,15 @@ def verify_checkpoint(note: Any, key: VerifierKey, check_signature: SignatureChe
             continue
         if len(stamp) != KEY_ID_BYTES + SIGNATURE_BYTES:
             raise ProofRejected(REJECTED_BAD_SIGNATURE, f"the signature by {name} is not {SIGNATURE_BYTES} bytes")
-        if not _signature_holds(check_signature, key.public_key, stamp[KEY_ID_BYTES:], body.encode("utf-8")):
+        if not _signature_holds(check_signature, key.public_key, stamp[KEY_ID_BYTES:], text.encode("utf-8")):
             raise ProofRejected(REJECTED_BAD_SIGNATURE, f"the signature by {name} does not verify: the note was altered")
-        return checkpoint
-    raise ProofRejected(REJECTED_UNTRUSTED_SIGNER, "the checkpoint carries no signature by the trusted key")
+        return text
+    raise ProofRejected(REJECTED_UNTRUSTED_SIGNER, "the note carries no signature by the trusted key")
+
+
+def verify_checkpoint(note: Any, key: VerifierKey, check_signature: SignatureCheck) -> Checkpoint:
+    """Parse a signed checkpoint note and check ``key``'s signature on it."""
+    return _parse_body(open_note(note, key, check_signature))
 
 
 def verify_bundle(bundle: Any, key: VerifierKey, check_signature: SignatureCheck) -> VerifiedBundle:

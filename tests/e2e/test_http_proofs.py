@@ -143,3 +143,22 @@ def test_proof_routes_refuse_what_names_no_proof(api: Api, acme: Tenant) -> None
     assert_problem(api.client.get(f"/v1/ledger/consistency?from=1&to={size}", headers=acme.headers), 404,
                    "checkpoint_not_found")
     assert api.client.get("/v1/ledger/checkpoint").status_code == 401
+
+
+def test_the_verifier_refuses_bad_input_with_exit_2(tmp_path: Path) -> None:
+    missing = run_invario("proof", "verify", str(tmp_path / "nothing.json"), "--public-key", VERIFIER_KEY)
+    assert missing.returncode == 2 and "cannot read" in missing.stderr
+    not_json = run_invario("proof", "verify", str(saved(tmp_path, "x.json", "{oops")), "--public-key", VERIFIER_KEY)
+    assert not_json.returncode == 2 and "not JSON" in not_json.stderr
+    bad_key = run_invario("proof", "verify", str(saved(tmp_path, "y.json", {})), "--public-key", "not-a-key")
+    assert bad_key.returncode == 2 and "--public-key" in bad_key.stderr
+    empty = run_invario("proof", "verify", str(saved(tmp_path, "z.json", {})), "--public-key", VERIFIER_KEY)
+    assert empty.returncode == 1 and "rejected: malformed_bundle" in empty.stderr
+
+
+def test_public_key_prints_the_verifier_key_of_the_signing_key() -> None:
+    printed = run_invario("proof", "public-key", env={"INVARIO_SIGNING_KEY": SIGNING_SECRET,
+                                                      "INVARIO_CHECKPOINT_ORIGIN": ORIGIN})
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.strip() == VERIFIER_KEY
+    assert run_invario("proof", "public-key").returncode == 2
