@@ -37,8 +37,10 @@ from sqlalchemy import (
     and_,
     insert,
     inspect,
+    literal,
     or_,
     select,
+    union_all,
 )
 
 from domain.integrity import CHANGED, MERKLE_TREE, MISSING, CheckedEvent, Damage
@@ -95,27 +97,25 @@ def frontier_keys(size: int) -> list[tuple[int, int]]:
 
 
 def read_nodes(connection: Connection, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-    """The stored hashes of the named nodes ((level, index); level 0 is a leaf), in at most two queries."""
+    """The stored hashes of the named nodes ((level, index); level 0 is a leaf), in one query."""
     wanted = set(keys)
-    leaves = sorted(index for level, index in wanted if level == 0)
     by_level: dict[int, list[int]] = {}
     for level, index in wanted:
-        if level > 0:
-            by_level.setdefault(level, []).append(index)
-    found: dict[tuple[int, int], bytes] = {}
-    if leaves:
-        rows = connection.execute(
-            select(merkle_leaves.c.leaf_index, merkle_leaves.c.leaf_hash).where(merkle_leaves.c.leaf_index.in_(leaves))
-        )
-        found.update(((0, int(index)), bytes(digest)) for index, digest in rows)
-    if by_level:
-        clauses = [and_(merkle_nodes.c.level == level, merkle_nodes.c.node_index.in_(sorted(indexes)))
-                   for level, indexes in sorted(by_level.items())]
-        rows = connection.execute(
-            select(merkle_nodes.c.level, merkle_nodes.c.node_index, merkle_nodes.c.node_hash).where(or_(*clauses))
-        )
-        found.update(((int(level), int(index)), bytes(digest)) for level, index, digest in rows)
-    return found
+        by_level.setdefault(level, []).append(index)
+    parts: list[Any] = []
+    if 0 in by_level:
+        parts.append(select(literal(0).label("level"), merkle_leaves.c.leaf_index, merkle_leaves.c.leaf_hash)
+                     .where(merkle_leaves.c.leaf_index.in_(sorted(by_level[0]))))
+    clauses = [and_(merkle_nodes.c.level == level, merkle_nodes.c.node_index.in_(sorted(indexes)))
+               for level, indexes in sorted(by_level.items()) if level > 0]
+    if clauses:
+        parts.append(select(merkle_nodes.c.level, merkle_nodes.c.node_index, merkle_nodes.c.node_hash)
+                     .where(or_(*clauses)))
+    if not parts:
+        return {}
+    # One round trip: a proof's latency is mostly round trips to the database.
+    rows = connection.execute(parts[0] if len(parts) == 1 else union_all(*parts))
+    return {(int(level), int(index)): bytes(digest) for level, index, digest in rows}
 
 
 class MerkleTreeProjection:

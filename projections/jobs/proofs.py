@@ -24,6 +24,7 @@ from domain.proof_bundle import BUNDLE_EVENTS_MAX, BUNDLE_FORMAT, CONSISTENCY_FO
 from projections.jobs.checkpoints import StoredCheckpoint, checkpoint_of_size, latest_checkpoint
 from projections.jobs.merkle_tree import TreeReader, merkle_leaves
 
+EVENT_SPAN_READ_MAX = 1_000  # a transaction's events this close are read from the log at once
 PENDING_ADVICE = "retry after the next checkpoint (signed every INVARIO_CHECKPOINT_EVERY_SECONDS, and only while " \
                  "INVARIO_SIGNING_KEY is set)"
 
@@ -86,18 +87,31 @@ class LedgerProofs:
             indexes = [int(row.leaf_index) for row in leaves]
             paths = TreeReader(connection).inclusion_paths(indexes, checkpoint.size)
         positions = [int(row.position) for row in leaves]
+        documents = self._canonical_documents(positions)
         events = [
-            {"leaf_index": index, "event": self._canonical_document(position), "inclusion_path": [b64(h) for h in path]}
+            {"leaf_index": index, "event": documents[position], "inclusion_path": [b64(h) for h in path]}
             for index, position, path in zip(indexes, positions, paths, strict=True)
         ]
         document = {"format": BUNDLE_FORMAT, "transaction_id": str(transaction_id), "checkpoint": checkpoint.note,
                     "events": events}
         return ProofBundle(document, checkpoint, positions)
 
-    def _canonical_document(self, position: int) -> dict[str, Any]:
-        found = self.ledger.recorder.select_notifications(start=position, limit=1)
-        assert found and found[0].id == position, f"the log holds no event at position {position}"
-        event = self.ledger.mapper.to_domain_event(found[0])
+    def _canonical_documents(self, positions: list[int]) -> dict[int, dict[str, Any]]:
+        """Each event's canonical document, by position: one read of the log when they lie close together."""
+        low, high = min(positions), max(positions)
+        if high - low < EVENT_SPAN_READ_MAX:
+            wanted = set(positions)
+            found = [n for n in self.ledger.recorder.select_notifications(start=low, limit=high - low + 1, stop=high)
+                     if n.id in wanted]
+        else:  # e.g. a reversal long after the posting: one read each
+            found = [n for p in positions for n in self.ledger.recorder.select_notifications(start=p, limit=1)[:1]]
+        documents = {n.id: self._canonical_document(n) for n in found}
+        missing = set(positions) - set(documents)
+        assert not missing, f"the log holds no event at positions {sorted(missing)}"
+        return documents
+
+    def _canonical_document(self, notification: Any) -> dict[str, Any]:
+        event = self.ledger.mapper.to_domain_event(notification)
         # The canonical bytes parsed back: JSON's own values, which re-encode to the same bytes.
         document: dict[str, Any] = json.loads(canonical_encoding(type(event).__qualname__, vars(event)))
         return document
