@@ -23,7 +23,7 @@ import typer
 
 from domain.merkle import ProofRejected
 from domain.proof_bundle import VerifierKey, verify_bundle, verify_consistency_proof
-from interfaces.cli.common import EXIT_USAGE, fail, operator_errors
+from interfaces.cli.common import EXIT_USAGE, fail, operator_errors, read_bounded
 
 EXIT_REJECTED = 1
 FILE_MAX_BYTES = 16 * 1024 * 1024
@@ -49,13 +49,7 @@ def _key(text: str) -> VerifierKey:
 
 
 def _read(path: Path, what: str) -> str:
-    try:
-        with path.open("rb") as file:
-            data = file.read(FILE_MAX_BYTES + 1)
-    except OSError as exc:
-        raise fail(f"{what}: cannot read {path}: {exc.strerror}", EXIT_USAGE) from None
-    if len(data) > FILE_MAX_BYTES:
-        raise fail(f"{what}: {path} is larger than {FILE_MAX_BYTES} bytes", EXIT_USAGE)
+    data = read_bounded(path, FILE_MAX_BYTES, what, f"{FILE_MAX_BYTES} bytes")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
