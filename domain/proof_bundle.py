@@ -203,10 +203,10 @@ def verify_consistency_proof(
     document = _members(proof_document, {"format", "from_size", "to_size", "proof"}, "the consistency proof")
     if document["format"] != CONSISTENCY_FORMAT:
         raise _malformed(f"format is not {CONSISTENCY_FORMAT!r}")
-    if (document["from_size"], document["to_size"]) != (old.size, new.size) or type(document["from_size"]) is not int \
-            or type(document["to_size"]) is not int:
-        raise ProofRejected(REJECTED_WRONG_SIZES, f"the proof is from {document['from_size']!r} to "
-                                                  f"{document['to_size']!r}, the checkpoints {old.size} and {new.size}")
+    sizes = (document["from_size"], document["to_size"])
+    if any(type(size) is not int for size in sizes) or sizes != (old.size, new.size):  # bool is no size
+        raise ProofRejected(REJECTED_WRONG_SIZES, f"the proof is from {sizes[0]!r} to {sizes[1]!r}, "
+                                                  f"the checkpoints {old.size} and {new.size}")
     verify_consistency(old.size, new.size, old.root, new.root, _hashes(document["proof"], "proof"))
     return old, new
 

@@ -16,6 +16,7 @@ which ``invario verify`` checks).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Protocol
@@ -28,6 +29,8 @@ from infrastructure.schema import metadata
 from projections.jobs.merkle_tree import TreeReader, merkle_leaves, tree_size
 
 log = logging.getLogger(__name__)
+
+CHECK_SECONDS_MAX = 1.0  # how often the worker's loop asks whether a checkpoint is due
 
 merkle_checkpoints = Table(
     "merkle_checkpoints",
@@ -100,9 +103,18 @@ class Checkpointer:
         self.engine = engine
         self.signer = signer
         self.policy = policy
+        self._next_look = 0.0
 
     def process_batch(self) -> int:
-        """Sign and store a checkpoint of the tree's head if one is due; return how many (0 or 1)."""
+        """In the follower loop: look at most every ``CHECK_SECONDS_MAX`` (the loop turns far more often)."""
+        moment = time.monotonic()
+        if moment < self._next_look:
+            return 0
+        self._next_look = moment + min(CHECK_SECONDS_MAX, self.policy.every_seconds)
+        return self.sign_if_due()
+
+    def sign_if_due(self) -> int:
+        """Sign and store a checkpoint of the tree's head if one is due; return 0 (nothing more to do now)."""
         now = datetime.now(timezone.utc)
         with self.engine.begin() as connection:
             size = tree_size(connection)
@@ -133,7 +145,7 @@ class Checkpointer:
         )
 
     def catch_up(self, batches_max: int = 1) -> int:  # noqa: ARG002 - one check signs whatever is due
-        return self.process_batch()
+        return self.sign_if_due()
 
     def record_error(self, message: str, names: object = None) -> None:  # noqa: ARG002
         log.error("signing a checkpoint failed: %s", message)

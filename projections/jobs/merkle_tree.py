@@ -46,7 +46,7 @@ from sqlalchemy import (
 from domain.integrity import CHANGED, MERKLE_TREE, MISSING, CheckedEvent, Damage
 from domain.merkle import EMPTY_ROOT, HASH_SIZE, ProofSource, RunningRoot, event_leaf_hash, node_hash
 from infrastructure.schema import metadata
-from projections.following.follower import LoggedEvent
+from projections.following.follower import LoggedEvent, read_tracking
 
 merkle_leaves = Table(
     "merkle_leaves",
@@ -214,13 +214,17 @@ class TreeCheck:
     """
 
     def __init__(self, connection: Connection, checkpoint_roots: Callable[[int, int], list[tuple[int, bytes]]]) -> None:
-        self.stored_size = tree_size(connection) if inspect(connection).has_table(merkle_leaves.name) else 0
+        self.has_tables = inspect(connection).has_table(merkle_leaves.name)
+        # A tree being rebuilt is incomplete on purpose: only the checkpoints are checked then.
+        rebuilding = self.has_tables and read_tracking(connection, [MerkleTreeProjection.name])[
+            MerkleTreeProjection.name].rebuild_started_at is not None
+        self.stored_size = tree_size(connection) if self.has_tables and not rebuilding else 0
         self.stored_root: bytes | None = EMPTY_ROOT
         if self.stored_size:
             try:
                 self.stored_root = TreeReader(connection).root(self.stored_size)
             except TreeIncomplete:
-                self.stored_root = None  # nodes are missing: the comparison of each node names them
+                self.stored_root = None  # rows are missing (a rebuild began since): nothing to compare
         self._checkpoint_roots = checkpoint_roots  # (after size, up to size) -> [(size, root)], smallest first
         self._running = RunningRoot()
         self._due: list[tuple[int, bytes]] = []
@@ -260,13 +264,15 @@ class TreeCheck:
 
     def _compare_node(self, event: CheckedEvent, level: int, index: int, digest: bytes) -> Damage | None:
         stored = self._stored.get((level, index))
-        if stored == digest:
+        if stored is None or stored == digest:
+            # A missing row is an incomplete tree (a rebuild truncated it meanwhile), which proofs
+            # refuse to serve from; only a row that says something else is damage.
             return None
         what = "leaf" if level == 0 else f"node at level {level}, index {index} (over leaves " \
             f"{index << level}..{((index + 1) << level) - 1})"
-        return Damage(CHANGED if stored else MISSING, MERKLE_TREE, self._running.size, event.position,
-                      str(event.originator_id), event.originator_version, event.event_type, digest.hex(),
-                      stored.hex() if stored else "", f"the stored Merkle tree's {what} is not the log's")
+        return Damage(CHANGED, MERKLE_TREE, self._running.size, event.position, str(event.originator_id),
+                      event.originator_version, event.event_type, digest.hex(), stored.hex(),
+                      f"the stored Merkle tree's {what} is not the log's")
 
     def _compare(self, event: CheckedEvent, what: str, expected: bytes | None) -> Damage | None:
         found = self._running.root()

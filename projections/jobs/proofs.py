@@ -12,7 +12,8 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from uuid import UUID
 
 from sqlalchemy import Engine, select
@@ -22,8 +23,9 @@ from domain.chain import canonical_encoding
 from domain.errors import CheckpointNotFound, CheckpointPending, InvalidProofRequest
 from domain.proof_bundle import BUNDLE_EVENTS_MAX, BUNDLE_FORMAT, CONSISTENCY_FORMAT
 from projections.jobs.checkpoints import StoredCheckpoint, checkpoint_of_size, latest_checkpoint
-from projections.jobs.merkle_tree import TreeReader, merkle_leaves
+from projections.jobs.merkle_tree import TreeIncomplete, TreeReader, merkle_leaves
 
+T = TypeVar("T")
 EVENT_SPAN_READ_MAX = 1_000  # a transaction's events this close are read from the log at once
 PENDING_ADVICE = "retry after the next checkpoint (signed every INVARIO_CHECKPOINT_EVERY_SECONDS, and only while " \
                  "INVARIO_SIGNING_KEY is set)"
@@ -31,6 +33,13 @@ PENDING_ADVICE = "retry after the next checkpoint (signed every INVARIO_CHECKPOI
 
 def b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
+
+
+def _read_tree(read: Callable[[], T]) -> T:
+    try:
+        return read()
+    except TreeIncomplete:  # rows a checkpoint needs are gone: 'projections rebuild merkle_tree' is running
+        raise CheckpointPending(f"the Merkle tree is being rebuilt: {PENDING_ADVICE}") from None
 
 
 @dataclass(frozen=True)
@@ -65,7 +74,7 @@ class LedgerProofs:
             for size in (first, second):
                 if checkpoint_of_size(connection, size) is None:
                     raise CheckpointNotFound(f"no checkpoint of size {size}", size=size)
-            proof = TreeReader(connection).consistency_proof(first, second)
+            proof = _read_tree(lambda: TreeReader(connection).consistency_proof(first, second))
         return {"format": CONSISTENCY_FORMAT, "from_size": first, "to_size": second,
                 "proof": [b64(entry) for entry in proof]}
 
@@ -85,7 +94,7 @@ class LedgerProofs:
                     checkpoint_size=checkpoint.size if checkpoint else None,
                 )
             indexes = [int(row.leaf_index) for row in leaves]
-            paths = TreeReader(connection).inclusion_paths(indexes, checkpoint.size)
+            paths = _read_tree(lambda: TreeReader(connection).inclusion_paths(indexes, checkpoint.size))
         positions = [int(row.position) for row in leaves]
         documents = self._canonical_documents(positions)
         events = [

@@ -303,7 +303,7 @@ class LedgerVerification:
         )
 
     def _checkpoint_roots(self, after: int, up_to: int) -> list[tuple[int, bytes]]:
-        if not self.tree.stored_size:  # no tree (yet), so no checkpoint of it either
+        if not self.tree.has_tables:  # a database from before the tree (not migrated)
             return []
         with self.engine.connect() as connection:
             found = checkpoints_between(connection, after, up_to, limit=max(1, min(up_to - after, PAGE_SIZE)))

@@ -13,15 +13,18 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from domain.proof_bundle import VerifierKey, checkpoint_body, signed_note
 from infrastructure.signing import SigningKey
 from tests.e2e.http_fixtures import Api, Tenant, assert_problem, make_api
+from tests.e2e.serve_support import ServedApi, prepare_ledger
 from tests.e2e.test_cli_basics import run_invario
 
 SIGNING_SECRET = base64.b64encode(os.urandom(32)).decode()
@@ -162,3 +165,41 @@ def test_public_key_prints_the_verifier_key_of_the_signing_key() -> None:
     assert printed.returncode == 0, printed.stderr
     assert printed.stdout.strip() == VERIFIER_KEY
     assert run_invario("proof", "public-key").returncode == 2
+
+
+def test_the_issue_s_walkthrough_with_a_real_server(database_url: str, tmp_path: Path) -> None:
+    """Issue 18's "done when": serve signs checkpoints on its own; the proof is checked after the server stops."""
+    book = prepare_ledger(database_url)
+    settings = {"INVARIO_SIGNING_KEY": SIGNING_SECRET, "INVARIO_CHECKPOINT_ORIGIN": ORIGIN,
+                "INVARIO_CHECKPOINT_EVERY_SECONDS": "0.5"}
+    with ServedApi(database_url, book, tmp_path / "serve.log", **settings) as served:
+        written = served.post_transaction("walk-1")
+        assert written.status_code == 201, written.text
+        proof = _eventually(lambda: served.client.get(f"/v1/transactions/{written.json()['id']}/proof"))
+        old = served.client.get("/v1/ledger/checkpoint").json()
+        assert old["position"] >= written.json()["position"]
+        for n in range(3):
+            assert served.post_transaction(f"walk-more-{n}").status_code == 201
+        new = _eventually(lambda: served.client.get("/v1/ledger/checkpoint"),
+                          lambda response: response.json()["size"] >= old["size"] + 9).json()
+        consistency = served.client.get(f"/v1/ledger/consistency?from={old['size']}&to={new['size']}").json()
+    path = saved(tmp_path, "proof.json", proof.json())
+    verified = run_invario("proof", "verify", str(path), "--public-key", VERIFIER_KEY)
+    assert verified.returncode == 0, verified.stderr
+    consistent = run_invario("proof", "consistency", str(saved(tmp_path, "old.json", old)),
+                             str(saved(tmp_path, "new.json", new)), "--proof",
+                             str(saved(tmp_path, "c.json", consistency)), "--public-key", VERIFIER_KEY)
+    assert consistent.returncode == 0, consistent.stderr
+
+
+def _eventually(fetch: Callable[[], httpx.Response],
+                done: Callable[[httpx.Response], bool] = lambda response: True,
+                seconds: float = 30.0) -> httpx.Response:
+    """Ask until the answer is 200 and ``done``: the server's followers sign checkpoints in their own time."""
+    deadline = time.monotonic() + seconds
+    while True:
+        response = fetch()
+        if response.status_code == 200 and done(response):
+            return response
+        assert time.monotonic() < deadline, response.text
+        time.sleep(0.2)

@@ -184,3 +184,17 @@ def test_verify_names_a_changed_leaf_and_a_tree_longer_than_the_log(database_url
     found = [(d.chain, d.kind, d.sequence) for d in verified(runtime).damages]
     assert ("merkle_tree", "changed", 7) in found
     assert ("merkle_tree", "missing", 16) in found  # beyond the log's 15 events
+
+
+def test_a_tree_being_rebuilt_is_no_damage_but_its_checkpoints_are_still_checked(
+    database_url: str, open_rt: OpenRuntime
+) -> None:
+    runtime = open_with_schema(open_rt, database_url)
+    post_some(runtime.ledger, 3)
+    tree_follower(runtime).catch_up()
+    checkpointer(runtime).catch_up()
+    start_rebuild(runtime, [MerkleTreeProjection.name])  # truncated, replay not started
+    assert verified(runtime).intact
+    with runtime.engine.begin() as connection:
+        connection.execute(update(merkle_checkpoints).values(root_hash=bytes(32)))
+    assert [(d.chain, d.kind) for d in verified(runtime).damages] == [("merkle_tree", "changed")]
