@@ -30,7 +30,7 @@ from infrastructure.runtime import Runtime, resolve_auth_pepper
 from infrastructure.signing import SigningKey, load_signing_key
 from infrastructure.sinks.nats_jetstream import NatsJetStreamSink
 from infrastructure.telemetry import setup_telemetry, trace_event_store
-from projections.following.follower import Follower, FollowerGroup
+from projections.following.follower import EveryEvent, Follower, FollowerGroup
 from projections.following.registry import READ_MODELS_GROUP, read_model_projections
 from projections.following.runner import waiter_for
 from projections.jobs.checkpoints import Checkpointer, CheckpointPolicy
@@ -68,7 +68,7 @@ def build_followers(runtime: Runtime) -> list[FollowerGroup | IntegrityVerifier 
     batch_size = runtime.settings.follower_batch_size
     followers: list[FollowerGroup | IntegrityVerifier | HoldExpiry | Checkpointer] = [
         Follower(runtime.ledger, runtime.engine, GlobalChainProjection(), batch_size),
-        Follower(runtime.ledger, runtime.engine, MerkleTreeProjection(), batch_size),
+        build_merkle_tree_follower(runtime, batch_size),
         build_read_models_group(runtime, batch_size, defer_to_rebuilds=True),
         build_integrity_verifier(runtime, batch_size),
         HoldExpiry(runtime.ledger, runtime.engine),  # voids holds past their deadline (docs/holds.md)
@@ -77,6 +77,14 @@ def build_followers(runtime: Runtime) -> list[FollowerGroup | IntegrityVerifier 
     if checkpointer is not None:
         followers.append(checkpointer)
     return followers
+
+
+def build_merkle_tree_follower(runtime: Runtime, batch_size: int) -> FollowerGroup:
+    """The tree's follower: every event a leaf (no transaction boundaries), and it leaves the tree
+    alone while 'projections rebuild' replays it elsewhere (as the read models do): racing that
+    replay would make it lose a batch and stop early."""
+    return FollowerGroup(runtime.ledger, runtime.engine, [MerkleTreeProjection()], batch_size,
+                         name=MerkleTreeProjection.name, defer_to_rebuilds=True, boundaries=EveryEvent)
 
 
 def build_checkpointer(runtime: Runtime, *, signing_key: SigningKey | None = None) -> Checkpointer | None:

@@ -44,7 +44,7 @@ from sqlalchemy import (
 )
 
 from domain.integrity import CHANGED, MERKLE_TREE, MISSING, CheckedEvent, Damage
-from domain.merkle import EMPTY_ROOT, HASH_SIZE, ProofSource, RunningRoot, event_leaf_hash, node_hash
+from domain.merkle import HASH_SIZE, ProofSource, RunningRoot, event_leaf_hash, node_hash
 from infrastructure.schema import metadata
 from projections.following.follower import LoggedEvent, read_tracking
 
@@ -204,13 +204,17 @@ class TreeReader:
 class TreeCheck:
     """``invario verify``'s check of the stored tree and its checkpoints against the log, in O(log n) memory.
 
-    The log's events (their recomputed hashes, in order) are streamed through a
-    ``RunningRoot``; every leaf and complete subtree it makes must equal the stored
-    one (so every proof the tree serves is right), its root at the stored tree's
-    size (read when the verification starts) the stored root, and at each signed
-    checkpoint's size, the checkpoint's root. A stored tree or checkpoint larger
-    than the log means the log lost events they had seen. The stored nodes are
-    read one page of events at a time (``expect``).
+    The log's events are streamed, in order, through a ``RunningRoot`` built as the
+    follower builds the tree: from each event's *stored* hash (a content that no
+    longer matches its hash is the aggregate chain's damage, not counted again
+    here). Every leaf and complete subtree it makes must equal the stored one, so
+    every proof the tree serves is right; after the first that does not, the
+    stored tree no longer lines up with the log and is not compared further (as
+    the global chain's rows). Its root at each signed checkpoint's size must equal
+    the checkpoint's, whatever came before: those are anchors, like digests, and
+    catch a consistent rewrite of the stored hashes. A stored tree or checkpoint
+    larger than the log means the log lost events they had seen. The stored nodes
+    are read one page of events at a time (``expect``).
     """
 
     def __init__(self, connection: Connection, checkpoint_roots: Callable[[int, int], list[tuple[int, bytes]]]) -> None:
@@ -219,46 +223,54 @@ class TreeCheck:
         rebuilding = self.has_tables and read_tracking(connection, [MerkleTreeProjection.name])[
             MerkleTreeProjection.name].rebuild_started_at is not None
         self.stored_size = tree_size(connection) if self.has_tables and not rebuilding else 0
-        self.stored_root: bytes | None = EMPTY_ROOT
-        if self.stored_size:
-            try:
-                self.stored_root = TreeReader(connection).root(self.stored_size)
-            except TreeIncomplete:
-                self.stored_root = None  # rows are missing (a rebuild began since): nothing to compare
         self._checkpoint_roots = checkpoint_roots  # (after size, up to size) -> [(size, root)], smallest first
         self._running = RunningRoot()
         self._due: list[tuple[int, bytes]] = []
         self._stored: dict[tuple[int, int], bytes] = {}
+        self._last_position = 0
+        self._broken = False
 
     def expect(self, connection: Connection, count: int) -> None:
         """The next ``count`` events are about to be visited: read the stored nodes and checkpoints they complete."""
         first, last = self._running.size, min(self._running.size + count, self.stored_size)
         self._due.extend(self._checkpoint_roots(first, first + count))
-        self._stored = read_nodes(connection, completed_between(first, last)) if last > first else {}
+        wanted = not self._broken and last > first
+        self._stored = read_nodes(connection, completed_between(first, last)) if wanted else {}
 
     def visit(self, event: CheckedEvent) -> list[Damage]:
-        found = [self._compare_node(event, level, index, digest)
-                 for level, index, digest in self._running.append(event_leaf_hash(event.chain_hash))
-                 if (index + 1) << level <= self.stored_size]
+        self._last_position = event.position
+        completed = self._running.append(event_leaf_hash(_tree_hash(event)))
+        found = []
+        for level, index, digest in completed:
+            if self._broken or (index + 1) << level > self.stored_size:
+                break
+            damage = self._compare_node(event, level, index, digest)
+            if damage is not None:
+                self._broken = True
+                found.append(damage)
         size = self._running.size
-        if size == self.stored_size:
-            found.append(self._compare(event, "the stored Merkle tree", self.stored_root))
         while self._due and self._due[0][0] <= size:
             checkpoint_size, root = self._due.pop(0)
             if checkpoint_size == size:
                 found.append(self._compare(event, f"the signed checkpoint of size {size}", root))
         return [damage for damage in found if damage is not None]
 
-    def finish(self) -> list[Damage]:
+    def finish(self, connection: Connection) -> list[Damage]:
         """Whatever the tree or its checkpoints hold beyond the log's last event."""
         size = self._running.size
         beyond = self._checkpoint_roots(size, SIZE_STORED_MAX)[:1]
+        if not beyond and self.stored_size <= size:
+            return []
+        # Placed where the log lost its first event (as the tree recorded it), so that damage
+        # within the log, and the global chain's own view of the same loss, come first.
+        found = connection.execute(select(merkle_leaves.c.position).where(merkle_leaves.c.leaf_index == size)).first()
+        position = int(found[0]) if found else self._last_position + 1
         damages = []
         if self.stored_size > size:
-            damages.append(Damage(MISSING, MERKLE_TREE, size + 1, None, None, None, None, "", "",
+            damages.append(Damage(MISSING, MERKLE_TREE, size + 1, position, None, None, None, "", "",
                                   f"the stored Merkle tree has {self.stored_size} leaves, the log {size} events"))
         for checkpoint_size, root in beyond:
-            damages.append(Damage(MISSING, MERKLE_TREE, checkpoint_size, None, None, None, None, root.hex(), "",
+            damages.append(Damage(MISSING, MERKLE_TREE, checkpoint_size, position, None, None, None, root.hex(), "",
                                   f"a signed checkpoint of size {checkpoint_size} is larger than the log ({size})"))
         return damages
 
@@ -274,13 +286,19 @@ class TreeCheck:
                       event.originator_version, event.event_type, digest.hex(), stored.hex(),
                       f"the stored Merkle tree's {what} is not the log's")
 
-    def _compare(self, event: CheckedEvent, what: str, expected: bytes | None) -> Damage | None:
+    def _compare(self, event: CheckedEvent, what: str, expected: bytes) -> Damage | None:
         found = self._running.root()
-        if found == expected or expected is None:  # None: the missing nodes were reported one by one
+        if found == expected:
             return None
         return Damage(CHANGED, MERKLE_TREE, self._running.size, event.position, str(event.originator_id),
                       event.originator_version, event.event_type, expected.hex(), found.hex(),
                       f"the events up to here give another root than {what}")
+
+
+def _tree_hash(event: CheckedEvent) -> str:
+    """The hash the follower made the event's leaf of: the stored one (an undecodable event: its stand-in)."""
+    stored = event.stored_hash
+    return stored if len(stored) == 64 and all(c in "0123456789abcdef" for c in stored) else event.chain_hash
 
 
 def completed_between(first: int, last: int) -> list[tuple[int, int]]:

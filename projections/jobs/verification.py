@@ -322,8 +322,9 @@ class LedgerVerification:
             # A row after the last event is fine only if its event was written since we started.
             if following is not None and not self.lookups.event_at(following.position):
                 self.walk.missing_rows(following)
-        for damage in self.tree.finish():
-            self.walk.record(damage)
+        with self.engine.connect() as connection:
+            for damage in self.tree.finish(connection):
+                self.walk.record(damage)
         self.walk.finish()
 
 

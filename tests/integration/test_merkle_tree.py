@@ -198,3 +198,20 @@ def test_a_tree_being_rebuilt_is_no_damage_but_its_checkpoints_are_still_checked
     with runtime.engine.begin() as connection:
         connection.execute(update(merkle_checkpoints).values(root_hash=bytes(32)))
     assert [(d.chain, d.kind) for d in verified(runtime).damages] == [("merkle_tree", "changed")]
+
+
+def test_the_worker_s_tree_follower_leaves_a_rebuild_to_its_replay(database_url: str, open_rt: OpenRuntime) -> None:
+    from interfaces.bootstrap import build_merkle_tree_follower
+    from projections.following.registry import REBUILT_BY_ALL
+
+    runtime = open_with_schema(open_rt, database_url)
+    post_some(runtime.ledger, 5)
+    worker_tree = build_merkle_tree_follower(runtime, BATCH)
+    worker_tree.catch_up()
+    before = tree_rows(runtime)
+    start_rebuild(runtime, REBUILT_BY_ALL)
+    assert worker_tree.process_batch() == 0  # the rebuild owns it: a race would cut the replay short
+    replay(runtime, REBUILT_BY_ALL, batch_size=4)
+    assert tree_rows(runtime) == before
+    head = runtime.ledger.recorder.max_notification_id()
+    assert set(worker_tree.positions().values()) == {head}
