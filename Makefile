@@ -32,9 +32,12 @@ PY_OK := import sys; sys.exit(sys.version_info < (3, 11))
 
 .PHONY: run test bench bench-import bench-smoke clean
 
+# A development signing key in var/ unless INVARIO_SIGNING_KEY is set, so that checkpoints
+# are signed and proofs can be fetched and verified from the first run (docs/proofs.md).
 run: $(RUN_STAMP)
 	mkdir -p var
-	exec $(VENV)/bin/invario serve
+	test -s var/dev-signing-key || (umask 077 && $(VENV)/bin/invario generate-signing-key > var/dev-signing-key)
+	export INVARIO_SIGNING_KEY="$${INVARIO_SIGNING_KEY:-$$(cat var/dev-signing-key)}"; exec $(VENV)/bin/invario serve
 
 test: $(TEST_STAMP)
 	$(VENV)/bin/lint-imports --config pyproject.toml

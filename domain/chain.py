@@ -16,42 +16,18 @@ change when code moves between modules.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from enum import Enum
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
+from domain.canonical import reference_encoding
+
 GENESIS_HASH = "0" * 64
 _EXCLUDED_FIELDS = frozenset({"hash", "originator_topic"})
-
-
-def _encode_value(value: Any) -> Any:
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, datetime):
-        assert value.tzinfo is not None, "event timestamps are timezone-aware"
-        return value.astimezone(timezone.utc).isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, Enum):
-        return value.value
-    raise TypeError(f"cannot canonically encode {type(value).__name__}")
-
-
-# Exactly what json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-# default=_encode_value) builds on every call; built once, because verification
-# hashes every event of the ledger.
-_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_encode_value)
-
-
-def reference_encoding(document: dict[str, Any]) -> bytes:
-    """The definition of the canonical bytes: the standard library's encoder, as above."""
-    return _CANONICAL_JSON.encode(document).encode("utf-8")
 
 
 # A faster encoder an outer layer may install (the domain imports no JSON library but

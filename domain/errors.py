@@ -286,3 +286,24 @@ class RecurringTransactionCancelled(LedgerError):
     """The schedule was cancelled: it runs no more and cannot be cancelled again."""
 
     code = "recurring_transaction_cancelled"
+
+
+# --- proofs (docs/proofs.md) ----------------------------------------------------------
+
+
+class CheckpointNotFound(LedgerError):
+    """No signed checkpoint of that tree size (checkpoints are signed every N events or T seconds)."""
+
+    code = "checkpoint_not_found"
+
+
+class CheckpointPending(LedgerError):
+    """No signed checkpoint covers this yet; the next one will (``INVARIO_CHECKPOINT_EVERY_SECONDS``)."""
+
+    code = "checkpoint_pending"
+
+
+class InvalidProofRequest(LedgerError):
+    """Sizes that name no proof (a consistency proof from a larger tree to a smaller one)."""
+
+    code = "invalid_proof_request"

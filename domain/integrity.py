@@ -47,6 +47,7 @@ AGGREGATE_CHAIN = "aggregate"
 GLOBAL_CHAIN = "global"
 CHECKPOINT = "checkpoint"
 DIGEST = "digest"
+MERKLE_TREE = "merkle_tree"  # the stored Merkle tree or a signed checkpoint of it (docs/proofs.md)
 
 HEADS_CAPACITY_DEFAULT = 100_000
 CREATED_CAPACITY_DEFAULT = 10_000
@@ -310,6 +311,10 @@ class ChainWalk:
                 event.originator_version, event.event_type, anchor.hash, self.link, detail,
             )
             self._record(result.damage)
+
+    def record(self, damage: Damage | None) -> None:
+        """Count damage found beside the chains (the Merkle tree's)."""
+        self._record(damage)
 
     def _record(self, damage: Damage | None) -> None:
         if damage is None:

@@ -168,6 +168,39 @@ class ProofSource:
         return digest
 
 
+class RunningRoot:
+    """The root of a tree that grows one leaf at a time, in O(log n) memory.
+
+    It keeps the right edge: the complete subtrees a tree of ``size`` leaves ends
+    with, one per set bit of ``size``, largest first. Verification streams the
+    whole log through one of these to recompute the tree without storing it.
+    """
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._edge: list[bytes] = []
+
+    def append(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
+        """Add the next leaf; return the complete subtrees it completes, as (level, index, hash), the leaf first."""
+        digest, level, index = leaf, 0, self.size
+        completed = [(0, index, leaf)]
+        while index & 1:  # a right child completes its parent with the left sibling on the edge
+            digest = node_hash(self._edge.pop(), digest)
+            level, index = level + 1, index >> 1
+            completed.append((level, index, digest))
+        self._edge.append(digest)
+        self.size += 1
+        return completed
+
+    def root(self) -> bytes:
+        if not self._edge:
+            return EMPTY_ROOT
+        digest = self._edge[-1]
+        for left in reversed(self._edge[:-1]):
+            digest = node_hash(left, digest)
+        return digest
+
+
 def _require_argument(condition: bool, message: str) -> None:
     # Building a proof from bad arguments is the caller's bug, not a rejected proof.
     if not condition:

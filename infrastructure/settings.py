@@ -212,6 +212,21 @@ class Settings(BaseSettings):
     integrity_state_refresh_seconds: float = Field(
         1.0, gt=0, le=60, description="How stale a process's view of the shared integrity state may be"
     )
+    # --- signed checkpoints of the Merkle tree (docs/proofs.md) ---
+    checkpoint_every_events: int = Field(
+        10_000, ge=1, le=10_000_000,
+        description="Sign a checkpoint (tree head) once the tree has grown by this many events since the last one",
+    )
+    checkpoint_every_seconds: float = Field(
+        10.0, gt=0, le=86_400,
+        description="Sign a checkpoint this long after the last one if the tree has grown at all (whichever of "
+        "the two comes first); needs INVARIO_SIGNING_KEY",
+    )
+    checkpoint_origin: str = Field(
+        "invario.local/ledger", pattern=r"^[A-Za-z0-9._/:-]{1,128}$",
+        description="The log's name in its checkpoints (C2SP origin line, also the signing key's name): this "
+        "deployment's schema-less URL, e.g. ledger.example.com/invario",
+    )
     health_timeout_seconds: float = Field(
         2.0, gt=0, le=30, description="Bound on the database checks of /health and /health/ready"
     )

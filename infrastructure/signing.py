@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from domain.digest import LedgerDigest, key_id_for
+from domain.proof_bundle import checkpoint_body, signed_note
 from infrastructure.errors import ConfigError
 
 SEED_BYTES = 32
@@ -64,6 +65,11 @@ class SigningKey:
                                 public_key=self.public_key)
         return unsigned.with_signature(self._private_key.sign(unsigned.signed_bytes()))
 
+    def sign_checkpoint(self, origin: str, size: int, root: bytes) -> str:
+        """A C2SP signed note of the tree head (domain/proof_bundle.py), under the key name ``origin``."""
+        body = checkpoint_body(origin, size, root)
+        return signed_note(body, origin, self.public_key_raw, self._private_key.sign(body))
+
 
 def generate_signing_key() -> str:
     """A new key, as ``INVARIO_SIGNING_KEY`` expects it."""
@@ -76,6 +82,15 @@ def signature_is_valid(digest: LedgerDigest) -> bool:
         Ed25519PublicKey.from_public_bytes(digest.public_key_bytes()).verify(
             digest.signature_bytes(), digest.signed_bytes()
         )
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def ed25519_signature_valid(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    """The ``SignatureCheck`` the offline proof verifier is given (domain/proof_bundle.py)."""
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
     except (InvalidSignature, ValueError):
         return False
     return True

@@ -46,10 +46,13 @@ from infrastructure.webhooks.secrets import SecretBox
 from infrastructure.webhooks.sender import WebhookSender
 from infrastructure.webhooks.store import WebhookStore
 from infrastructure.webhooks.targets import TargetPolicy
-from projections.following.follower import Follower, FollowerGroup
+from projections.following.follower import EveryEvent, Follower, FollowerGroup
 from projections.following.registry import READ_MODELS_GROUP, read_model_projections
 from projections.following.runner import waiter_for
+from projections.jobs.checkpoints import Checkpointer, CheckpointPolicy
 from projections.jobs.global_chain import GlobalChainProjection
+from projections.jobs.merkle_tree import MerkleTreeProjection
+from projections.jobs.proofs import LedgerProofs
 from projections.jobs.hold_expiry import HoldExpiry
 from projections.jobs.integrity import IntegrityVerifier, VerifierSchedule
 from projections.jobs.scheduled_jobs import (
@@ -75,20 +78,46 @@ from projections.read_models.tenant_directory import TenantDirectory
 # --- followers ---------------------------------------------------------------------------
 
 
-def build_followers(runtime: Runtime) -> list[FollowerGroup | IntegrityVerifier | HoldExpiry]:
-    """The global chain on its own, and the read models moving together in one group.
+def build_followers(runtime: Runtime) -> list[FollowerGroup | IntegrityVerifier | HoldExpiry | Checkpointer]:
+    """The global chain and the Merkle tree each on its own, and the read models moving together in one group.
 
     The group leaves a projection alone while a rebuild in another process is
     actively replaying it (see ``projections.following.rebuild``). The integrity verifier
-    comes last: it verifies what the global chain follower has just chained.
+    comes after the global chain: it verifies what that follower has just chained.
+    The checkpointer signs the tree's head (only with INVARIO_SIGNING_KEY set).
     """
     batch_size = runtime.settings.follower_batch_size
-    return [
+    followers: list[FollowerGroup | IntegrityVerifier | HoldExpiry | Checkpointer] = [
         Follower(runtime.ledger, runtime.engine, GlobalChainProjection(), batch_size),
+        build_merkle_tree_follower(runtime, batch_size),
         build_read_models_group(runtime, batch_size, defer_to_rebuilds=True),
         build_integrity_verifier(runtime, batch_size),
         HoldExpiry(runtime.ledger, runtime.engine),  # voids holds past their deadline (docs/holds.md)
     ]
+    checkpointer = build_checkpointer(runtime)
+    if checkpointer is not None:
+        followers.append(checkpointer)
+    return followers
+
+
+def build_merkle_tree_follower(runtime: Runtime, batch_size: int) -> FollowerGroup:
+    """The tree's follower: every event a leaf (no transaction boundaries), and it leaves the tree
+    alone while 'projections rebuild' replays it elsewhere (as the read models do): racing that
+    replay would make it lose a batch and stop early."""
+    return FollowerGroup(runtime.ledger, runtime.engine, [MerkleTreeProjection()], batch_size,
+                         name=MerkleTreeProjection.name, defer_to_rebuilds=True, boundaries=EveryEvent)
+
+
+def build_checkpointer(runtime: Runtime, *, signing_key: SigningKey | None = None) -> Checkpointer | None:
+    """Signs checkpoints of the Merkle tree (docs/proofs.md); None without a signing key."""
+    settings = runtime.settings
+    if signing_key is None and settings.signing_key is not None:
+        signing_key = load_signing_key(settings.signing_key.get_secret_value())
+    if signing_key is None:
+        return None
+    policy = CheckpointPolicy(settings.checkpoint_origin, settings.checkpoint_every_events,
+                              settings.checkpoint_every_seconds)
+    return Checkpointer(runtime.engine, signing_key, policy)
 
 
 def build_integrity_verifier(
@@ -256,6 +285,7 @@ class ApiServices:
     event_stream: StreamHub  # GET /v1/events/stream
     webhooks: WebhookStore
     webhook_policy: TargetPolicy
+    proofs: LedgerProofs  # checkpoints and proofs over the global log (docs/proofs.md)
     admin_token: str | None = field(default=None, repr=False)
 
 
@@ -300,6 +330,7 @@ def build_api_services(runtime: Runtime, *, run_batches: bool = False) -> ApiSer
         event_stream=build_event_stream(runtime, tenant_events),
         webhooks=build_webhook_store(runtime),
         webhook_policy=webhook_policy(runtime),
+        proofs=LedgerProofs(runtime.engine, runtime.ledger),
         admin_token=admin_token,
     )
 

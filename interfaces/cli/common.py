@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -38,6 +39,19 @@ def fail(message: str, code: int) -> typer.Exit:
     """Print one red line on stderr and return the Exit to raise."""
     typer.secho(f"invario: {message}", err=True, fg=typer.colors.RED)
     return typer.Exit(code)
+
+
+def read_bounded(path: Path, bytes_max: int, what: str, too_large: str) -> bytes:
+    """A file given on the command line, read at most ``bytes_max`` bytes of it; unreadable or
+    larger is a one-line usage failure (``what``: the argument's name; ``too_large``: why)."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(bytes_max + 1)
+    except OSError as exc:
+        raise fail(f"{what}: cannot read {path}: {exc.strerror}", EXIT_USAGE) from None
+    if len(data) > bytes_max:
+        raise fail(f"{what}: {path} is larger than {too_large}", EXIT_USAGE)
+    return data
 
 
 @contextmanager

@@ -29,6 +29,7 @@ from interfaces.cli.common import (
     fail,
     operator_errors,
     prepared_runtime,
+    read_bounded,
     tenant_option,
 )
 
@@ -123,13 +124,7 @@ def _trusted_digest(path: Path, public_keys: list[str]) -> LedgerDigest:
     """Read the digest file and check its signature and signer before touching the database."""
     from infrastructure.signing import parse_public_key, signature_is_valid
 
-    try:
-        with path.open("rb") as file:
-            text = file.read(DIGEST_FILE_MAX_BYTES + 1)
-    except OSError as exc:
-        raise fail(f"--digest: cannot read {path}: {exc.strerror}", EXIT_USAGE) from None
-    if len(text) > DIGEST_FILE_MAX_BYTES:
-        raise fail(f"--digest: {path} is larger than a digest can be", EXIT_USAGE)
+    text = read_bounded(path, DIGEST_FILE_MAX_BYTES, "--digest", "a digest can be")
     try:
         digest = LedgerDigest.from_document(json.loads(text))
     except ValueError as exc:  # not JSON, not UTF-8, or an InvalidDigest naming the bad member

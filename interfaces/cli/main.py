@@ -20,6 +20,7 @@ from interfaces.cli import (
     integrity_cmds,
     jobs_cmds,
     projections_cmds,
+    proof_cmds,
     relay_cmds,
     tenant_cmds,
     webhook_cmds,
@@ -253,6 +254,7 @@ app.command()(demo_cmds.demo)  # invario demo
 import_cmds.register(app)  # import FILE (batch files, docs/batches.md)
 app.command("check-config")(config_cmds.check_config)
 jobs_cmds.register(app)  # jobs status|run (docs/jobs.md)
+proof_cmds.register(app)  # proof verify|consistency|public-key (docs/proofs.md)
 
 
 def main() -> None:  # pragma: no cover - console entry point

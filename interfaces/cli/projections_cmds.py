@@ -258,7 +258,7 @@ def show_event(
 @projections_app.command("rebuild")
 def rebuild(
     name: Annotated[str | None, typer.Argument(help="The projection to rebuild (see 'status')")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Rebuild every read model")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Rebuild every read model and the Merkle tree")] = False,
     from_scratch: Annotated[
         bool, typer.Option("--from-scratch", help="Truncate again even if an earlier rebuild was interrupted")
     ] = False,
@@ -270,13 +270,13 @@ def rebuild(
     command again. The global chain is rebuilt only when named: it is tamper
     evidence, and a rebuild re-derives it from the events as they are now.
     """
-    from projections.following.registry import ALL_PROJECTIONS, GLOBAL_CHAIN, READ_MODELS
+    from projections.following.registry import ALL_PROJECTIONS, GLOBAL_CHAIN, REBUILT_BY_ALL
 
     if all_ == (name is not None):
         raise fail("name one projection or pass --all: " + ", ".join(ALL_PROJECTIONS), EXIT_USAGE)
     if name is not None and name not in ALL_PROJECTIONS:
         raise fail(f"no projection named {name!r}; there are: {', '.join(ALL_PROJECTIONS)}", EXIT_USAGE)
-    names = READ_MODELS if all_ else (name,)
+    names = REBUILT_BY_ALL if all_ else (name,)
     if GLOBAL_CHAIN in names:
         typer.secho("invario: warning: rebuilding the global chain re-derives the tamper evidence from the "
                     "events as they are now; run 'invario verify' first if you have it", err=True,

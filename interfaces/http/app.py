@@ -28,6 +28,7 @@ from interfaces.http import (
     routes_accounts,
     routes_admin,
     routes_events,
+    routes_proofs,
     routes_recurring,
     routes_transaction_batch,
     routes_transactions,
@@ -54,6 +55,8 @@ TAGS = [
     {"name": "events", "description": "The tenant's events as CloudEvents: a paged feed and a live stream "
      "(see docs/events-out.md)"},
     {"name": "webhooks", "description": "The tenant's webhook endpoints: its events POSTed as they are committed"},
+    {"name": "proofs", "description": "Signed checkpoints of the Merkle tree over the log, inclusion and "
+                                      "consistency proofs, checkable offline (see docs/proofs.md)"},
 ]
 
 
@@ -78,7 +81,7 @@ def create_app(runtime: Runtime, services: ApiServices | None = None) -> FastAPI
     install_exception_handlers(app)
     follow_database_watch(app, runtime.watch)
     for module in (routes_accounts, routes_transaction_batch, routes_transactions, routes_admin, routes_recurring,
-                   routes_events, routes_webhooks):
+                   routes_events, routes_webhooks, routes_proofs):
         app.include_router(module.router)
     app.router.on_shutdown.append(services.event_stream.close)  # the stream's follower thread, if running
     install_batches(app, services.batch_store, services.batch_runner)  # /v1/batches and (SQLite) its runner

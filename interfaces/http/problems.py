@@ -92,6 +92,9 @@ STATUS_BY_ERROR: dict[type[e.LedgerError], int] = {
     e.InvalidRecurringTransaction: 422,
     e.RecurringTransactionNotFound: 404,
     e.RecurringTransactionCancelled: 409,
+    e.CheckpointNotFound: 404,
+    e.CheckpointPending: 409,
+    e.InvalidProofRequest: 422,
 }
 
 # The one table of database failures (codes from ``infrastructure.db_errors``): status, Retry-After

@@ -13,7 +13,10 @@ backups, or a hand-made mix. ``settle`` handles both directions:
   not hold, and a checkpoint past the log is reset. Chain rows for events the
   log does hold are never re-derived: ``verify`` checks them, so a restore
   cannot launder a rewritten history;
-- anything ``missing``, ``failing`` or left half-rebuilt is rebuilt.
+- anything ``missing``, ``failing`` or left half-rebuilt is rebuilt;
+- the Merkle tree is derived like a read model (caught up, or rebuilt from the
+  log); its signed checkpoints are kept, and ``verify`` checks the rebuilt tree
+  against them, so a rebuild cannot launder a rewritten history either.
 
 Then a full verification of every hash chain (recorded, so ``/health`` and the
 write guard follow it) and a reconciliation at one common position.
@@ -32,9 +35,10 @@ from infrastructure.runtime import Runtime
 from infrastructure.integrity_store import INCREMENTAL, integrity_checkpoint, read_checkpoint
 from projections.following.follower import Follower, FollowerGroup, ensure_tracking_row, projection_tracking
 from projections.jobs.global_chain import GlobalChainProjection, ledger_chain
+from projections.jobs.merkle_tree import MerkleTreeProjection
 from projections.following.rebuild import replay, start_rebuild
 from projections.jobs.reconcile import Reconciliation, reconcile
-from projections.following.registry import GLOBAL_CHAIN, READ_MODELS
+from projections.following.registry import GLOBAL_CHAIN, MERKLE_TREE, READ_MODELS
 from projections.following.status import (
     BEHIND,
     CURRENT,
@@ -81,6 +85,7 @@ def settle(runtime: Runtime, stage: Stage, *, verification_steps: Callable[[Ledg
     _, statuses = projection_statuses(runtime)
     states = [s.state for s in statuses if s.name in READ_MODELS]
     _settle_read_models(runtime, states, settlement, stage, read_models_group)
+    _settle_merkle_tree(runtime, next(s.state for s in statuses if s.name == MERKLE_TREE), settlement, stage)
     verification = LedgerVerification(runtime.ledger, runtime.engine)
     verification_steps(verification)
     settlement.verification = verification.report()
@@ -151,6 +156,18 @@ def _settle_read_models(runtime: Runtime, states: list[str], settlement: Settlem
     elif BEHIND in states:
         applied = read_models_group().catch_up(on_batch=stage("catching the read models up"))
         settlement.actions.append(f"read models were behind: caught up ({applied} events)")
+
+
+def _settle_merkle_tree(runtime: Runtime, state: str, settlement: Settlement, stage: Stage) -> None:
+    """The tree is derived from the log: behind catches up, anything else but current is rebuilt."""
+    if state == BEHIND:
+        applied = Follower(runtime.ledger, runtime.engine, MerkleTreeProjection(),
+                           runtime.settings.follower_batch_size).catch_up(on_batch=stage("extending the Merkle tree"))
+        settlement.actions.append(f"Merkle tree was behind: caught up ({applied} events)")
+    elif state != CURRENT:
+        start_rebuild(runtime, (MERKLE_TREE,), from_scratch=True)
+        replay(runtime, (MERKLE_TREE,), on_batch=stage("rebuilding the Merkle tree"))
+        settlement.actions.append(f"Merkle tree was {state}: rebuilt from the log (its signed checkpoints kept)")
 
 
 def _reset_checkpoint_beyond_log(runtime: Runtime, head: int) -> bool:

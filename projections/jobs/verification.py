@@ -45,7 +45,9 @@ from domain.integrity import (
 from domain.tenant import Tenant
 from infrastructure.integrity_monitor import IntegrityMonitor, process_monitor
 from infrastructure.integrity_store import read_checkpoint, utc_now
+from projections.jobs.checkpoints import checkpoints_between
 from projections.jobs.global_chain import ledger_chain
+from projections.jobs.merkle_tree import TreeCheck
 from projections.jobs.stored_hash import hashes_from_stored
 
 PAGE_SIZE = 1000
@@ -249,6 +251,8 @@ class LedgerVerification:
                 checkpoint = read_checkpoint(connection)  # read before the head: it never passes it
             if checkpoint.sequence > 0:
                 anchors.append(Anchor(CHECKPOINT, checkpoint.sequence, checkpoint.position, checkpoint.hash))
+        with engine.connect() as connection:
+            self.tree = TreeCheck(connection, self._checkpoint_roots)  # read before the head: it never passes it
         self.stop_position = ledger.recorder.max_notification_id() or 0
         self.walk = ChainWalk.from_anchors(anchors, heads=AggregateHeads(heads_capacity))
         self.lookups = LedgerLookups(ledger)
@@ -261,8 +265,12 @@ class LedgerVerification:
             return 0
         events, exhausted = self._read_page(max(1, min(self.page_size, max_events or self.page_size)))
         rows = self._rows(len(events))
+        with self.engine.connect() as connection:
+            self.tree.expect(connection, len(events))
         for event in events:
             self.walk.visit(event, rows.get(self.walk.sequence + 1), self.lookups)
+            for damage in self.tree.visit(event):
+                self.walk.record(damage)
         if exhausted:
             self._finish()
         return len(events)
@@ -294,6 +302,13 @@ class LedgerVerification:
             elapsed_seconds=time.monotonic() - self._began,
         )
 
+    def _checkpoint_roots(self, after: int, up_to: int) -> list[tuple[int, bytes]]:
+        if not self.tree.has_tables:  # a database from before the tree (not migrated)
+            return []
+        with self.engine.connect() as connection:
+            found = checkpoints_between(connection, after, up_to, limit=max(1, min(up_to - after, PAGE_SIZE)))
+        return [(checkpoint.size, checkpoint.root) for checkpoint in found]
+
     def _rows(self, count: int) -> dict[int, ChainRow]:
         if self.walk.global_broken or count == 0:
             return {}
@@ -307,6 +322,9 @@ class LedgerVerification:
             # A row after the last event is fine only if its event was written since we started.
             if following is not None and not self.lookups.event_at(following.position):
                 self.walk.missing_rows(following)
+        with self.engine.connect() as connection:
+            for damage in self.tree.finish(connection):
+                self.walk.record(damage)
         self.walk.finish()
 
 

@@ -75,7 +75,7 @@ def test_the_issue_walkthrough(database_url: str, open_rt: OpenRuntime, caplog: 
     rebuilt = invoke(database_url, "projections", "rebuild", "--all")
     assert rebuilt.exit_code == 0, rebuilt.output
     assert "replaying" in rebuilt.stderr and "events/s" in rebuilt.stderr and "ETA" in rebuilt.stderr
-    assert "rebuilt accounts, event_feed, monthly_snapshots, recurring_transactions, statements, tenant_directory, transactions" in rebuilt.stdout
+    assert "rebuilt accounts, event_feed, merkle_tree, monthly_snapshots, recurring_transactions, statements, tenant_directory, transactions" in rebuilt.stdout
 
     # 2. the same balances and statements as before, row for row
     assert statements(database_url, book, open_rt) == before

@@ -25,11 +25,14 @@ PROBES: list[tuple[str, str, Any]] = [
     ("GET", "/v1/recurring-transactions/{recurring_id}", None),  # standing orders (docs/jobs.md)
     ("DELETE", "/v1/recurring-transactions/{recurring_id}", None),
     ("GET", "/v1/batches/{batch_id}", None),  # batch files (docs/batches.md)
+    ("GET", "/v1/transactions/{transaction_id}/proof", None),  # proofs (docs/proofs.md)
 ]
 LISTS = [("GET", "/v1/accounts"), ("GET", "/v1/transactions"), ("POST", "/v1/accounts"),
          ("GET", "/v1/ledger/digest"),  # the signed head of the whole ledger: no tenant's ids (issue 5)
          ("GET", "/v1/recurring-transactions"), ("POST", "/v1/recurring-transactions"),
-         ("POST", "/v1/batches")]
+         ("POST", "/v1/batches"),
+         # the Merkle tree's signed heads and the hashes between them: no tenant's data (docs/proofs.md)
+         ("GET", "/v1/ledger/checkpoint"), ("GET", "/v1/ledger/consistency")]
 
 
 def test_every_v1_route_is_probed(api: Api) -> None:

@@ -19,6 +19,7 @@ from domain.integrity import (
     DIGEST,
     EXTRA,
     GLOBAL_CHAIN,
+    MERKLE_TREE,
     MISSING,
     RELINKED,
     REORDERED,
@@ -161,8 +162,9 @@ def test_a_forged_event_with_a_valid_hash_is_extra(
     assert (first.chain, first.kind, first.position, first.aggregate_id) == (
         GLOBAL_CHAIN, EXTRA, position, str(mallory.id))
     assert not [d for d in report.damages if d.chain == AGGREGATE_CHAIN]  # its own chain is well formed
-    # Every link after it moved, so the verified checkpoint no longer matches either.
-    assert {d.chain for d in report.damages} == {GLOBAL_CHAIN, CHECKPOINT}
+    # Every link after it moved, so the verified checkpoint no longer matches either, nor does the
+    # Merkle tree, whose leaves after it are all one place off.
+    assert {d.chain for d in report.damages} == {GLOBAL_CHAIN, CHECKPOINT, MERKLE_TREE}
     broken_everywhere(operator, gauge_reader, kind=EXTRA, position=position, aggregate_id=str(mallory.id))
 
 
@@ -206,10 +208,12 @@ def test_a_consistent_rewrite_of_every_hash_is_caught_only_by_a_digest(
     digest = SIGNING_KEY.sign_head(checkpoint.sequence, checkpoint.position, checkpoint.hash)
 
     rewrite_cash_history(books)
-    # ...and re-derive everything derived from the hashes: the global chain and the verifier's checkpoint.
-    sql(books.url, "DELETE FROM ledger_chain")
-    sql(books.url, "DELETE FROM integrity_checkpoint")
-    sql(books.url, "UPDATE projection_tracking SET position = 0, event_hash = NULL WHERE name = 'global_chain'")
+    # ...and re-derive everything derived from the hashes: the global chain, the Merkle tree (its signed
+    # checkpoints cannot be signed again without the key: dropped) and the verifier's checkpoint.
+    for table in ("ledger_chain", "integrity_checkpoint", "merkle_leaves", "merkle_nodes", "merkle_checkpoints"):
+        sql(books.url, f"DELETE FROM {table}")  # noqa: S608 - the test's own table names
+    sql(books.url, "UPDATE projection_tracking SET position = 0, event_hash = NULL "
+                   "WHERE name IN ('global_chain', 'merkle_tree')")
     catch_up(open_rt(books.url))
 
     without_digest = verify(open_rt, books.url)

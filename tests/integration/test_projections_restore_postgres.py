@@ -13,7 +13,14 @@ from infrastructure.runtime import Runtime
 from projections.following.follower import read_tracking
 from projections.following.rebuild import replay, start_rebuild
 from projections.jobs.reconcile import BALANCE, reconcile
-from projections.following.registry import ALL_PROJECTIONS, GLOBAL_CHAIN, READ_MODELS, TRACKING_TABLE, tables_of
+from projections.following.registry import (
+    ALL_PROJECTIONS,
+    GLOBAL_CHAIN,
+    READ_MODELS,
+    REBUILT_BY_ALL,
+    TRACKING_TABLE,
+    tables_of,
+)
 from projections.following.status import CURRENT, DIVERGED, projection_statuses
 from interfaces.bootstrap import build_read_models_group
 from tests.integration.conftest import OpenRuntime
@@ -50,7 +57,7 @@ def restore(runtime: Runtime, tables: tuple[str, ...], label: str, sequence: int
 
 
 def rebuild_everything(runtime: Runtime) -> None:
-    for names in (READ_MODELS, (GLOBAL_CHAIN,)):
+    for names in (REBUILT_BY_ALL, (GLOBAL_CHAIN,)):
         start_rebuild(runtime, names)
         replay(runtime, names)
 

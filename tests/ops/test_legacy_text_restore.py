@@ -37,10 +37,11 @@ def assert_succeeded(result: Result) -> None:
 
 
 def stuck_as_an_earlier_version_left_it(runtime) -> None:  # type: ignore[no-untyped-def]
-    """The read models stopped before the legacy events and failing; the global chain and
-    the integrity verifier (which store no text) went on."""
-    chain, _read_models, verifier, _holds = build_followers(runtime)
+    """The read models stopped before the legacy events and failing; the global chain, the
+    Merkle tree and the integrity verifier (which store no text) went on."""
+    chain, tree, _read_models, verifier, _holds, *_checkpointer = build_followers(runtime)
     chain.catch_up()
+    tree.catch_up()
     verifier.catch_up()
     with runtime.engine.begin() as connection:
         connection.execute(update(projection_tracking).where(projection_tracking.c.name.in_(READ_MODELS))
