@@ -26,19 +26,24 @@ PROBES: list[tuple[str, str, Any]] = [
     ("DELETE", "/v1/recurring-transactions/{recurring_id}", None),
     ("GET", "/v1/batches/{batch_id}", None),  # batch files (docs/batches.md)
     ("GET", "/v1/transactions/{transaction_id}/proof", None),  # proofs (docs/proofs.md)
+    ("GET", "/v1/webhooks/{webhook_id}", None),  # webhooks (docs/events-out.md)
+    ("DELETE", "/v1/webhooks/{webhook_id}", None),
+    ("POST", "/v1/webhooks/{webhook_id}/replay?from=1", None),
 ]
 LISTS = [("GET", "/v1/accounts"), ("GET", "/v1/transactions"), ("POST", "/v1/accounts"),
          ("GET", "/v1/ledger/digest"),  # the signed head of the whole ledger: no tenant's ids (issue 5)
          ("GET", "/v1/recurring-transactions"), ("POST", "/v1/recurring-transactions"),
          ("POST", "/v1/batches"),
          # the Merkle tree's signed heads and the hashes between them: no tenant's data (docs/proofs.md)
-         ("GET", "/v1/ledger/checkpoint"), ("GET", "/v1/ledger/consistency")]
+         ("GET", "/v1/ledger/checkpoint"), ("GET", "/v1/ledger/consistency"),
+         # the tenant's own events and endpoints: test_http_events*.py and test_http_webhooks.py
+         ("GET", "/v1/events"), ("GET", "/v1/events/stream"), ("GET", "/v1/webhooks"), ("POST", "/v1/webhooks")]
 
 
 def test_every_v1_route_is_probed(api: Api) -> None:
     paths = api.client.get("/openapi.json").json()["paths"]
     routes = {(method.upper(), path) for path, item in paths.items() if path.startswith("/v1") for method in item}
-    assert routes == {(m, p) for m, p, _ in PROBES} | set(LISTS)
+    assert routes == {(m, p.partition("?")[0]) for m, p, _ in PROBES} | set(LISTS)
 
 
 def test_another_tenants_ids_are_not_found(api: Api, acme: Tenant, globex: Tenant) -> None:
@@ -51,10 +56,12 @@ def test_another_tenants_ids_are_not_found(api: Api, acme: Tenant, globex: Tenan
     # a batch that posts nothing (an unknown account), so balances cannot move in the background
     batch = api.client.post("/v1/batches", content=b"external_id,effective_date,postings\nb-1,2026-11-23,cash=1;ghost=-1\n",
                             headers={**acme.headers, "Content-Type": "text/csv"}).json()
+    webhook = api.client.post("/v1/webhooks", headers=acme.headers, json={"url": "https://8.8.8.8/hook"}).json()
     api.open_account(globex, "own")
     api.catch_up()
     before = api.balances()
-    ids = {"account_id": cash, "transaction_id": posted["id"], "recurring_id": recurring["id"], "batch_id": batch["id"]}
+    ids = {"account_id": cash, "transaction_id": posted["id"], "recurring_id": recurring["id"], "batch_id": batch["id"],
+           "webhook_id": webhook["id"]}
     for method, template, body in PROBES:
         path = template.format(**ids)
         if body == "steal":
@@ -71,12 +78,14 @@ def test_another_tenants_ids_are_not_found(api: Api, acme: Tenant, globex: Tenan
             response = api.client.request(method, path, headers=globex.headers)
         code = ("transaction_not_found" if "{transaction_id}" in template
                 else "recurring_transaction_not_found" if "{recurring_id}" in template
-                else "batch_not_found" if "{batch_id}" in template else "account_not_found")
+                else "batch_not_found" if "{batch_id}" in template
+                else "webhook_not_found" if "{webhook_id}" in template else "account_not_found")
         assert_problem(response, 404, code)
     assert api.balances() == before
     # and the owner still sees everything unchanged
     assert api.client.get(f"/v1/accounts/{cash}", headers=acme.headers).json()["status"] == "open"
     assert api.client.get(f"/v1/transactions/{posted['id']}", headers=acme.headers).json()["reversed_by"] is None
+    assert api.client.get(f"/v1/webhooks/{webhook['id']}", headers=acme.headers).json()["status"] == "active"
 
 
 def test_lists_show_only_the_tenants_own_data(api: Api, acme: Tenant, globex: Tenant) -> None:
