@@ -73,9 +73,9 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on [default: INVARIO_HOST or 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [default: INVARIO_PORT or 8000]")] = None,
     followers: Annotated[
-        bool, typer.Option(help="Run the log followers (read models, global chain, hold expiry) and the "
-                                "queued batch files in this process; production: --no-followers beside "
-                                "'invario worker'")
+        bool, typer.Option(help="Run the log followers (read models, global chain, hold expiry, Merkle tree), "
+                                "the queued batch files, the relay and the webhooks in this process; "
+                                "production: --no-followers beside 'invario worker'")
     ] = True,
     workers: Annotated[
         int, typer.Option(min=1, max=64, help="API processes (uvicorn workers; PostgreSQL only). Each opens its own "
@@ -97,6 +97,8 @@ def serve(
     from interfaces.http.app import create_app
     from projections.following.runner import FollowerThread
     from interfaces.bootstrap import build_api_services, build_followers
+    from interfaces.cli.publishing import start_publishing
+    import threading
 
     with operator_errors():
         settings = get_settings()
@@ -125,6 +127,9 @@ def serve(
     batches = services.batch_runner
     if batches is not None:
         batches.start()  # here, not in the app's lifespan: with --workers the app is not served in this process
+    publishing_stop = threading.Event()  # set by publishing.stop()
+    # With its followers serve is the whole ledger: it also publishes to the configured brokers and webhooks.
+    publishing = start_publishing(runtime, publishing_stop, "invario", relay=followers, webhooks=followers)
     typer.echo(f"invario: serving {runtime.database.describe()} on http://{host or settings.host}:{port or settings.port}"
                + (f" with {workers} worker processes" if workers > 1 else ""), err=True)
     try:
@@ -135,6 +140,7 @@ def serve(
             _serve_until_signalled(api, host or settings.host, port or settings.port, settings.log_level.lower(),
                                    settings.trusted_proxies)
     finally:
+        publishing.stop()  # after the batch in flight: the relay and the webhooks resume from their positions
         if batches is not None:
             batches.stop()  # after the current chunk: the batch resumes from there
         if thread:

@@ -36,6 +36,7 @@ from interfaces.cli.common import (
     tenant_option,
     worker_logging,
 )
+from interfaces.cli.publishing import start_publishing
 
 if TYPE_CHECKING:
     from infrastructure.runtime import Runtime
@@ -108,15 +109,12 @@ def worker(
         typer.echo(f"invario worker: following {runtime.database.describe()} ({how})", err=True)
         previous = stop_on_signals(stop) if not once else {}
         batches = _start_batches(runtime, once)
-        relay_threads = _start_relays(runtime, stop) if relay and not once else []
-        webhook_thread = _start_webhooks(runtime, stop) if webhooks and not once else None
+        publishing = start_publishing(runtime, stop, "invario worker", relay=relay and not once,
+                                      webhooks=webhooks and not once)
         try:
             loop.run(until_idle=once)
         finally:
-            for relay_thread in relay_threads:
-                relay_thread.stop()
-            if webhook_thread is not None:
-                webhook_thread.stop()
+            publishing.stop()
             batches.stop()
             waiter.close()
             if metrics_server is not None:
@@ -127,35 +125,6 @@ def worker(
     if loop.failing:
         raise fail(f"followers failed: {', '.join(loop.failing)} (see 'invario projections status')", EXIT_FOLLOWER_FAILED)
     typer.echo("invario worker: stopped", err=True)
-
-
-def _start_relays(runtime: Runtime, stop: threading.Event) -> list[Any]:
-    """The relay to each configured sink in a thread of its own: the followers never wait on a broker,
-    nor one sink on another."""
-    from interfaces.bootstrap import build_relay_loops
-    from projections.relay.runner import RelayThread
-
-    threads = [RelayThread(loop) for loop in build_relay_loops(runtime, stop)]
-    for thread in threads:
-        thread.start()
-        sink = thread.loop.relay.sink
-        typer.echo(f"invario worker: relaying to {sink.broker} at {sink.where}", err=True)
-    return threads
-
-
-def _start_webhooks(runtime: Runtime, stop: threading.Event) -> Any:
-    """The webhook dispatcher in a thread of its own (docs/events-out.md), unless switched off."""
-    from interfaces.bootstrap import build_webhook_loop, webhooks_off
-    from projections.relay.webhook_runner import WebhookThread
-
-    reason = webhooks_off(runtime)
-    if reason is not None:
-        if runtime.settings.webhooks_enabled:
-            typer.echo(f"invario worker: not delivering webhooks: {reason}", err=True)
-        return None
-    thread = WebhookThread(build_webhook_loop(runtime, stop))
-    thread.start()
-    return thread
 
 
 def _start_batches(runtime: Runtime, once: bool) -> Any:
