@@ -1,8 +1,9 @@
-"""The test-owned TCP proxy (tests/support/tcp_proxy.py) in front of a local echo server: its pause mode.
+"""The test-owned TCP proxy (tests/support/tcp_proxy.py) in front of a local echo server.
 
 A pause holds bytes instead of losing them: the connections in use get nothing
 back while it lasts, connections made meanwhile wait, and once it ends every
-byte held is delivered both ways.
+byte held is delivered both ways. A drop really ends the server's side of each
+connection, idle or not (a PostgreSQL backend must not outlive it).
 """
 
 from __future__ import annotations
@@ -19,27 +20,43 @@ QUIET_SECONDS = 0.3  # long enough for a forwarded echo on loopback to come back
 ANSWER_TIMEOUT_SECONDS = 5.0
 
 
-def _echo(connection: socket.socket) -> None:
-    with connection:
-        while data := connection.recv(4096):
-            connection.sendall(data)
+class EchoServer:
+    """Echoes every byte; ``ended`` is set when the server's side of a connection sees it end."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.ended = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._echo, args=(connection,), daemon=True).start()
+
+    def _echo(self, connection: socket.socket) -> None:
+        with connection:
+            try:
+                while data := connection.recv(4096):
+                    connection.sendall(data)
+            except OSError:
+                pass
+        self.ended.set()
 
 
 @pytest.fixture
-def echo_port() -> Iterator[int]:
-    listener = socket.create_server(("127.0.0.1", 0))
+def echo_server() -> Iterator[EchoServer]:
+    server = EchoServer()
+    yield server
+    server.listener.close()
 
-    def accept() -> None:
-        while True:
-            try:
-                connection, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=_echo, args=(connection,), daemon=True).start()
 
-    threading.Thread(target=accept, daemon=True).start()
-    yield listener.getsockname()[1]
-    listener.close()
+@pytest.fixture
+def echo_port(echo_server: EchoServer) -> int:
+    return echo_server.port
 
 
 def _silent(connection: socket.socket) -> bool:
@@ -91,3 +108,13 @@ def test_a_pause_that_ends_in_a_drop_closes_the_waiting_connections(echo_port: i
             received = b""  # reset, as a drop does; a plain close reads b"" too
         assert received == b""
         waiting.close()
+
+
+def test_a_drop_ends_the_server_side_of_an_idle_connection(echo_server: EchoServer) -> None:
+    with FaultyProxy("127.0.0.1", echo_server.port) as proxy:
+        client = socket.create_connection(("127.0.0.1", proxy.port))
+        client.sendall(b"idle")
+        assert _answer(client, 4) == b"idle"  # now both pumps wait in recv on idle sockets
+        proxy.set_mode("drop")
+        assert echo_server.ended.wait(ANSWER_TIMEOUT_SECONDS), "the server still holds the dropped connection"
+        client.close()

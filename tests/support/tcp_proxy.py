@@ -33,9 +33,16 @@ _CHUNK = 65536
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with RST instead of FIN (SO_LINGER 0)."""
+    """Close with RST instead of FIN (SO_LINGER 0).
+
+    ``shutdown(SHUT_RD)`` first wakes a pump thread blocked in ``recv`` on it (and sends
+    nothing): a socket closed under a blocked ``recv`` stays open in the kernel until that
+    call returns, which for an idle peer is never, so the peer (a PostgreSQL backend)
+    would stay connected for good."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RD)
     with contextlib.suppress(OSError):
         sock.close()
 
