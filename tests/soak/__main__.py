@@ -13,6 +13,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,9 @@ def main(argv: list[str]) -> int:
 
 
 def _run(seed: int, arguments: argparse.Namespace, faults: list[Fault]) -> int:
-    # Imported once the seed is printed: they load the application, and the test helpers' warnings.
+    # Imported once the seed is printed: they load the application. The e2e helpers import
+    # starlette's TestClient, which warns about httpx; the soak does not use it.
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from tests.soak.checks import Checker
     from tests.soak.cluster import Cluster, FaultInjector
     from tests.soak.report import render, write_json
@@ -75,7 +78,8 @@ def _run(seed: int, arguments: argparse.Namespace, faults: list[Fault]) -> int:
         _drive(clients, injector, clock, arguments.seconds)
         invariants = Checker(cluster, injector, clients, model).run()
         attempts, finals = tally(clients)
-        print(render(seed, arguments.seconds, arguments.clients, injector.injected, attempts, finals, invariants))
+        print(render(seed, arguments.seconds, arguments.clients, injector.sessions_max, injector.injected, attempts,
+                     finals, invariants))
         write_json(arguments.report, seed, arguments.seconds, injector.injected, attempts, finals, invariants)
         for client in clients:
             client.close()

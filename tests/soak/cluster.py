@@ -38,6 +38,7 @@ WALLETS = 8
 FUNDING_MINOR = 100_000  # 1,000.00 BRL on each wallet
 STOP_DEADLINE_SECONDS = 30.0  # docs/failure-modes.md: both processes exit within 30 s of SIGTERM
 START_DEADLINE_SECONDS = 60.0
+SUPERVISE_EVERY_SECONDS = 0.5
 SETTLE_SECONDS = 5.0  # a 503 is allowed this long after a database fault heals (the recovery bound)
 
 
@@ -93,11 +94,14 @@ class Process:
         self.name, self.argv, self.environment, self.log_path = name, argv, environment, log_path
         self.process: subprocess.Popen[str] | None = None
         self._log: TextIO = log_path.open("a")
+        self._log_offset = 0  # where this start's output begins
+        self.handling = threading.Lock()  # held while the process is stopped or started on purpose
         self.exits: list[tuple[str, int | None, float]] = []  # (how it was stopped, exit code, seconds to exit)
 
     def start(self) -> None:
         self._log.write(f"\n--- soak: starting {self.name} ---\n")
         self._log.flush()
+        self._log_offset = self._log.tell()
         self.process = subprocess.Popen(self.argv, env=self.environment, stdout=self._log,  # noqa: S603
                                         stderr=subprocess.STDOUT, text=True)
 
@@ -130,6 +134,11 @@ class Process:
         if self.running():
             self.sigterm()
         self._log.close()
+
+    def output_since_start(self) -> str:
+        with self.log_path.open(errors="replace") as log:
+            log.seek(self._log_offset)
+            return log.read()
 
     def log_tail(self, characters: int = 3000) -> str:
         self._log.flush()
@@ -184,7 +193,10 @@ class Cluster:
                 time.sleep(0.2)  # refused to start (the database is down): started again by the caller
                 return False
             if process is self.worker:
-                return True  # the worker retries on its own; running is ready
+                if "invario worker: following" in process.output_since_start():
+                    return True  # from here on it rides out outages by itself
+                time.sleep(0.1)
+                continue
             with contextlib.suppress(httpx.TransportError):
                 if httpx.get(f"{self.base_url}/health", timeout=1).status_code in (200, 503):
                     return True
@@ -213,10 +225,12 @@ class FaultInjector:
         self.processes = [f for f in faults if f.target != "database"]
         self.injected: list[Injected] = []
         self.errors: list[str] = []
+        self.sessions_max = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._play, args=(lane,), daemon=True)
-                         for lane in (self.network, self.processes)]
+        self._threads = [*(threading.Thread(target=self._play, args=(lane,), daemon=True)
+                           for lane in (self.network, self.processes)),
+                         threading.Thread(target=self._supervise, daemon=True)]
 
     def now(self) -> float:
         return time.monotonic() - self.started
@@ -232,13 +246,48 @@ class FaultInjector:
             thread.join(STOP_DEADLINE_SECONDS + START_DEADLINE_SECONDS)
         self.cluster.proxy.set_mode("pass")
         for name in ("serve", "worker"):
-            if not self.cluster.process(name).running():
-                self.cluster.start(name)
+            self.cluster.start(name)  # whatever is down is started; both are ready on return
 
     def database_faults(self) -> list[tuple[float, float]]:
         """(start, end) of every network fault, in seconds after the clients started."""
         with self._lock:
             return [(i.at, i.ended_at or float("inf")) for i in self.injected if i.target == "database"]
+
+    def _supervise(self) -> None:
+        """Start again a process that exited by itself, as systemd's Restart=always would: both exit 3
+        when they start while the database is unreachable (docs/failure-modes.md)."""
+        while not self._stop.wait(SUPERVISE_EVERY_SECONDS):
+            self._count_connections()
+            for name in ("serve", "worker"):
+                process = self.cluster.process(name)
+                if process.running() or not process.handling.acquire(blocking=False):
+                    continue
+                try:
+                    if process.running():
+                        continue
+                    record = Injected(round(self.now(), 2), "restart", name, 0.0)
+                    code = process.process.returncode if process.process else None
+                    last = (process.output_since_start().strip().splitlines() or [""])[-1][:160]
+                    seconds = self.cluster.start(name)
+                    record.detail = f"had exited by itself ({code}: {last}); ready again after {seconds:.2f}s"
+                except Exception as exc:  # noqa: BLE001 - reported as a failed invariant
+                    record.detail = f"error: {exc}"
+                    self.errors.append(f"restarting {name}: {exc}")
+                finally:
+                    process.handling.release()
+                record.ended_at = round(self.now(), 2)
+                with self._lock:
+                    self.injected.append(record)
+
+    def _count_connections(self) -> None:
+        """The most sessions the run's database had at once (read straight, not through the proxy)."""
+        try:
+            with postgres.connect(self.cluster.server_url) as connection:
+                row = connection.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                                         (postgres.database_name(self.cluster.database_url),)).fetchone()
+        except Exception:  # noqa: BLE001 - a sample missed: the server is busy or full
+            return
+        self.sessions_max = max(self.sessions_max, int(row[0]) if row else 0)
 
     def _play(self, lane: list[Fault]) -> None:
         for fault in lane:
@@ -258,10 +307,21 @@ class FaultInjector:
         if fault.target == "database":
             self.cluster.proxy.set_mode(fault.kind)
             time.sleep(fault.length)
+            if fault.kind == "blackhole":
+                # The proxy acknowledged and discarded bytes, which no network does: after a real
+                # partition TCP either delivers them again or gives up (tcp_user_timeout). The
+                # connections that lived through it are reset: the kernel giving up.
+                self.cluster.proxy.set_mode("drop")
             self.cluster.proxy.set_mode("pass")
-            return "healed"
+            return "healed" + (", its connections reset" if fault.kind == "blackhole" else "")
         process = self.cluster.process(fault.target)
-        if fault.kind == "kill9":
+        with process.handling:
+            return self._stop_and_start(fault, process)
+
+    def _stop_and_start(self, fault: Fault, process: Process) -> str:
+        if not process.running():  # exited by itself, the supervisor has not seen it yet
+            stopped = f"was not running (exit {process.process.returncode if process.process else None})"
+        elif fault.kind == "kill9":
             process.kill9()
             stopped = "killed"
         else:

@@ -11,11 +11,13 @@ from tests.soak.checks import Invariant
 from tests.soak.cluster import Injected
 
 
-def render(seed: int, seconds: float, clients: int, injected: list[Injected],
+def render(seed: int, seconds: float, clients: int, sessions_max: int, injected: list[Injected],
            attempts: Counter[tuple[str, str]], finals: Counter[tuple[str, str]], invariants: list[Invariant]) -> str:
     lines = [f"soak seed {seed}: {seconds:g} s, {clients} clients (replay: make soak SOAK_SEED={seed} "
-             f"SOAK_SECONDS={seconds:g})", "", f"faults injected ({len(injected)}):"]
-    lines += [f"  {i.at:7.2f}s  {i.kind:<9} {i.target:<8} {i.length:5.2f}s  {i.detail}" for i in injected]
+             f"SOAK_SECONDS={seconds:g})", f"most PostgreSQL sessions on the run's database at once: {sessions_max}",
+             "", f"faults injected, and restarts of processes that exited by themselves ({len(injected)}):"]
+    lines += [f"  {i.at:7.2f}s  {i.kind:<9} {i.target:<8} {i.length:5.2f}s  {i.detail}"
+              for i in sorted(injected, key=lambda i: i.at)]
     lines += ["", "requests (every attempt, by kind and outcome):"]
     for kind in sorted({k for k, _ in attempts}):
         outcomes = ", ".join(f"{o} x{n}" for (k, o), n in sorted(attempts.items()) if k == kind)
