@@ -276,8 +276,12 @@ class Checker:
                          f"stops: {stops}; bad: {bad}")
 
     def _faults_played(self) -> Invariant:
+        injected = [i for i in self.injector.injected if i.kind != "restart"]
+        planned = len(self.injector.network) + len(self.injector.processes)
         return Invariant("every fault was injected and healed", not self.injector.errors,
-                         f"{len(self.injector.injected)} faults; errors: {self.injector.errors}")
+                         f"{len(injected)} of {planned} planned faults played (a lane runs late while a restart "
+                         f"takes long; what it has left when the load stops is skipped); errors: "
+                         f"{self.injector.errors}")
 
 
 def _documented_outage_answer(attempt: Any, windows: list[tuple[float, float]]) -> bool:

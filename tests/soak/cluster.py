@@ -254,8 +254,8 @@ class FaultInjector:
             return [(i.at, i.ended_at or float("inf")) for i in self.injected if i.target == "database"]
 
     def _supervise(self) -> None:
-        """Start again a process that exited by itself, as systemd's Restart=always would: both exit 3
-        when they start while the database is unreachable (docs/failure-modes.md)."""
+        """Start again a process that exited by itself, as the systemd units' Restart=on-failure
+        would: both exit 3 when they start while the database is unreachable (docs/failure-modes.md)."""
         while not self._stop.wait(SUPERVISE_EVERY_SECONDS):
             self._count_connections()
             for name in ("serve", "worker"):
