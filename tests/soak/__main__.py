@@ -31,6 +31,9 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None, help="replay this seed (default: a new random one)")
     parser.add_argument("--seconds", type=float, default=60.0, help="how long the clients write (default 60)")
     parser.add_argument("--clients", type=int, default=CLIENTS_DEFAULT, help=f"client threads (1-{CLIENTS_MAX})")
+    parser.add_argument("--raw-blackholes", action="store_true",
+                        help="heal a blackhole without resetting the connections that lived through it "
+                        "(their discarded bytes are lost for good; see docs/soak.md)")
     parser.add_argument("--report", type=Path, default=REPORT_PATH, help=f"JSON report (default {REPORT_PATH})")
     arguments = parser.parse_args(argv)
     if not 1 <= arguments.clients <= CLIENTS_MAX or not 1 <= arguments.seconds <= SECONDS_MAX:
@@ -74,7 +77,7 @@ def _run(seed: int, arguments: argparse.Namespace, faults: list[Fault]) -> int:
         clock, model = Clock(), Model()
         clients = [Client(n, seed, cluster.base_url, cluster.book.key, cluster.book.wallets, model, clock)
                    for n in range(arguments.clients)]
-        injector = FaultInjector(cluster, faults, clock.started)
+        injector = FaultInjector(cluster, faults, clock.started, arguments.raw_blackholes)
         _drive(clients, injector, clock, arguments.seconds)
         invariants = Checker(cluster, injector, clients, model).run()
         attempts, finals = tally(clients)

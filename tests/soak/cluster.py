@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
@@ -66,18 +67,12 @@ def prepare_ledger(database_url: str) -> Book:
             wallet = ledger.open_account(tenant.id, f"wallet:{n}", f"Wallet {n}", "BRL", "liability",
                                          balance_floor_minor=0).aggregate.id
             amount = f"{FUNDING_MINOR // 100}.{FUNDING_MINOR % 100:02d}"
-            ledger.post_transaction(tenant.id, f"funding-{n}", _date(), [
+            ledger.post_transaction(tenant.id, f"funding-{n}", date.fromisoformat(DAY), [
                 PostingInstruction(cash, amount, None), PostingInstruction(wallet, f"-{amount}", None)])
             wallets.append(str(wallet))
         return Book(tenant.id, key, str(cash), tuple(wallets))
     finally:
         runtime.close()
-
-
-def _date():  # type: ignore[no-untyped-def]
-    from datetime import date
-
-    return date.fromisoformat(DAY)
 
 
 def through_proxy(database_url: str, proxy: FaultyProxy) -> str:
@@ -89,8 +84,7 @@ def through_proxy(database_url: str, proxy: FaultyProxy) -> str:
 class Process:
     """One supervised ``invario`` process; its output appended to one log across restarts."""
 
-    def __init__(self, name: str, argv: list[str], environment: dict[str, str], log_path: Path,
-                 ready: threading.Event | None = None) -> None:
+    def __init__(self, name: str, argv: list[str], environment: dict[str, str], log_path: Path) -> None:
         self.name, self.argv, self.environment, self.log_path = name, argv, environment, log_path
         self.process: subprocess.Popen[str] | None = None
         self._log: TextIO = log_path.open("a")
@@ -153,6 +147,13 @@ class Cluster:
         self.database_url = postgres.create_database(server_url)
         self._stack = contextlib.ExitStack()
         self._stack.callback(postgres.drop_database, server_url, self.database_url)
+        try:
+            self._prepare(work_dir)
+        except BaseException:
+            self._stack.close()  # no database left behind
+            raise
+
+    def _prepare(self, work_dir: Path) -> None:
         self.book = prepare_ledger(self.database_url)
         upstream = urlsplit(self.database_url)
         self.proxy = self._stack.enter_context(FaultyProxy(upstream.hostname or "127.0.0.1", upstream.port or 5432))
@@ -219,8 +220,9 @@ class Injected:
 class FaultInjector:
     """Plays the schedule in two threads (the network lane and the process lane), so faults combine."""
 
-    def __init__(self, cluster: Cluster, faults: list[Fault], started: float) -> None:
+    def __init__(self, cluster: Cluster, faults: list[Fault], started: float, raw_blackholes: bool = False) -> None:
         self.cluster, self.started = cluster, started
+        self.raw_blackholes = raw_blackholes  # heal a blackhole without resetting its connections
         self.network = [f for f in faults if f.target == "database"]
         self.processes = [f for f in faults if f.target != "database"]
         self.injected: list[Injected] = []
@@ -307,13 +309,14 @@ class FaultInjector:
         if fault.target == "database":
             self.cluster.proxy.set_mode(fault.kind)
             time.sleep(fault.length)
-            if fault.kind == "blackhole":
+            reset = fault.kind == "blackhole" and not self.raw_blackholes
+            if reset:
                 # The proxy acknowledged and discarded bytes, which no network does: after a real
                 # partition TCP either delivers them again or gives up (tcp_user_timeout). The
                 # connections that lived through it are reset: the kernel giving up.
                 self.cluster.proxy.set_mode("drop")
             self.cluster.proxy.set_mode("pass")
-            return "healed" + (", its connections reset" if fault.kind == "blackhole" else "")
+            return "healed" + (", its connections reset" if reset else "")
         process = self.cluster.process(fault.target)
         with process.handling:
             return self._stop_and_start(fault, process)
