@@ -7,6 +7,9 @@
 #                needs PostgreSQL, see docs/performance.md; e.g. BENCH_ARGS='--only http' or '--skip import')
 #   make bench-import  the 1,000,000-line import benchmark alone (several minutes; `make bench` imports 100,000)
 #   make bench-smoke  the same at tiny sizes, in about a minute: checks they run, numbers mean nothing
+#   make soak    install with the test extra and run the fault-injection soak on PostgreSQL (docs/soak.md):
+#                real serve and worker processes, faults drawn from a seed, invariants checked at the end;
+#                prints its seed first; SOAK_SEED=N replays a run, SOAK_SECONDS (default 60) sets its length
 #   make clean   remove .venv, var/ and caches
 #
 # The venv is built with the first of $(PYTHON_CANDIDATES) that is Python >= 3.11,
@@ -22,6 +25,8 @@ PYTHON ?=
 PYTHON_CANDIDATES := python3 python3.13 python3.12 python3.11
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+SOAK_SEED ?=
+SOAK_SECONDS ?= 60
 
 # Stamps record what is installed; they are older than pyproject.toml after it
 # changes, which triggers a reinstall. Removing .venv removes them too.
@@ -30,7 +35,7 @@ TEST_STAMP := $(VENV)/.installed-test
 
 PY_OK := import sys; sys.exit(sys.version_info < (3, 11))
 
-.PHONY: run test bench bench-import bench-smoke clean
+.PHONY: run test bench bench-import bench-smoke soak clean
 
 # A development signing key in var/ unless INVARIO_SIGNING_KEY is set, so that checkpoints
 # are signed and proofs can be fetched and verified from the first run (docs/proofs.md).
@@ -51,6 +56,9 @@ bench-import: $(TEST_STAMP)
 
 bench-smoke: $(TEST_STAMP)
 	$(VENV_PY) -m tests.bench --smoke $(BENCH_ARGS)
+
+soak: $(TEST_STAMP)
+	@$(VENV_PY) -m tests.soak --seconds $(SOAK_SECONDS) $(if $(SOAK_SEED),--seed $(SOAK_SEED))
 
 clean:
 	rm -rf $(VENV) var build dist *.egg-info .pytest_cache .hypothesis .import_linter_cache .coverage htmlcov

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from application.ledger import Ledger
-from domain.integrity import CHANGED, CHECKPOINT, MISSING, AggregateHeads, ChainWalk, Damage
+from domain.integrity import CHANGED, CHECKPOINT, MISSING, AggregateHeads, ChainRow, ChainWalk, Damage
 from infrastructure.integrity_monitor import IntegrityMonitor, process_monitor
 from infrastructure.integrity_store import Checkpoint, advance_checkpoint, read_checkpoint, store_digest
 from infrastructure.signing import SigningKey
@@ -118,6 +118,15 @@ class IntegrityVerifier:
             return 0
         if not rows:
             return 0
+        try:
+            return self._walk(checkpoint, rows)
+        except BaseException:
+            # The walk moved the aggregates' heads past the checkpoint it did not advance: walking the
+            # same events again from those heads would report them out of order. Start afresh.
+            self._continues_from = None
+            raise
+
+    def _walk(self, checkpoint: Checkpoint, rows: dict[int, ChainRow]) -> int:
         walk = ChainWalk(sequence=checkpoint.sequence, link=checkpoint.hash, heads=self.heads)
         notifications = self.ledger.recorder.select_notifications(start=checkpoint.position + 1, limit=len(rows))
         for notification in notifications:

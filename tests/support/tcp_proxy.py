@@ -11,6 +11,11 @@ Listens on 127.0.0.1 only. Modes (``FaultyProxy.set_mode``):
   stay open while every byte, either way, is silently discarded. (The kernel still
   acknowledges the bytes, so TCP keepalives and ``tcp_user_timeout`` never fire
   here: only the application's own deadlines can notice.)
+- ``pause``: a stall (a frozen server, a congested link). Nothing is lost: the bytes
+  of the connections in use are held by the proxy, and new connections are accepted
+  and wait; back to ``pass``, everything held is delivered and the waiting
+  connections reach the server. To any other mode, the held bytes are treated as
+  that mode says (discarded, or their connections closed).
 
 Back to ``pass``, the connections that were blackholed resume forwarding (a healed
 partition); those accepted during the blackhole never had a server and are closed.
@@ -23,14 +28,21 @@ import socket
 import struct
 import threading
 
-MODES = ("pass", "refuse", "drop", "blackhole")
+MODES = ("pass", "refuse", "drop", "blackhole", "pause")
 _CHUNK = 65536
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with RST instead of FIN (SO_LINGER 0)."""
+    """Close with RST instead of FIN (SO_LINGER 0).
+
+    ``shutdown(SHUT_RD)`` first wakes a pump thread blocked in ``recv`` on it (and sends
+    nothing): a socket closed under a blocked ``recv`` stays open in the kernel until that
+    call returns, which for an idle peer is never, so the peer (a PostgreSQL backend)
+    would stay connected for good."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RD)
     with contextlib.suppress(OSError):
         sock.close()
 
@@ -38,11 +50,33 @@ def _reset(sock: socket.socket) -> None:
 class _Pair:
     """One client connection and, unless it was accepted during a blackhole, its server connection."""
 
-    def __init__(self, proxy: FaultyProxy, client: socket.socket, server: socket.socket | None) -> None:
+    def __init__(self, proxy: FaultyProxy, client: socket.socket, server: socket.socket | None,
+                 waiting: bool = False) -> None:
         self.proxy, self.client, self.server = proxy, client, server
+        self.waiting = waiting  # accepted during a pause
         self.closed = threading.Event()
 
     def start(self) -> None:
+        if self.waiting:
+            threading.Thread(target=self._connect_when_resumed, daemon=True).start()
+            return
+        self._start_pumps()
+
+    def _connect_when_resumed(self) -> None:
+        """Accepted during a pause: reach the server once the pause ends in ``pass``."""
+        self.proxy.resumed.wait()
+        if self.closed.is_set():
+            return
+        if self.proxy.mode == "pass":
+            try:
+                self.server = socket.create_connection(self.proxy.upstream, timeout=5)
+                self.server.settimeout(None)
+            except OSError:
+                self.close(reset=True)
+                return
+        self._start_pumps()  # blackhole: discarded as if accepted during it
+
+    def _start_pumps(self) -> None:
         threading.Thread(target=self._pump, args=(self.client, self.server), daemon=True).start()
         if self.server is not None:
             threading.Thread(target=self._pump, args=(self.server, self.client), daemon=True).start()
@@ -52,6 +86,9 @@ class _Pair:
             while not self.closed.is_set():
                 data = source.recv(_CHUNK)
                 if not data:
+                    break
+                self.proxy.resumed.wait()  # paused: held here, delivered once it ends
+                if self.closed.is_set():
                     break
                 if target is None or self.proxy.mode == "blackhole":
                     continue  # discarded: the peer never hears of it
@@ -83,6 +120,8 @@ class FaultyProxy:
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
         self.upstream = (upstream_host, upstream_port)
         self.mode = "pass"
+        self.resumed = threading.Event()  # set in every mode but pause
+        self.resumed.set()
         self._lock = threading.Lock()
         self._pairs: set[_Pair] = set()
         self._listener: socket.socket | None = None
@@ -100,6 +139,8 @@ class FaultyProxy:
         with self._lock:
             previous, self.mode = self.mode, mode
             pairs = list(self._pairs)
+        if mode == "pause":
+            self.resumed.clear()
         if mode == "refuse":
             self._stop_listening()
             for pair in pairs:
@@ -107,13 +148,14 @@ class FaultyProxy:
         elif mode == "drop":
             for pair in pairs:
                 pair.close(reset=True)
-        elif mode == "pass":
-            if previous == "blackhole":
-                for pair in pairs:
-                    if pair.server is None:
-                        pair.close(reset=True)
-            if self._listener is None:
-                self._listen()
+        elif mode == "pass" and previous == "blackhole":
+            for pair in pairs:
+                if pair.server is None:
+                    pair.close(reset=True)
+        if mode != "pause":
+            self.resumed.set()  # after the mode's own closing: held bytes follow the new mode
+        if mode != "refuse" and self._listener is None:
+            self._listen()
 
     def close(self) -> None:
         self._stop_listening()
@@ -154,14 +196,14 @@ class FaultyProxy:
             _reset(client)
             return
         server = None
-        if mode == "pass":
+        if mode == "pass":  # pause: connected once it ends (_Pair.start)
             try:
                 server = socket.create_connection(self.upstream, timeout=5)
                 server.settimeout(None)
             except OSError:
                 _reset(client)
                 return
-        pair = _Pair(self, client, server)
+        pair = _Pair(self, client, server, waiting=mode == "pause")
         with self._lock:
             self._pairs.add(pair)
         pair.start()
