@@ -62,7 +62,8 @@ def prepared(deployment: Deployment, server: Server) -> dict[str, Any]:
 def test_restore_refuses_while_the_api_is_connected_then_ends_its_sessions_and_the_api_recovers(
     deployment: Deployment,
 ) -> None:
-    server = deployment.serve()
+    # Key B is refused on purpose again and again: the failed-authentication throttle would answer 429.
+    server = deployment.serve(env={"INVARIO_AUTH_FAILURES_MAX": "0"})
     worker, worker_log = deployment.spawn("worker", log_name="worker.log")
     book = prepared(deployment, server)
     client_a, client_b = book["client_a"], book["client_b"]
