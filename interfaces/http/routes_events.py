@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 from urllib.parse import urlencode
@@ -28,7 +29,7 @@ from interfaces.http.schemas import EventPage
 from interfaces.http.services import runtime_of, services_of
 from projections.read_models.event_feed import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX
 from projections.relay.feed import FeedMessage
-from projections.relay.stream import Client, StreamHub, TooManyStreams
+from projections.relay.stream import STUCK_SECONDS, Client, StreamHub, TooManyStreams
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 PATH = "/v1/events"
@@ -105,7 +106,9 @@ def _resume_position(last_event_id: str | None, after: int | None) -> int | None
 
 
 async def _events(hub: StreamHub, client: Client, start: int) -> AsyncIterator[ServerSentEvent]:
-    """The client's events in log order; ``event: overflow`` (and the end) once its buffer filled."""
+    """The client's events in log order; ``event: overflow`` (and the end) once it reads too slowly:
+    its buffer filled and it took nothing for ``STUCK_SECONDS`` (the hub decides), or one event waited
+    that long for its socket (a client reading its backlog from the feed has no buffer to fill)."""
     sent = start
     try:
         while True:
@@ -113,16 +116,20 @@ async def _events(hub: StreamHub, client: Client, start: int) -> AsyncIterator[S
                 yield _overflow(sent, hub.buffer_max)
                 return
             if not client.queue.empty():
-                message = client.take()
-                yield _event(message)
-                sent = message.position
+                messages = [client.take()]
             elif not client.live:
-                for message in await hub.catch_up(client, CATCH_UP_PAGE_EVENTS):
-                    yield _event(message)
-                    sent = message.position
+                messages = await hub.catch_up(client, CATCH_UP_PAGE_EVENTS)
             else:
                 client.wake.clear()
                 await client.wake.wait()
+                continue
+            for message in messages:
+                began = time.monotonic()
+                yield _event(message)  # returns once the server could hand it to the socket
+                sent = message.position
+                if time.monotonic() - began >= STUCK_SECONDS:
+                    client.overflowed = True  # its socket took nothing for that long: slow, cut off
+                    break
     finally:
         hub.disconnect(client)
 

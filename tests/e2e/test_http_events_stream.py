@@ -31,7 +31,7 @@ WAIT_SECONDS = 60.0
 BUFFER_MAX = 64
 STREAMS_MAX = 3
 SLOW_REQUESTS = 150
-TRANSFERS_PER_REQUEST = 5
+TRANSFERS_PER_REQUEST = 10
 BULKY_METADATA = {f"note{n}": "x" * 500 for n in range(10)}
 
 
@@ -261,8 +261,9 @@ def test_a_slow_client_is_cut_off_with_an_overflow_event_while_another_keeps_rec
     start = int(_feed(api, books.acme, 3)[-1]["id"])
     slow = SlowClient(api, books.acme, start)
     fast = Reader(api, _headers(books.acme), f"?after={start}").start()
-    # Loopback sockets take about 3 MB before a sender blocks: about 5 MB of events (5 KB of metadata
-    # each transfer), in requests of a few transfers, so each hand-over is smaller than the buffer.
+    # A loopback sender blocks once its send buffer is full, up to net.ipv4.tcp_wmem's maximum (4 MB
+    # here): about 10 MB of events (5 KB of metadata each transfer) fill it surely (5 MB did not always),
+    # in requests of a few transfers, so each hand-over is smaller than the buffer.
     transfers = 0
     for number in range(SLOW_REQUESTS):
         _post(api, books.acme, f"bulk-{number}", TRANSFERS_PER_REQUEST, BULKY_METADATA)
