@@ -6,6 +6,8 @@ Alembic migrations in ``infrastructure/migrations`` create and change them.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from sqlalchemy import MetaData
 
 NAMING_CONVENTION = {
@@ -17,3 +19,9 @@ NAMING_CONVENTION = {
 }
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def stored_utc(moment: datetime) -> datetime:
+    """A timestamp read back from the store, timezone-aware: SQLite hands back naive
+    datetimes, and every one was stored in UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)

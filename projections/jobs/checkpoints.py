@@ -25,7 +25,7 @@ from sqlalchemy import BigInteger, Column, Connection, DateTime, Engine, LargeBi
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from infrastructure.schema import metadata
+from infrastructure.schema import metadata, stored_utc
 from projections.jobs.merkle_tree import TreeReader, merkle_leaves, tree_size
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class CheckpointPolicy:
 
 def _checkpoint(row: object) -> StoredCheckpoint:
     size, root, position, note, signed_at = row  # type: ignore[misc]
-    moment = signed_at if signed_at.tzinfo is not None else signed_at.replace(tzinfo=timezone.utc)
+    moment = stored_utc(signed_at)
     return StoredCheckpoint(int(size), bytes(root), int(position), note, moment)
 
 

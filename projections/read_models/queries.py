@@ -32,13 +32,14 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from sqlalchemy import Connection, Engine, Row, func, select, tuple_
 
 from domain.account import AccountType
+from infrastructure.schema import stored_utc
 from projections.read_models.accounts import read_accounts
 from projections.following.consistency import snapshot
 from projections.read_models.encoding import canonical_json, is_storable, month_of, month_start
@@ -404,10 +405,6 @@ def _balance_before(
 # --- views ----------------------------------------------------------------------------
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
-
-
 def _normal(account_type: str, balance_minor: int) -> int:
     return balance_minor if AccountType(account_type).is_debit_normal else -balance_minor
 
@@ -426,8 +423,8 @@ def _account_view(row: Row[Any], position: int) -> AccountView:
         version=row.version,
         balance_minor=row.balance_minor,
         balance_normal_minor=_normal(row.type, row.balance_minor),
-        created_at=_utc(row.created_at),
-        updated_at=_utc(row.updated_at),
+        created_at=stored_utc(row.created_at),
+        updated_at=stored_utc(row.updated_at),
         position=position,
     )
 
@@ -441,7 +438,7 @@ def _entry_views(rows: Sequence[Row[Any]], opening_minor: int) -> tuple[EntryVie
             transaction_id=UUID(row.transaction_id),
             account_id=UUID(row.account_id),
             effective_date=row.effective_date,
-            recorded_at=_utc(row.recorded_at),
+            recorded_at=stored_utc(row.recorded_at),
             amount_minor=row.amount_minor,
             currency=row.currency,
             running_balance_minor=running,
@@ -456,14 +453,14 @@ def _hold_view(row: Row[Any]) -> HoldView:
         transaction_id=UUID(row.transaction_id),
         account_id=UUID(row.account_id),
         effective_date=row.effective_date,
-        placed_at=_utc(row.placed_at),
+        placed_at=stored_utc(row.placed_at),
         amount_minor=row.amount_minor,
         currency=row.currency,
         description=row.description,
-        expires_at=_utc(row.expires_at) if row.expires_at is not None else None,
+        expires_at=stored_utc(row.expires_at) if row.expires_at is not None else None,
         status=row.status,
         captured_minor=row.captured_minor,
-        resolved_at=_utc(row.resolved_at) if row.resolved_at is not None else None,
+        resolved_at=stored_utc(row.resolved_at) if row.resolved_at is not None else None,
         position=row.placed_position,
     )
 
@@ -478,7 +475,7 @@ def _transaction_view(row: Row[Any], position: int) -> TransactionView:
         tenant_id=UUID(row.tenant_id),
         external_id=row.external_id,
         effective_date=row.effective_date,
-        recorded_at=_utc(row.recorded_at),
+        recorded_at=stored_utc(row.recorded_at),
         description=row.description,
         postings=tuple((UUID(a), int(amount), currency) for a, amount, currency in json.loads(row.postings)),
         metadata=json.loads(row.metadata),
@@ -486,9 +483,9 @@ def _transaction_view(row: Row[Any], position: int) -> TransactionView:
         reversed_by=UUID(row.reversed_by) if row.reversed_by else None,
         position=position,
         status=row.status,
-        expires_at=_utc(row.expires_at) if row.expires_at is not None else None,
+        expires_at=stored_utc(row.expires_at) if row.expires_at is not None else None,
         held_postings=_postings_of(row.held_postings) if row.held_postings is not None else None,
-        resolved_at=_utc(row.resolved_at) if row.resolved_at is not None else None,
+        resolved_at=stored_utc(row.resolved_at) if row.resolved_at is not None else None,
     )
 
 

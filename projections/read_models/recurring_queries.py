@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Connection, Engine, func, or_, select
 
 from domain.recurring import ACTIVE
+from infrastructure.schema import stored_utc
 from projections.following.consistency import snapshot
 from projections.following.follower import read_tracking
 from projections.read_models.queries import Page, _check_page_size, _decode_cursor, _encode_cursor
@@ -100,10 +101,5 @@ def _view(row: Any, position: int) -> RecurringView:
         id=UUID(row.id), tenant_id=UUID(row.tenant_id), frequency=row.frequency, weekday=row.weekday,
         day_of_month=row.day_of_month, start_date=row.start_date, end_date=row.end_date, postings=postings,
         description=row.description, metadata=json.loads(row.metadata), status=row.status, version=row.version,
-        created_at=_utc(row.created_at), updated_at=_utc(row.updated_at), position=position,
+        created_at=stored_utc(row.created_at), updated_at=stored_utc(row.updated_at), position=position,
     )
-
-
-def _utc(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; they were stored in UTC.
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
