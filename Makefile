@@ -2,7 +2,8 @@
 #
 #   make run     install into .venv (once per pyproject.toml change) and serve
 #   make test    install with the test extra, check import contracts, run pytest
-#                (extra pytest arguments: make test PYTEST_ARGS='-k ledger -x')
+#                (extra pytest arguments: make test PYTEST_ARGS='-k ledger -x'; in 3 processes,
+#                PYTEST_WORKERS=0 for one)
 #   make bench   install with the test extra and run the benchmarks (one table, ~10 min on 2 cores;
 #                needs PostgreSQL, see docs/performance.md; e.g. BENCH_ARGS='--only http' or '--skip import')
 #   make bench-import  the 1,000,000-line import benchmark alone (several minutes; `make bench` imports 100,000)
@@ -24,6 +25,8 @@ PIP := $(VENV_PY) -m pip -q --disable-pip-version-check
 PYTHON ?=
 PYTHON_CANDIDATES := python3 python3.13 python3.12 python3.11
 PYTEST_ARGS ?=
+# Processes the suite runs in (pytest-xdist); 0 runs it in this one process (make test PYTEST_WORKERS=0).
+PYTEST_WORKERS ?= 3
 BENCH_ARGS ?=
 SOAK_SEED ?=
 SOAK_SECONDS ?= 60
@@ -46,7 +49,7 @@ run: $(RUN_STAMP)
 
 test: $(TEST_STAMP)
 	$(VENV)/bin/lint-imports --config pyproject.toml
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist worksteal) $(PYTEST_ARGS)
 
 bench: $(TEST_STAMP)
 	$(VENV_PY) -m tests.bench $(BENCH_ARGS)

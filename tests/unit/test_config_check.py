@@ -16,7 +16,8 @@ PG = {"INVARIO_DATABASE_URL": "postgresql://invario@db/invario"}
 
 
 @pytest.mark.parametrize("secret", [secrets.token_urlsafe(48), secrets.token_urlsafe(24), secrets.token_hex(16),
-                                    "test-pepper-do-not-use-anywhere-0123456789"])
+                                    "test-pepper-do-not-use-anywhere-0123456789"],
+                         ids=["urlsafe-48", "urlsafe-24", "hex-16", "fixed"])  # stable ids: xdist workers collect alike
 def test_generated_secrets_are_strong(secret: str) -> None:
     assert secret_weakness(secret) is None
 
