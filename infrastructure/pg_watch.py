@@ -80,7 +80,7 @@ class DatabaseWatch:
         self._lock = threading.Lock()
         self._down = False
         self.reason = ""
-        self._waiting: dict[object, int] = {}  # connections waiting for the server: their sockets
+        self._waiting: dict[object, tuple[int, float]] = {}  # connections waiting for the server: socket, since
         self._listeners: list[Listener] = []
         self._heartbeat: _Heartbeat | None = None
         self._users = 0
@@ -106,7 +106,7 @@ class DatabaseWatch:
         with self._lock:
             if self._down and not probe:
                 _shut(descriptor)  # fail fast: psycopg sees the connection broken, the pool discards it
-            self._waiting[token] = descriptor
+            self._waiting[token] = (descriptor, time.monotonic())
         try:
             yield
         finally:
@@ -119,11 +119,24 @@ class DatabaseWatch:
     def note_failure(self, reason: str) -> None:
         with self._lock:
             was_down, self._down, self.reason = self._down, True, reason
-            for descriptor in self._waiting.values():
+            for descriptor, _since in self._waiting.values():
                 _shut(descriptor)
         if not was_down:
             log.warning("database unreachable: %s", reason, extra={"event": "database_unreachable"})
         self._tell(DatabaseFailure(DATABASE_UNAVAILABLE, reason))
+
+    def cut_waits(self, older_than_seconds: float, reason: str) -> int:
+        """Shut the sockets of the connections that have waited for the server longer than this
+        (0: all of them); their callers get a connection error. The database is not deemed down."""
+        moment = time.monotonic() - older_than_seconds
+        with self._lock:
+            stale = [descriptor for descriptor, since in self._waiting.values() if since <= moment]
+            for descriptor in stale:
+                _shut(descriptor)
+        if stale:
+            log.warning("cut off %d database connection(s): %s", len(stale), reason,
+                        extra={"event": "database_wait_cut", "connections": len(stale)})
+        return len(stale)
 
     def remind(self) -> None:
         """Tell the subscribers again that the database is down (nothing if it is not)."""
@@ -156,13 +169,15 @@ class DatabaseWatch:
 
     # --- the heartbeat ------------------------------------------------------------------------
 
-    def start(self, connect_arguments: dict[str, Any], probe_timeout_seconds: float) -> None:
-        """Start the heartbeat (once per process and database; ``stop`` as many times)."""
+    def start(self, connect_arguments: dict[str, Any], probe_timeout_seconds: float,
+              wait_max_seconds: float = 0.0) -> None:
+        """Start the heartbeat (once per process and database; ``stop`` as many times). With
+        ``wait_max_seconds``, it also cuts off every connection that waits for the server longer."""
         with self._lock:
             self._users += 1
             if self._heartbeat is not None:
                 return
-            self._heartbeat = _Heartbeat(self, connect_arguments, probe_timeout_seconds)
+            self._heartbeat = _Heartbeat(self, connect_arguments, probe_timeout_seconds, wait_max_seconds)
         self._heartbeat.start()
 
     def stop(self) -> None:
@@ -178,10 +193,12 @@ class DatabaseWatch:
 
 
 class _Heartbeat:
-    """``SELECT 1`` every ``HEARTBEAT_INTERVAL_SECONDS``, each bounded by the probe timeout."""
+    """``SELECT 1`` every ``HEARTBEAT_INTERVAL_SECONDS``, each bounded by the probe timeout; and the
+    bound on any one wait for the server (``wait_max_seconds``, 0: none)."""
 
-    def __init__(self, watch: DatabaseWatch, connect_arguments: dict[str, Any], timeout_seconds: float) -> None:
-        self.watch, self.timeout_seconds = watch, timeout_seconds
+    def __init__(self, watch: DatabaseWatch, connect_arguments: dict[str, Any], timeout_seconds: float,
+                 wait_max_seconds: float = 0.0) -> None:
+        self.watch, self.timeout_seconds, self.wait_max_seconds = watch, timeout_seconds, wait_max_seconds
         self._arguments = {**connect_arguments, "autocommit": True}
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -204,6 +221,9 @@ class _Heartbeat:
         while not self._stopping.is_set():
             self._beat()
             self._pause()
+            if self.wait_max_seconds > 0:
+                self.watch.cut_waits(self.wait_max_seconds, f"no answer within {self.wait_max_seconds:g} s "
+                                     "(the statement timeout and a TCP timeout): request or answer lost")
 
     def _pause(self) -> None:
         """Until the next probe; while the database is down, callers that began waiting for a pooled

@@ -42,14 +42,24 @@ CONFLICT_LANE_LOCK_KEY = 0x1A7A_C0DE  # pg_advisory_lock key of the group-commit
 PEPPER_FILE_NAME = "auth-pepper"
 
 
-def postgres_options(settings: Settings, *, serving: bool = False) -> dict[str, Any]:
-    """libpq options of every connection: the API's statements are bounded too (see pg_connections)."""
+def statement_timeout_seconds(settings: Settings, *, serving: bool = False, following: bool = False) -> float:
+    """The API's statements and the worker's are bounded; an operator's command is not (0)."""
+    if serving:
+        return settings.db_statement_timeout_seconds
+    if following:
+        return settings.worker_statement_timeout_seconds
+    return 0.0
+
+
+def postgres_options(settings: Settings, *, serving: bool = False, following: bool = False) -> dict[str, Any]:
+    """libpq options of every connection: the API's and the worker's statements are bounded too
+    (see pg_connections)."""
     return connection_options(settings.db_connect_timeout_seconds, settings.db_tcp_timeout_seconds,
-                              settings.db_statement_timeout_seconds if serving else 0)
+                              statement_timeout_seconds(settings, serving=serving, following=following))
 
 
-def eventsourcing_env(settings: Settings, database: DatabaseURL, *, serving: bool = False) -> dict[str, str]:
-    """The eventsourcing library's settings for this database."""
+def eventsourcing_env(settings: Settings, database: DatabaseURL, options: dict[str, Any] | None = None) -> dict[str, str]:
+    """The eventsourcing library's settings for this database; ``options``: libpq's (``postgres_options``)."""
     env = {
         "CREATE_TABLE": "y",
         "AGGREGATE_CACHE_MAXSIZE": str(settings.aggregate_cache_size),
@@ -82,7 +92,7 @@ def eventsourcing_env(settings: Settings, database: DatabaseURL, *, serving: boo
             # written in the events' transaction.
             APPLICATION_RECORDER_TOPIC=recorders.POSTGRES_TOPIC,
             POSTGRES_CONNECTION_OPTIONS=make_conninfo("", **database.libpq_options(),
-                                                      **postgres_options(settings, serving=serving)),
+                                                      **(options if options is not None else postgres_options(settings))),
             POSTGRES_POOL_TIMEOUT=str(settings.db_pool_timeout_seconds),
         )
     else:
@@ -222,20 +232,23 @@ class SqliteConflictLane:
         """Nothing to connect afresh."""
 
 
-def open_runtime(settings: Settings | None = None, *, serving: bool = False) -> Runtime:
-    """The process's runtime. ``serving``: for the HTTP API, whose statements are bounded
-    (``INVARIO_DB_STATEMENT_TIMEOUT_SECONDS``) and whose database is watched (``pg_watch``)."""
+def open_runtime(settings: Settings | None = None, *, serving: bool = False, following: bool = False) -> Runtime:
+    """The process's runtime. ``serving``: for the HTTP API; ``following``: for the worker. Their
+    statements are bounded (``INVARIO_DB_STATEMENT_TIMEOUT_SECONDS``, ``INVARIO_WORKER_STATEMENT_TIMEOUT_SECONDS``)
+    and their database is watched (``pg_watch``): a silent database, or a connection silent past its
+    statement's bound, is cut off instead of waited for."""
     settings = settings or get_settings()
     database = DatabaseURL.parse(settings.database_url)
     if database.is_postgres:
         _check_postgres_reachable(database, postgres_options(settings))
     else:
         _prepare_sqlite_file(database)
-    ledger = _open_ledger(settings, database, serving)
+    options = postgres_options(settings, serving=serving, following=following)
+    ledger = _open_ledger(settings, database, options)
     lane: PostgresConflictLane | SqliteConflictLane
     watch = None
     if database.is_postgres:
-        lane = PostgresConflictLane(database, postgres_options(settings, serving=serving))
+        lane = PostgresConflictLane(database, options)
     else:
         assert database.path is not None
         lane = SqliteConflictLane(database.path)
@@ -243,13 +256,25 @@ def open_runtime(settings: Settings | None = None, *, serving: bool = False) -> 
     if database.is_postgres:
         snapshots = ledger.snapshots.recorder if ledger.snapshots is not None else None
         ledger.bulk_reads = PostgresBulkReads(ledger.recorder, snapshots)
-        if serving:
-            watch = watch_for(connect_arguments(database, {}))
-            watch.start(connect_arguments(database, postgres_options(settings)), settings.db_probe_timeout_seconds)
-    engine = _create_engine(database, settings, serving)
+        if serving or following:
+            watch = _start_watch(settings, database, statement_timeout_seconds(
+                settings, serving=serving, following=following))
+    engine = _create_engine(database, settings, options)
     runtime = Runtime(settings, database, ledger, engine, _lane=lane, watch=watch)
     _watch_restore_epoch(runtime)
     return runtime
+
+
+def _start_watch(settings: Settings, database: DatabaseURL, statement_seconds: float) -> DatabaseWatch:
+    """The heartbeat, and the bound on one wait for the server: past its statement timeout the
+    server has answered (a result, or the timeout's error), so a connection still silent a TCP
+    timeout later lost its request or its answer (a middlebox that acknowledged bytes and dropped
+    them, a half-healed partition) and would wait forever."""
+    watch = watch_for(connect_arguments(database, {}))
+    wait_max_seconds = statement_seconds + settings.db_tcp_timeout_seconds if statement_seconds > 0 else 0.0
+    watch.start(connect_arguments(database, postgres_options(settings)), settings.db_probe_timeout_seconds,
+                wait_max_seconds)
+    return watch
 
 
 def _watch_restore_epoch(runtime: Runtime) -> None:
@@ -281,9 +306,9 @@ def _prepare_sqlite_file(database: DatabaseURL) -> None:
         raise ConfigError(f"cannot create the directory for {database.describe()}: {exc.strerror}") from None
 
 
-def _open_ledger(settings: Settings, database: DatabaseURL, serving: bool) -> Ledger:
+def _open_ledger(settings: Settings, database: DatabaseURL, options: dict[str, Any]) -> Ledger:
     try:
-        ledger = Ledger(env=eventsourcing_env(settings, database, serving=serving))
+        ledger = Ledger(env=eventsourcing_env(settings, database, options))
     except Exception as exc:  # the store's own errors differ per backend
         raise DatabaseUnavailable(f"cannot open the event store in {database.describe()}: {exc}") from None
     fast_events.install(ledger)
@@ -292,7 +317,7 @@ def _open_ledger(settings: Settings, database: DatabaseURL, serving: bool) -> Le
     return ledger
 
 
-def _create_engine(database: DatabaseURL, settings: Settings, serving: bool = False) -> Engine:
+def _create_engine(database: DatabaseURL, settings: Settings, options: dict[str, Any]) -> Engine:
     if database.is_postgres:
         engine = create_engine(
             database.sqlalchemy_url(),
@@ -300,7 +325,7 @@ def _create_engine(database: DatabaseURL, settings: Settings, serving: bool = Fa
             pool_pre_ping=True,
             pool_recycle=CONNECTION_AGE_MAX_SECONDS,
             pool_timeout=settings.db_pool_timeout_seconds,
-            connect_args=postgres_options(settings, serving=serving),
+            connect_args=options,
         )
 
         @event.listens_for(engine, "do_connect")

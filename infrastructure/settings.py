@@ -27,7 +27,12 @@ class Settings(BaseSettings):
     db_lock_timeout_seconds: int = Field(5, ge=0, le=300, description="Bound on waiting for the event table lock")
     db_statement_timeout_seconds: float = Field(
         30.0, ge=0, le=86_400, description="Longest one SQL statement of the API may run before the database "
-        "cancels it (503 database_busy); 0: no limit. Operator commands and the worker run without it"
+        "cancels it (503 database_busy); 0: no limit. Operator commands run without it"
+    )
+    worker_statement_timeout_seconds: float = Field(
+        300.0, ge=0, le=86_400, description="Longest one SQL statement of 'invario worker' may run before the "
+        "database cancels it (the batch is retried); 0: no limit. A connection still silent a TCP timeout "
+        "after it is cut off"
     )
     db_pool_timeout_seconds: float = Field(
         1.5, gt=0, le=60, description="Longest a request waits for a pooled database connection "

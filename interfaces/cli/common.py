@@ -10,6 +10,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,13 +100,14 @@ def prepare_schema(runtime: Runtime) -> None:
 
 
 @contextmanager
-def prepared_runtime() -> Iterator[Runtime]:
-    """An opened runtime with its schema ready, closed afterwards; failures are one line."""
+def prepared_runtime(*, following: bool = False) -> Iterator[Runtime]:
+    """An opened runtime with its schema ready, closed afterwards; failures are one line.
+    ``following``: the worker's (bounded statements, a watched database)."""
     # Deferred: opening a store loads SQLAlchemy and the event store; --help must not.
     from infrastructure.runtime import open_runtime
 
     with operator_errors():
-        runtime = open_runtime()
+        runtime = open_runtime(following=following)
         prepare_schema(runtime)
     try:
         with operator_errors():
@@ -115,9 +117,9 @@ def prepared_runtime() -> Iterator[Runtime]:
 
 
 @contextmanager
-def read_models_runtime() -> Iterator[Runtime]:
+def read_models_runtime(*, following: bool = False) -> Iterator[Runtime]:
     """``prepared_runtime``, where a failing statement (lost tables, a lost connection) is one line."""
-    with prepared_runtime() as runtime, _database_errors(runtime):
+    with prepared_runtime(following=following) as runtime, _database_errors(runtime):
         yield runtime
 
 
@@ -171,6 +173,25 @@ def stop_on_signals(stop: threading.Event) -> dict[int, Any]:
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, request_stop)
     return previous
+
+
+STOP_GRACE_SECONDS = 10.0  # after a stop request, the current batch may wait this long for the database
+
+
+def cut_database_waits_on_stop(runtime: Runtime, stop: threading.Event) -> None:
+    """Once a stop is requested and ``STOP_GRACE_SECONDS`` have passed, cut off every connection
+    still waiting for the database, so that a lost connection (its request or answer dropped on the
+    way) cannot keep the process from stopping: the batch fails, its work is done again by the next run."""
+    watch = runtime.watch
+    if watch is None:
+        return
+
+    def cut() -> None:
+        stop.wait()
+        time.sleep(STOP_GRACE_SECONDS)
+        watch.cut_waits(0, "stopping")
+
+    threading.Thread(target=cut, name="invario-stop-deadline", daemon=True).start()
 
 
 def log_to_stderr(level: int) -> None:

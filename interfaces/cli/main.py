@@ -96,7 +96,7 @@ def serve(
     from infrastructure.settings import get_settings
     from interfaces.http.app import create_app
     from projections.following.runner import FollowerThread
-    from interfaces.bootstrap import build_api_services, build_followers
+    from interfaces.bootstrap import build_api_services, build_followers, resume_followers_when_the_database_returns
     from interfaces.cli.publishing import start_publishing
     import threading
 
@@ -123,7 +123,7 @@ def serve(
     thread = FollowerThread(build_followers(runtime), settings.follower_poll_seconds) if followers else None
     if thread:
         thread.start()
-        _resume_followers_when_the_database_returns(runtime, thread)
+        resume_followers_when_the_database_returns(runtime, thread.loop)
     batches = services.batch_runner
     if batches is not None:
         batches.start()  # here, not in the app's lifespan: with --workers the app is not served in this process
@@ -166,23 +166,6 @@ def _refuse_a_busy_address(host: str, port: int) -> None:
         except OSError as exc:
             raise fail(f"cannot listen on {host}:{port}: {exc.strerror} (another process listens there? "
                        "stop it, or choose --port / INVARIO_PORT)", EXIT_PORT_BUSY) from None
-
-
-def _resume_followers_when_the_database_returns(runtime: Runtime, thread: Any) -> None:
-    """At the liveness probe's first answer after an outage, the followers retry at once."""
-    if runtime.watch is None:
-        return
-    was_down = False
-
-    def follow(failure: Any) -> None:
-        nonlocal was_down
-        if failure is not None:
-            was_down = True
-        elif was_down:
-            was_down = False
-            thread.loop.retry_now()
-
-    runtime.watch.subscribe(follow)
 
 
 SHUTDOWN_GRACE_SECONDS = 15  # in-flight requests; then <= 10 s for the followers' batch, and closing the store: < 30 s

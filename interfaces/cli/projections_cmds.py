@@ -28,6 +28,7 @@ from interfaces.cli.common import (
     EXIT_APART,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
+    cut_database_waits_on_stop,
     fail,
     log_to_stderr,
     operator_errors,
@@ -94,20 +95,24 @@ def worker(
     dispatcher delivers the tenants' webhooks in another (docs/events-out.md).
     """
     from projections.following.runner import FollowerLoop, waiter_for
-    from interfaces.bootstrap import build_followers, build_job_scheduler, watch_for_restores
+    from interfaces.bootstrap import (
+        build_followers, build_job_scheduler, resume_followers_when_the_database_returns, watch_for_restores,
+    )
 
     worker_logging()
     stop = threading.Event()
-    with read_models_runtime() as runtime:
+    with read_models_runtime(following=not once) as runtime:
         metrics_server = None if once else _serve_worker_metrics(runtime)
         if not once:
             watch_for_restores(runtime)
         waiter, idle_seconds = waiter_for(runtime, stop)
         jobs = [] if once else [build_job_scheduler(runtime)]  # scheduled jobs (docs/jobs.md)
         loop = FollowerLoop([*build_followers(runtime), *jobs], stop, waiter, idle_seconds)
+        resume_followers_when_the_database_returns(runtime, loop)
         how = f"LISTEN {waiter.channel}" if hasattr(waiter, "channel") else f"polling every {idle_seconds:g} s"
         typer.echo(f"invario worker: following {runtime.database.describe()} ({how})", err=True)
         previous = stop_on_signals(stop) if not once else {}
+        cut_database_waits_on_stop(runtime, stop)
         batches = _start_batches(runtime, once)
         publishing = start_publishing(runtime, stop, "invario worker", relay=relay and not once,
                                       webhooks=webhooks and not once)

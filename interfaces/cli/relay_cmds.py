@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from interfaces.cli.common import EXIT_USAGE, fail, read_models_runtime, stop_on_signals, worker_logging
+from interfaces.cli.common import (
+    EXIT_USAGE, cut_database_waits_on_stop, fail, read_models_runtime, stop_on_signals, worker_logging,
+)
 
 if TYPE_CHECKING:
     from projections.relay.runner import RelayLoop
@@ -49,7 +51,7 @@ def relay(
 
     worker_logging()
     stop = threading.Event()
-    with read_models_runtime() as runtime:
+    with read_models_runtime(following=not once) as runtime:
         webhooks_reason = webhooks_off(runtime)
         if not relay_configured(runtime) and webhooks_reason is not None:
             raise fail("no sink configured: set INVARIO_RELAY_NATS_URL (e.g. nats://127.0.0.1:4222) and/or "
@@ -66,6 +68,7 @@ def relay(
         if webhook_loop is not None:
             typer.echo(f"invario relay: {runtime.database.describe()}: delivering webhooks", err=True)
         previous = stop_on_signals(stop)
+        cut_database_waits_on_stop(runtime, stop)
         try:
             gave_up = _run_with_webhooks(loops, webhook_loop, once)
         finally:

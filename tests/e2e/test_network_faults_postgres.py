@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -38,12 +38,6 @@ FAULTS = ("refuse", "drop", "blackhole")
 PROBE_TIMEOUT_SECONDS = 10.0  # the client's own bound: a hang fails the test instead of stalling it
 # How long each fault lasts after the first answers (longer outages: INVARIO_TEST_FAULT_SECONDS=30 pytest -s ...).
 FAULT_SECONDS = float(os.environ.get("INVARIO_TEST_FAULT_SECONDS", "1"))
-
-
-def _through(proxy: FaultyProxy, database_url: str) -> str:
-    parts = urlsplit(database_url)
-    netloc = f"{parts.username}@127.0.0.1:{proxy.port}" if parts.username else f"127.0.0.1:{proxy.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _timed(request: Callable[[], httpx.Response]) -> tuple[float, httpx.Response]:
@@ -118,7 +112,7 @@ def test_every_request_answers_fast_in_every_fault_and_recovers_fast(pg_database
     book = prepare_ledger(pg_database_url)
     table = []
     with FaultyProxy(upstream.hostname or "127.0.0.1", upstream.port or 5432) as proxy, \
-            ServedApi(_through(proxy, pg_database_url), book, tmp_path / "serve.log") as api:
+            ServedApi(proxy.url_for(pg_database_url), book, tmp_path / "serve.log") as api:
         probes = Probes(api, book)
         assert probes.write().status_code == 201 and probes.read().status_code == 200
         for mode in FAULTS:

@@ -47,10 +47,11 @@ def _setting(connection: Any, name: str) -> str:
     return str(next(iter(row.values())))
 
 
-def test_the_api_bounds_its_statements_and_operator_commands_do_not(pg_database_url: str) -> None:
-    settings = Settings(database_url=pg_database_url, auth_pepper=PEPPER, db_statement_timeout_seconds=7)
-    for serving, expected in ((True, "7s"), (False, "0")):
-        runtime = open_runtime(settings, serving=serving)
+def test_the_api_and_the_worker_bound_their_statements_and_operator_commands_do_not(pg_database_url: str) -> None:
+    settings = Settings(database_url=pg_database_url, auth_pepper=PEPPER, db_statement_timeout_seconds=7,
+                        worker_statement_timeout_seconds=70)
+    for role, expected in (({"serving": True}, "7s"), ({"following": True}, "70s"), ({}, "0")):
+        runtime = open_runtime(settings, **role)
         try:
             with runtime.engine.connect() as connection:
                 assert _setting(connection, "statement_timeout") == expected
@@ -104,6 +105,31 @@ def test_marking_the_database_down_cuts_off_waiting_queries_and_refuses_new_ones
         connection.close()
     with WatchedConnection.connect(pg_database_url) as again:
         assert again.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_wait_longer_than_its_bound_is_cut_off_and_the_database_stays_up(pg_database_url: str) -> None:
+    """A connection whose request or answer was lost waits forever where TCP cannot tell (a middlebox
+    acknowledged the bytes): past its statement timeout plus a TCP timeout the server would have
+    answered, so the watch's heartbeat cuts it off. Here a 30 s sleep stands in for the silence."""
+    settings = Settings(database_url=pg_database_url, auth_pepper=PEPPER, worker_statement_timeout_seconds=0.5,
+                        db_tcp_timeout_seconds=2)
+    runtime = open_runtime(settings, following=True)  # the bound: 0.5 + 2 s
+    try:
+        assert runtime.watch is not None
+        with runtime.engine.connect() as connection:
+            connection.exec_driver_sql("SET statement_timeout = 0")  # the server never answers in time
+            started = time.monotonic()
+            with pytest.raises(Exception) as raised:
+                connection.execute(text("SELECT pg_sleep(30)"))
+            took = time.monotonic() - started
+        assert 2.5 <= took < 10, took
+        failure = classify_database_error(raised.value)
+        assert failure is not None and failure.code == "database_unavailable"
+        assert not runtime.watch.down  # one lost connection is not a database down: others still answer
+        with runtime.engine.connect() as connection:
+            assert connection.execute(text("SELECT 1")).scalar_one() == 1
+    finally:
+        runtime.close()
 
 
 def test_pooled_connections_the_server_ended_are_replaced_on_first_use(pg_database_url: str) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import TextIO
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import httpx
@@ -73,12 +73,6 @@ def prepare_ledger(database_url: str) -> Book:
         return Book(tenant.id, key, str(cash), tuple(wallets))
     finally:
         runtime.close()
-
-
-def through_proxy(database_url: str, proxy: FaultyProxy) -> str:
-    parts = urlsplit(database_url)
-    userinfo = f"{parts.username}@" if parts.username else ""
-    return urlunsplit(parts._replace(netloc=f"{userinfo}127.0.0.1:{proxy.port}"))
 
 
 class Process:
@@ -157,7 +151,7 @@ class Cluster:
         self.book = prepare_ledger(self.database_url)
         upstream = urlsplit(self.database_url)
         self.proxy = self._stack.enter_context(FaultyProxy(upstream.hostname or "127.0.0.1", upstream.port or 5432))
-        self.proxied_url = through_proxy(self.database_url, self.proxy)
+        self.proxied_url = self.proxy.url_for(self.database_url)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         environment = serve_environment(self.proxied_url, INVARIO_WORKER_METRICS_PORT="0")

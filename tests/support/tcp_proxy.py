@@ -27,6 +27,7 @@ import contextlib
 import socket
 import struct
 import threading
+from urllib.parse import urlsplit, urlunsplit
 
 MODES = ("pass", "refuse", "drop", "blackhole", "pause")
 _CHUNK = 65536
@@ -133,6 +134,12 @@ class FaultyProxy:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+    def url_for(self, database_url: str) -> str:
+        """``database_url`` pointed at this proxy (its credentials, database and parameters kept)."""
+        parts = urlsplit(database_url)
+        userinfo, _at, _hostport = parts.netloc.rpartition("@")
+        return urlunsplit(parts._replace(netloc=f"{userinfo + '@' if userinfo else ''}127.0.0.1:{self.port}"))
 
     def set_mode(self, mode: str) -> None:
         assert mode in MODES, mode
