@@ -125,6 +125,26 @@ def test_checkpoints_before_and_after_more_transfers_are_consistent(api: Api, ac
     assert fork_to_new.returncode == 1 and "rejected: first_root_mismatch" in fork_to_new.stderr
 
 
+def _gauge(api: Api, name: str) -> float | None:
+    for line in api.client.get("/metrics").text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_the_checkpoint_gauges_show_what_no_checkpoint_covers_yet(api: Api, acme: Tenant) -> None:
+    transfer(api, acme, "g-1")
+    assert _gauge(api, "invario_checkpoint_age_seconds") is None  # none signed yet
+    assert (_gauge(api, "invario_checkpoint_uncovered_events") or 0) > 0
+    api.catch_up()  # the tree and a checkpoint of it
+    assert _gauge(api, "invario_checkpoint_uncovered_events") == 0
+    age = _gauge(api, "invario_checkpoint_age_seconds")
+    assert age is not None and 0 <= age < 60
+    transfer(api, acme, "g-2")  # three events: a transaction and its two entries
+    time.sleep(0.2)  # past the scrape's shared reading
+    assert _gauge(api, "invario_checkpoint_uncovered_events") == 3
+
+
 def test_a_tenant_gets_no_proof_of_another_tenant_s_transaction(api: Api, acme: Tenant) -> None:
     globex = api.tenant("globex")
     written = transfer(api, acme, "t-1")

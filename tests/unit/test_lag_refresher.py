@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from projections.following import lag_metrics
-from projections.following.lag_metrics import SCRAPE_WAIT_SECONDS, LagRefresher
+from projections.following.lag_metrics import SCRAPE_WAIT_SECONDS, LagRefresher, Reading
 
 
 def _runtime(max_notification_id: Any) -> Any:
@@ -30,11 +30,11 @@ def test_a_silent_database_costs_a_scrape_at_most_the_short_wait() -> None:
 
 def test_a_scrape_gets_a_reading_taken_after_it_asked(monkeypatch: Any) -> None:
     heads = iter(range(1, 1000))
-    monkeypatch.setattr(lag_metrics, "projection_lags", lambda runtime: {"accounts": next(heads)})
+    monkeypatch.setattr(lag_metrics, "read_gauges", lambda runtime: Reading({"accounts": next(heads)}, None))
     refresher = LagRefresher(_runtime(None))
     try:
         first = refresher.latest(wait_seconds=5)
         second = refresher.latest(wait_seconds=5)
-        assert first is not None and second is not None and second["accounts"] > first["accounts"]
+        assert first is not None and second is not None and second.lags["accounts"] > first.lags["accounts"]
     finally:
         refresher.stop()
