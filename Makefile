@@ -4,6 +4,8 @@
 #   make test    install with the test extra, check import contracts, run pytest
 #                (extra pytest arguments: make test PYTEST_ARGS='-k ledger -x'; in 3 processes,
 #                PYTEST_WORKERS=0 for one)
+#   make test-long  the fuzzing, load and benchmark-smoke tests (marked 'long'), which make test leaves
+#                out; CI runs both (.ci/run)
 #   make bench   install with the test extra and run the benchmarks (one table, ~10 min on 2 cores;
 #                needs PostgreSQL, see docs/performance.md; e.g. BENCH_ARGS='--only http' or '--skip import')
 #   make bench-import  the 1,000,000-line import benchmark alone (several minutes; `make bench` imports 100,000)
@@ -38,7 +40,7 @@ TEST_STAMP := $(VENV)/.installed-test
 
 PY_OK := import sys; sys.exit(sys.version_info < (3, 11))
 
-.PHONY: run test bench bench-import bench-smoke soak clean
+.PHONY: run test test-long bench bench-import bench-smoke soak clean
 
 # A development signing key in var/ unless INVARIO_SIGNING_KEY is set, so that checkpoints
 # are signed and proofs can be fetched and verified from the first run (docs/proofs.md).
@@ -47,9 +49,14 @@ run: $(RUN_STAMP)
 	test -s var/dev-signing-key || (umask 077 && $(VENV)/bin/invario generate-signing-key > var/dev-signing-key)
 	export INVARIO_SIGNING_KEY="$${INVARIO_SIGNING_KEY:-$$(cat var/dev-signing-key)}"; exec $(VENV)/bin/invario serve
 
+XDIST = $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist worksteal)
+
 test: $(TEST_STAMP)
 	$(VENV)/bin/lint-imports --config pyproject.toml
-	$(VENV)/bin/pytest $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist worksteal) $(PYTEST_ARGS)
+	$(VENV)/bin/pytest $(XDIST) -m 'not long' $(PYTEST_ARGS)
+
+test-long: $(TEST_STAMP)
+	$(VENV)/bin/pytest $(XDIST) -m long $(PYTEST_ARGS)
 
 bench: $(TEST_STAMP)
 	$(VENV_PY) -m tests.bench $(BENCH_ARGS)

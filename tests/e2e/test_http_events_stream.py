@@ -254,6 +254,7 @@ def _dechunk(body: bytes) -> bytes:
     return b"".join(out)
 
 
+@pytest.mark.long  # 10 MB of events to each of two clients: make test-long
 def test_a_slow_client_is_cut_off_with_an_overflow_event_while_another_keeps_receiving(
     served: tuple[ServedApi, Books],
 ) -> None:

@@ -24,6 +24,8 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.e2e.http_fixtures import ADMIN, Api, make_api
 
+pytestmark = pytest.mark.long  # fuzzing: make test-long
+
 MAX_EXAMPLES = 25
 # An event stream never ends by design, and an in-process ASGI call waits for the end of the answer;
 # tests/e2e/test_http_events_stream.py exercises it against a real server instead.

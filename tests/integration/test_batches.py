@@ -66,6 +66,7 @@ def _all_errors(store: BatchStore, batch_id: UUID) -> dict[int, str]:
     return {e.line_no: e.code for e in store.errors_page(batch_id, 0, 1000)}
 
 
+@pytest.mark.long  # a load run: make test-long
 def test_ten_thousand_lines_atomic_then_partial_then_again(runtime: Runtime, tenant_id: UUID) -> None:
     file = mixed_file(10_000)
     store = _store(runtime)

@@ -16,6 +16,7 @@ from tests.bench import bench_http, bench_inprocess, bench_lag, bench_pgbench, b
 from tests.bench.measurement import REFERENCE_LATENCY, REFERENCE_TPS, Measurement
 
 
+@pytest.mark.long  # the benchmark at small sizes: make test-long
 @pytest.mark.postgres
 def test_the_pgbench_reference_runs() -> None:
     tps, latency = bench_pgbench.run(smoke=True)
@@ -29,6 +30,7 @@ def test_a_missing_pgbench_is_a_row_that_says_so(monkeypatch: pytest.MonkeyPatch
     assert row.value == 0 and "pgbench not found" in row.note
 
 
+@pytest.mark.long  # the benchmark at small sizes: make test-long
 @pytest.mark.postgres
 @pytest.mark.parametrize("tool", ["httpx", "wrk"])
 def test_the_http_benchmark_serves_and_measures_every_shape(tool: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,6 +62,7 @@ def test_the_http_benchmark_serves_and_measures_every_shape(tool: str, monkeypat
     assert "not 201" not in limited_row.note and tool in limited_row.note, limited_row.note
 
 
+@pytest.mark.long  # the benchmark at small sizes: make test-long
 @pytest.mark.postgres
 def test_the_in_process_benchmark_measures_both_settings() -> None:
     measurements = bench_inprocess.run(smoke=True)
@@ -69,6 +72,7 @@ def test_the_in_process_benchmark_measures_both_settings() -> None:
     assert bulk.value > 0 or bulk.note.startswith("skipped")
 
 
+@pytest.mark.long  # the benchmark at small sizes: make test-long
 @pytest.mark.postgres
 def test_the_lag_benchmark_samples_the_followers_under_load() -> None:
     seconds, events = bench_lag.run(smoke=True)
@@ -76,6 +80,7 @@ def test_the_lag_benchmark_samples_the_followers_under_load() -> None:
     assert events.unit == "events"
 
 
+@pytest.mark.long  # the benchmark at small sizes: make test-long
 @pytest.mark.postgres
 def test_the_relay_benchmark_measures_both_brokers_and_the_lag_under_load() -> None:
     rows = {row.name.split(",")[0]: row for row in bench_relay.run(smoke=True)}

@@ -8,6 +8,7 @@ from tests.bench import bench_verify
 
 
 @pytest.mark.postgres
+@pytest.mark.long  # the benchmark at small sizes: make test-long
 def test_the_verification_benchmark_runs() -> None:
     measurements = bench_verify.run(smoke=True)
     names = [m.name for m in measurements]

@@ -8,6 +8,7 @@ from tests.bench import bench_rebuild
 
 
 @pytest.mark.postgres
+@pytest.mark.long  # the benchmark at small sizes: make test-long
 def test_the_rebuild_benchmark_runs() -> None:
     measurements = bench_rebuild.run(smoke=True)
     names = [m.name for m in measurements]

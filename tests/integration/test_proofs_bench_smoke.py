@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.bench.proof_serving import SMOKE, serving_rows
 
 
+@pytest.mark.long  # the benchmark at small sizes: make test-long
 def test_the_proof_serving_rows_measure_the_follower_the_route_and_the_path(sqlite_database_url: str) -> None:
     follower, latency, path = serving_rows("SQLite", sqlite_database_url, smoke=True)
     assert follower.unit == "events/s" and follower.value > 0 and "global chain" in follower.note
