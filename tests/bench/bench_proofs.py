@@ -90,13 +90,17 @@ def _forged_proofs(smoke: bool) -> list[Measurement]:
     log = RandomLog.of(LOG_SIZE, seed)
     # Proofs are drawn until enough mutations are made; no run needs anywhere near this many.
     checked, accepted = false_accepts(itertools.islice(mutated_claims(log, proofs=10**9), wanted))
+    return [_rejections_row("Merkle proofs: mutated proofs", "proofs", checked, accepted, seed, began)]
+
+
+def _rejections_row(what: str, unit: str, checked: int, accepted: list[str], seed: int, began: float) -> Measurement:
+    """Every forgery must be refused: the target is all of them; the first false accepts are printed."""
     elapsed = time.monotonic() - began
     for claim in accepted[:10]:
         print(f"  FALSE ACCEPT (seed {seed}): {claim}", file=sys.stderr, flush=True)
     rejected = checked - len(accepted)
     note = f"seed {seed}, {elapsed:.1f} s" + (f"; {len(accepted)} FALSE ACCEPTS" if accepted else "")
-    return [Measurement(f"Merkle proofs: mutated proofs rejected: {rejected:,} of {checked:,}", rejected, "proofs",
-                        target=checked, note=note)]
+    return Measurement(f"{what} rejected: {rejected:,} of {checked:,}", rejected, unit, target=checked, note=note)
 
 
 def _forged_bundles(smoke: bool) -> list[Measurement]:
@@ -114,13 +118,7 @@ def _forged_bundles(smoke: bool) -> list[Measurement]:
                                             VerifierKey(bundles.public_key, bundles.origin), ed25519_signature_valid)
         checked += count
         accepted += [f"log of {len(bundles.documents)}, size {size}: {what}" for what in found]
-    elapsed = time.monotonic() - began
-    for what in accepted[:10]:
-        print(f"  FALSE ACCEPT (seed {seed}): {what}", file=sys.stderr, flush=True)
-    rejected = checked - len(accepted)
-    note = f"seed {seed}, {elapsed:.1f} s" + (f"; {len(accepted)} FALSE ACCEPTS" if accepted else "")
-    return [Measurement(f"Proof bundles: forged bundles rejected: {rejected:,} of {checked:,}", rejected, "bundles",
-                        target=checked, note=note)]
+    return [_rejections_row("Proof bundles: forged bundles", "bundles", checked, accepted, seed, began)]
 
 
 def _edited_files(bundles: BundleLog, size: int, rng: random.Random) -> Iterator[tuple[str, Any]]:
