@@ -119,8 +119,7 @@ class DatabaseWatch:
     def note_failure(self, reason: str) -> None:
         with self._lock:
             was_down, self._down, self.reason = self._down, True, reason
-            for descriptor, _since in self._waiting.values():
-                _shut(descriptor)
+            self._shut_waiting(since_max=time.monotonic())
         if not was_down:
             log.warning("database unreachable: %s", reason, extra={"event": "database_unreachable"})
         self._tell(DatabaseFailure(DATABASE_UNAVAILABLE, reason))
@@ -128,14 +127,18 @@ class DatabaseWatch:
     def cut_waits(self, older_than_seconds: float, reason: str) -> int:
         """Shut the sockets of the connections that have waited for the server longer than this
         (0: all of them); their callers get a connection error. The database is not deemed down."""
-        moment = time.monotonic() - older_than_seconds
         with self._lock:
-            stale = [descriptor for descriptor, since in self._waiting.values() if since <= moment]
-            for descriptor in stale:
-                _shut(descriptor)
-        if stale:
-            log.warning("cut off %d database connection(s): %s", len(stale), reason,
-                        extra={"event": "database_wait_cut", "connections": len(stale)})
+            cut = self._shut_waiting(since_max=time.monotonic() - older_than_seconds)
+        if cut:
+            log.warning("cut off %d database connection(s): %s", cut, reason,
+                        extra={"event": "database_wait_cut", "connections": cut})
+        return cut
+
+    def _shut_waiting(self, since_max: float) -> int:
+        """Shut the sockets of the connections waiting since ``since_max`` or earlier (under the lock)."""
+        stale = [descriptor for descriptor, since in self._waiting.values() if since <= since_max]
+        for descriptor in stale:
+            _shut(descriptor)
         return len(stale)
 
     def remind(self) -> None:
